@@ -1,0 +1,101 @@
+"""The one interface every device driver implements.
+
+A driver is built as ``Driver(name, options, ctx)``; ``options`` is an instance of the
+driver's nested frozen ``Options`` dataclass, validated from the device's config table
+by :func:`bridge.options.parse_options` (field types are checked; a field may carry
+``metadata={"check": fn}`` returning an error text or None).
+
+Lifecycle (owned by :mod:`bridge.supervisor`)::
+
+    async with driver:                 # open ports, handshake, learn the starting state
+        reader: async for m in driver.receive(): ...   # Inbound -> hub
+        writer: await driver.send(message)             # Outbound from the device's outbox
+
+``__aenter__`` raises DeviceUnavailable when the device is not there (the supervisor
+retries with backoff); ``receive`` raises DeviceLost when the link drops; ``send``
+raises DeviceError. ``__aexit__`` never raises.
+
+Feedback modes (class attribute ``feedback``):
+
+* ``"none"``: the device never gets feedback (DAWs, mixers: they are the source of facts).
+* ``"state"``: the device gets every changed studio-state key as ``Feedback(key, value)``
+  and a full dump after each (re)connect. Used by drivers that render the state
+  themselves (OSC API, Mackie, MQTT).
+* ``"mapped"``: the device gets ``Feedback(control, value)`` computed by the feedback
+  engine from its studio mapping (generic MIDI controllers, tablet layouts).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Literal, Self
+
+from bridge.vocab import Command, Inbound, Outbound, Value
+
+FeedbackMode = Literal["none", "state", "mapped"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceContext:
+    """What the core gives a driver besides its options."""
+
+    #: Directory of the config file (relative paths in options resolve against it).
+    config_dir: Path = field(default_factory=Path.cwd)
+    #: The bridge's data directory (session log etc.).
+    data_dir: Path = field(default_factory=Path.cwd)
+    #: Monotonic clock in seconds (injectable for tests).
+    clock: Callable[[], float] | None = None
+    #: Read-only view of the studio state: key -> value (None if unknown).
+    state: Callable[[str], Value] | None = None
+
+
+class Device(abc.ABC):
+    """Base class of all device drivers."""
+
+    #: Registry key, e.g. "ardour", "mackie".
+    kind: ClassVar[str]
+    #: Commands this driver can carry out (empty for pure surfaces).
+    handles: ClassVar[frozenset[type[Command]]] = frozenset()
+    #: See the module docstring.
+    feedback: ClassVar[FeedbackMode] = "none"
+    #: Minimum seconds between two sends of coalesced (continuous) messages.
+    min_interval: ClassVar[float] = 0.0
+    #: Whether the device gets each durable session-log record as a LogEntry.
+    wants_log: ClassVar[bool] = False
+    #: The driver's options dataclass (frozen); subclasses override.
+    Options: ClassVar[type[Any]]
+
+    def __init__(self, name: str, options: Any, ctx: DeviceContext | None = None) -> None:
+        self.name = name
+        self.options = options
+        self.ctx = ctx or DeviceContext()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    @abc.abstractmethod
+    def receive(self) -> AsyncIterator[Inbound]:
+        """Yield what the device reports, forever; raise DeviceLost when the link drops."""
+
+    @abc.abstractmethod
+    async def send(self, message: Outbound) -> None:
+        """Encode and write one message; raise DeviceError on failure."""
+
+    async def blackout(self) -> None:  # noqa: B027 - optional hook
+        """Switch the device's lights off (called before ``__aexit__`` on shutdown)."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters (messages in/out, dropped bad input, ...) for logs and benchmarks."""
+        return {}

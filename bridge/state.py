@@ -1,0 +1,190 @@
+"""The studio state: the single source of truth, changed only by events.
+
+The state is a flat mapping of StateKeys (path strings) to values. The same key string
+is the feedback key for surfaces, the OSC feedback address suffix and the MQTT topic
+suffix. Keys:
+
+=============================  ======  =============================================
+``transport/playing``          bool    the transport is rolling
+``transport/recording``        bool    global record is enabled (recording when rolling)
+``transport/position``         float   playhead in seconds (DAW-reported or internal)
+``transport/assumed``          bool    transport state is assumed (one-way protocol)
+``track/<n>/name``             str     DAW track name (n is 1-based)
+``track/<n>/armed``            bool    record-enabled
+``track/<n>/mute``             bool
+``track/<n>/solo``             bool
+``track/<n>/fader``            float   0.0-1.0
+``talkback``                   bool    talkback engaged (any channel)
+``session``                    str     current session name
+``song``                       str     current song
+``take``                       int     last take number of the current song (0: none)
+``take/next``                  int     number the next take of the current song gets
+``take/label``                 str     label of the last take
+``device/<name>/status``       str     DeviceStatus value
+=============================  ======  =============================================
+
+``reduce(values, event)`` is pure: it returns the list of changes and never mutates.
+``Store`` applies them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from bridge.vocab import (
+    DeviceStatusChanged,
+    Event,
+    PositionChanged,
+    SessionChanged,
+    TalkbackChanged,
+    TrackChanged,
+    TracksReset,
+    TransportChanged,
+    Value,
+)
+
+PLAYING = "transport/playing"
+RECORDING = "transport/recording"
+POSITION = "transport/position"
+ASSUMED = "transport/assumed"
+TALKBACK = "talkback"
+SESSION = "session"
+SONG = "song"
+TAKE = "take"
+NEXT_TAKE = "take/next"
+TAKE_LABEL = "take/label"
+
+#: Keys whose values change continuously (coalesced, rate-limited on every output).
+CONTINUOUS_SUFFIXES = ("/position", "/fader")
+
+
+def track_key(track: int, field: str) -> str:
+    return f"track/{track}/{field}"
+
+
+def device_key(device: str) -> str:
+    return f"device/{device}/status"
+
+
+def is_continuous_key(key: str) -> bool:
+    return key.endswith(CONTINUOUS_SUFFIXES)
+
+
+def parse_track_key(key: str) -> tuple[int, str] | None:
+    """``"track/3/armed"`` -> ``(3, "armed")``; anything else -> None."""
+    if not key.startswith("track/"):
+        return None
+    parts = key.split("/")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return int(parts[1]), parts[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    key: str
+    old: Value
+    new: Value
+
+
+def _set(values: Mapping[str, Value], out: list[Change], key: str, new: Value) -> None:
+    old = values.get(key)
+    if old != new or (new is not None and type(old) is not type(new)):
+        out.append(Change(key, old, new))
+
+
+def reduce(values: Mapping[str, Value], event: Event) -> list[Change]:
+    """Pure reducer: the changes ``event`` makes to ``values``."""
+    out: list[Change] = []
+    match event:
+        case TransportChanged(playing=playing, recording=recording, assumed=assumed):
+            if playing is not None:
+                _set(values, out, PLAYING, playing)
+            if recording is not None:
+                _set(values, out, RECORDING, recording)
+            if playing is not None or recording is not None:
+                _set(values, out, ASSUMED, assumed)
+        case PositionChanged(seconds=seconds):
+            _set(values, out, POSITION, float(seconds))
+        case TrackChanged(track=track) if track >= 1:
+            for field, value in (
+                ("name", event.name),
+                ("armed", event.arm),
+                ("mute", event.mute),
+                ("solo", event.solo),
+                ("fader", None if event.fader is None else float(event.fader)),
+            ):
+                if value is not None:
+                    _set(values, out, track_key(track, field), value)
+        case TracksReset(first=first):
+            for key in values:
+                parsed = parse_track_key(key)
+                if parsed and parsed[0] >= first:
+                    out.append(Change(key, values[key], None))
+        case TalkbackChanged(on=on):
+            _set(values, out, TALKBACK, on)
+        case DeviceStatusChanged(device=device, status=status):
+            _set(values, out, device_key(device), str(status))
+        case SessionChanged():
+            for key, value in (
+                (SESSION, event.session),
+                (SONG, event.song),
+                (TAKE, event.take),
+                (NEXT_TAKE, event.next_take),
+                (TAKE_LABEL, event.take_label),
+            ):
+                if value is not None:
+                    _set(values, out, key, value)
+        case _:
+            pass
+    return out
+
+
+class Store:
+    """The live studio state: ``apply(event)`` returns what changed."""
+
+    def __init__(self, initial: Mapping[str, Value] | None = None) -> None:
+        self._values: dict[str, Value] = dict(initial or {})
+
+    def apply(self, event: Event) -> list[Change]:
+        changes = reduce(self._values, event)
+        for change in changes:
+            if change.new is None:
+                self._values.pop(change.key, None)
+            else:
+                self._values[change.key] = change.new
+        return changes
+
+    def get(self, key: str, default: Value = None) -> Value:
+        return self._values.get(key, default)
+
+    def items(self) -> Iterator[tuple[str, Value]]:
+        return iter(list(self._values.items()))
+
+    def snapshot(self) -> dict[str, Value]:
+        return dict(self._values)
+
+    def tracks(self) -> list[int]:
+        """Track numbers known to the state, ascending."""
+        seen: set[int] = set()
+        for key in self._values:
+            parsed = parse_track_key(key)
+            if parsed:
+                seen.add(parsed[0])
+        return sorted(seen)
+
+    def track_by_name(self, name: str) -> int | None:
+        """Resolve a DAW track name (exact first, then case-insensitive) to its number."""
+        folded: int | None = None
+        for key, value in self._values.items():
+            if not key.endswith("/name") or not isinstance(value, str):
+                continue
+            parsed = parse_track_key(key)
+            if parsed is None:
+                continue
+            if value == name:
+                return parsed[0]
+            if folded is None and value.casefold() == name.casefold():
+                folded = parsed[0]
+        return folded
