@@ -64,6 +64,9 @@ class Device(abc.ABC):
     feedback: ClassVar[FeedbackMode] = "none"
     #: Minimum seconds between two sends of coalesced (continuous) messages.
     min_interval: ClassVar[float] = 0.0
+    #: Longest wait between reconnect attempts (backoff starts at 0.25 s and doubles).
+    #: Hot-pluggable devices (MIDI) keep it short so a replugged device is back within 1 s.
+    max_backoff: ClassVar[float] = 5.0
     #: Whether the device gets each durable session-log record as a LogEntry.
     wants_log: ClassVar[bool] = False
     #: The driver's options dataclass (frozen); subclasses override.
