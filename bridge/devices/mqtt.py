@@ -1,0 +1,645 @@
+"""MQTT: the studio state on the facility bus (on-air lights, dashboards, Home Assistant).
+
+Topics under the root (default ``studio-bridge/<room>``), see ``docs/mqtt.md``:
+
+* ``status``: ``online`` (retained) on connect; last will ``offline`` (retained).
+* ``state/<StateKey>``: retained, one per state key; payload is the JSON encoding of the
+  value (``true``, ``12``, ``0.5``, ``"Song A"``); an empty retained payload clears a removed
+  key. Discrete keys QoS 1, continuous ones (``/position``, ``/fader``) QoS 0, coalesced to at
+  most ``rate`` updates per second per topic (latest wins).
+* ``log``: each durable session-log record as JSON, QoS 1, not retained.
+* ``cmd/...`` (only with ``commands = true``) -> ``Request``; outcome on ``reply/...``.
+
+The hub never waits on the broker: ``send()`` only queues, one publisher task per connection
+does the I/O with a bounded number of publishes in flight. aiomqtt is imported here only, and
+this module only when a config has an ``[mqtt]`` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from bridge import __version__
+from bridge.devices.base import Device, DeviceContext
+from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
+from bridge.options import port_check, positive
+from bridge.state import is_continuous_key
+from bridge.vocab import (
+    AddNote,
+    CircleTake,
+    Command,
+    FalseStart,
+    Feedback,
+    Inbound,
+    Locate,
+    LogEntry,
+    MarkTake,
+    Outbound,
+    Play,
+    Request,
+    SetRecord,
+    SetSong,
+    SetTalkback,
+    SetTrackArm,
+    SetTrackFader,
+    SetTrackMute,
+    SetTrackSolo,
+    Stop,
+    Value,
+)
+
+if TYPE_CHECKING:
+    import aiomqtt
+
+log = logging.getLogger(__name__)
+
+_LEVEL = re.compile(r"^[^/+#\x00]+$")
+
+
+def _level_check(value: Any) -> str | None:
+    return None if _LEVEL.match(value) else 'one topic level without / + # (e.g. "studio-a")'
+
+
+def _root_check(value: Any) -> str | None:
+    parts = value.split("/")
+    if value and all(_LEVEL.match(p) for p in parts):
+        return None
+    return 'a topic prefix without wildcards or empty levels (e.g. "studio-bridge/studio-a")'
+
+
+@dataclass(frozen=True, slots=True)
+class MqttOptions:
+    host: str = "127.0.0.1"
+    port: int = field(default=1883, metadata={"check": port_check})
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    password_env: str | None = None
+    password_file: str | None = None
+    client_id: str | None = None
+    room: str | None = field(default=None, metadata={"check": _level_check})
+    root: str | None = field(default=None, metadata={"check": _root_check})
+    commands: bool = False
+    homeassistant: bool = False
+    discovery_prefix: str = field(default="homeassistant", metadata={"check": _root_check})
+    rate: float = field(default=20.0, metadata={"check": positive})
+    max_inflight: int = field(default=32, metadata={"check": positive})
+    max_queue: int = field(default=10_000, metadata={"check": positive})
+    max_payload: int = field(default=4096, metadata={"check": positive})
+    keepalive: int = field(default=30, metadata={"check": positive})
+    timeout: float = field(default=5.0, metadata={"check": positive})
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_value(value: Value) -> bytes:
+    """State value -> payload: JSON scalar; None (key removed) -> empty payload."""
+    if value is None:
+        return b""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return b"null"
+        value = round(value, 6)
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+class CommandParseError(ValueError):
+    """A command message cannot be understood (the text goes into the reply)."""
+
+
+class UnknownCommand(CommandParseError):
+    pass
+
+
+_TRUE = {"1", "true", "on", "yes"}
+_FALSE = {"0", "false", "off", "no"}
+
+
+def _payload(raw: bytes) -> tuple[Any, dict[str, Any]]:
+    """Payload -> (value, extra fields). Plain text, a JSON scalar or a JSON object with
+    ``value`` / ``label`` / ``text`` / ``name`` / ``take`` / ``channel`` / ``id``."""
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise CommandParseError("payload is not UTF-8") from exc
+    if not text:
+        return None, {}
+    if text[0] in '{["' or text in ("true", "false", "null"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CommandParseError(f"invalid JSON: {exc.msg}") from exc
+        if isinstance(data, dict):
+            value = data.get("value")
+            for key in ("label", "text", "name"):
+                if value is None and key in data:
+                    value = data[key]
+            return value, data
+        if isinstance(data, list):
+            raise CommandParseError("expected a value or a JSON object, got an array")
+        return data, {}
+    try:
+        return (float(text) if any(c in text for c in ".eE") else int(text)), {}
+    except ValueError:
+        return text, {}
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise CommandParseError(f"expected 1/0/true/false, got {value!r}")
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise CommandParseError(f"expected {what}, got {value!r}")
+
+
+def _text(value: Any, what: str, required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and str(value).strip():
+        return str(value).strip()
+    raise CommandParseError(f"expected {what}")
+
+
+def _take(extra: dict[str, Any], value: Any) -> int | None:
+    take = extra.get("take", value if not extra else None)
+    if take is None:
+        return None
+    if isinstance(take, int) and not isinstance(take, bool) and take >= 1:
+        return take
+    raise CommandParseError(f"expected a take number >= 1, got {take!r}")
+
+
+def parse_command(suffix: str, raw: bytes) -> tuple[Command, str | None]:
+    """``("transport/record", b"1")`` -> ``(SetRecord(on=True), None)``; the second item is
+    the client's correlation id (``{"id": ...}``). Raises CommandParseError / UnknownCommand."""
+    value, extra = _payload(raw)
+    corr = extra.get("id")
+    corr_id = None if corr is None else str(corr)
+    parts = suffix.split("/")
+    cmd: Command
+    match parts:
+        case ["transport", "play"]:
+            cmd = Play()
+        case ["transport", "stop"]:
+            cmd = Stop()
+        case ["transport", "record"]:
+            cmd = SetRecord(on=_bool(value))
+        case ["transport", "locate"]:
+            seconds = _number(value, "seconds")
+            if seconds < 0:
+                raise CommandParseError("expected seconds >= 0")
+            cmd = Locate(seconds=seconds)
+        case ["track", track, ("arm" | "mute" | "solo" | "fader") as what] if track:
+            ref: int | str = int(track) if track.isdigit() else track
+            if isinstance(ref, int) and ref < 1:
+                raise CommandParseError("track numbers start at 1")
+            if what == "fader":
+                level = _number(value, "a fader value 0-1")
+                if not 0.0 <= level <= 1.0:
+                    raise CommandParseError("expected a fader value 0-1")
+                cmd = SetTrackFader(track=ref, value=level)
+            else:
+                kind = {"arm": SetTrackArm, "mute": SetTrackMute, "solo": SetTrackSolo}[what]
+                cmd = kind(track=ref, on=_bool(value))
+        case ["song"]:
+            cmd = SetSong(name=_text(value, "a song name"))
+        case ["take", "mark"]:
+            cmd = MarkTake(label=_text(value, "a label", required=False))
+        case ["take", "circle"]:
+            on = _bool(extra["value"]) if "value" in extra else True
+            cmd = CircleTake(take=_take(extra, None if "value" in extra else value), on=on)
+        case ["take", "falsestart"]:
+            cmd = FalseStart(take=_take(extra, value))
+        case ["note"]:
+            cmd = AddNote(text=_text(value, "a note text"), take=_take(extra, None) if extra else None)
+        case ["talkback"]:
+            channel = _text(extra.get("channel", "A"), "a channel name")
+            cmd = SetTalkback(on=_bool(value), channel=channel)
+        case _:
+            raise UnknownCommand(f"unknown command topic cmd/{suffix}")
+    return cmd, corr_id
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclass(slots=True)
+class _Pub:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    key: str | None = None  # state key (coalesced on overflow)
+    seq: int | None = None  # log record (re-sent after reconnect until acknowledged)
+
+
+class MqttBridge(Device):
+    """Publishes the studio state and session log to an MQTT broker; optional commands."""
+
+    kind = "mqtt"
+    feedback = "state"
+    wants_log = True
+    max_backoff = 10.0
+    Options = MqttOptions
+
+    def __init__(self, name: str, options: MqttOptions, ctx: DeviceContext | None = None) -> None:
+        super().__init__(name, options, ctx)
+        self.opts = options
+        if sum(x is not None for x in (options.password, options.password_env, options.password_file)) > 1:
+            raise ConfigError("mqtt: give only one of password, password_env, password_file")
+        room = options.room or _context_room(self.ctx) or "studio"
+        if not _LEVEL.match(room):
+            raise ConfigError(f"mqtt: room {room!r} cannot be a topic level (no / + #)")
+        self.room = room
+        self.root = options.root or f"studio-bridge/{room}"
+        self.client_id = options.client_id or f"studio-bridge-{room}-{secrets.token_hex(3)}"
+        self._interval = 1.0 / options.rate
+        self._client: aiomqtt.Client | None = None
+        self._discrete: deque[_Pub] = deque()
+        self._latest: dict[str, _Pub] = {}
+        self._next_due: dict[str, float] = {}
+        self._unacked_logs: dict[int, _Pub] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._lost: asyncio.Future[str] | None = None
+        self._stats: dict[str, int] = dict.fromkeys(
+            (
+                "published", "publish_errors", "state", "coalesced", "log_records", "dropped_logs",
+                "overflows", "commands", "replies", "invalid", "unknown", "oversized",
+            ),
+            0,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        import aiomqtt
+
+        opts = self.opts
+        password = await asyncio.to_thread(self._password)
+        tls_params = None
+        if opts.tls:
+            tls_params = aiomqtt.TLSParameters(
+                ca_certs=self._path(opts.ca_file),
+                certfile=self._path(opts.cert_file),
+                keyfile=self._path(opts.key_file),
+            )
+        will = aiomqtt.Will(f"{self.root}/status", b"offline", qos=1, retain=True)
+        client = aiomqtt.Client(
+            opts.host,
+            opts.port,
+            username=opts.username,
+            password=password,
+            identifier=self.client_id,
+            will=will,
+            keepalive=opts.keepalive,
+            timeout=opts.timeout,
+            tls_params=tls_params,
+            max_inflight_messages=opts.max_inflight,
+            max_queued_incoming_messages=1000,
+            logger=logging.getLogger(f"{__name__}.client"),
+        )
+        client.pending_calls_threshold = opts.max_inflight + 16
+        where = f"mqtt broker {opts.host}:{opts.port}"
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise DeviceUnavailable(f"{where}: {exc}") from None
+        try:
+            async with asyncio.timeout(opts.timeout):
+                if opts.commands:
+                    await client.subscribe(f"{self.root}/cmd/#", qos=1)
+                await client.publish(f"{self.root}/status", b"online", qos=1, retain=True)
+                if opts.homeassistant:
+                    for topic, payload in discovery_configs(self).items():
+                        await client.publish(topic, payload, qos=1, retain=True)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+            raise DeviceUnavailable(f"{where}: {exc or 'timed out'}") from None
+        self._client = client
+        self._lost = asyncio.get_running_loop().create_future()
+        # Queued state is re-derived from the core's full dump after (re)connect; log
+        # records not yet acknowledged by the broker are sent again, oldest first.
+        self._discrete.clear()
+        self._latest.clear()
+        self._discrete.extend(self._unacked_logs[seq] for seq in sorted(self._unacked_logs))
+        self._publisher = asyncio.create_task(self._publish_loop(client), name=f"mqtt-{self.name}")
+        self._wake.set()
+        log.info("mqtt: connected to %s as %s, root %s", where, self.client_id, self.root)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        client, self._client = self._client, None
+        tasks = [t for t in (self._publisher, *self._inflight) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._publisher = None
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                if not (self._lost and self._lost.done()):
+                    await client.publish(f"{self.root}/status", b"offline", qos=1, retain=True)
+                await client.__aexit__(None, None, None)
+
+    def _password(self) -> str | None:
+        opts = self.opts
+        if opts.password_env is not None:
+            value = os.environ.get(opts.password_env)
+            if value is None:
+                raise ConfigError(f"mqtt.password_env: environment variable {opts.password_env} is not set")
+            return value
+        if opts.password_file is not None:
+            path = self._path(opts.password_file)
+            try:
+                return Path(str(path)).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read {path}: {exc.strerror}") from None
+        return opts.password
+
+    def _path(self, name: str | None) -> str | None:
+        return None if name is None else str(self.ctx.config_dir / Path(name).expanduser())
+
+    # ------------------------------------------------------------------ outbound
+
+    async def send(self, message: Outbound) -> None:
+        """Queue a publish; never waits on the broker."""
+        if isinstance(message, LogEntry):
+            record = {"seq": message.seq, **message.record}
+            pub = _Pub(f"{self.root}/log", _json(record), 1, False, seq=message.seq)
+            self._unacked_logs[message.seq] = pub
+            if len(self._unacked_logs) > self.opts.max_queue:
+                self._unacked_logs.pop(min(self._unacked_logs))
+                self._stats["dropped_logs"] += 1
+            self._stats["log_records"] += 1
+            self._enqueue(pub)
+        elif isinstance(message, Feedback):
+            key = message.control
+            if not _key_ok(key):
+                self._stats["invalid"] += 1
+                log.warning("mqtt: state key %r cannot be a topic, not published", key)
+                return
+            self._stats["state"] += 1
+            topic = f"{self.root}/state/{key}"
+            if message.value is not None and (message.continuous or is_continuous_key(key)):
+                if key in self._latest:
+                    self._stats["coalesced"] += 1
+                self._latest[key] = _Pub(topic, encode_value(message.value), 0, True, key=key)
+                self._wake.set()
+            else:
+                if self._latest.pop(key, None) is not None:
+                    self._stats["coalesced"] += 1
+                self._enqueue(_Pub(topic, encode_value(message.value), 1, True, key=key))
+        # Commands are never routed here (handles is empty).
+
+    def _enqueue(self, pub: _Pub) -> None:
+        self._discrete.append(pub)
+        if len(self._discrete) > self.opts.max_queue:
+            self._compact()
+        self._wake.set()
+
+    def _compact(self) -> None:
+        """Queue overflow (broker slower than the studio): keep every log record and reply,
+        and only the newest update of each state key; the retained end state stays exact."""
+        self._stats["overflows"] += 1
+        last = {p.key: i for i, p in enumerate(self._discrete) if p.key is not None}
+        kept = [p for i, p in enumerate(self._discrete) if p.key is None or last[p.key] == i]
+        self._stats["coalesced"] += len(self._discrete) - len(kept)
+        self._discrete = deque(kept)
+        log.warning("mqtt: publish queue overflow, coalesced to %d messages", len(kept))
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far has been handed to the broker (tests, bench;
+        bound it with ``asyncio.timeout``)."""
+        while self._discrete or self._latest or self._inflight:
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.opts.max_inflight)
+        while True:
+            while self._discrete:
+                pub = self._discrete.popleft()
+                if pub.seq is not None and pub.seq not in self._unacked_logs:
+                    continue  # dropped by the log bound meanwhile
+                await slots.acquire()
+                self._start(client, pub, slots)
+            now = loop.time()
+            wait: float | None = None
+            for key in list(self._latest):
+                due = self._next_due.get(key, 0.0)
+                if due <= now:
+                    pending = self._latest.pop(key, None)
+                    if pending is None:
+                        continue
+                    self._next_due[key] = now + self._interval
+                    await slots.acquire()
+                    self._start(client, pending, slots)
+                else:
+                    wait = due - now if wait is None else min(wait, due - now)
+            if not self._discrete and not self._inflight and not self._latest:
+                self._idle.set()
+            if self._discrete:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    def _start(self, client: aiomqtt.Client, pub: _Pub, slots: asyncio.Semaphore) -> None:
+        task = asyncio.create_task(self._publish(client, pub))
+        self._inflight.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self._inflight.discard(t)
+            slots.release()
+            if not self._inflight and not self._discrete and not self._latest:
+                self._idle.set()
+
+        task.add_done_callback(finished)
+
+    async def _publish(self, client: aiomqtt.Client, pub: _Pub) -> None:
+        import aiomqtt
+
+        try:
+            await client.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
+        except (aiomqtt.MqttError, ValueError) as exc:
+            self._stats["publish_errors"] += 1
+            log.debug("mqtt: publish to %s failed: %s", pub.topic, exc)
+            if isinstance(exc, aiomqtt.MqttError) and self._lost and not self._lost.done():
+                self._lost.set_result(str(exc))
+            return
+        self._stats["published"] += 1
+        if pub.seq is not None:
+            self._unacked_logs.pop(pub.seq, None)
+
+    # ------------------------------------------------------------------ inbound
+
+    async def receive(self) -> AsyncIterator[Inbound]:
+        import aiomqtt
+
+        client, lost = self._client, self._lost
+        if client is None or lost is None:
+            raise DeviceLost("mqtt: not connected")
+        where = f"mqtt broker {self.opts.host}:{self.opts.port}"
+        messages = client.messages.__aiter__()
+        while True:
+            nxt = asyncio.ensure_future(messages.__anext__())
+            try:
+                await asyncio.wait((nxt, lost), return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                nxt.cancel()
+                raise
+            if not nxt.done():
+                nxt.cancel()
+                raise DeviceLost(f"{where}: connection lost ({lost.result()})")
+            try:
+                message = nxt.result()
+            except aiomqtt.MqttError as exc:
+                raise DeviceLost(f"{where}: {exc}") from None
+            request = self._command(str(message.topic), message.payload)
+            if request is not None:
+                yield request
+
+    def _command(self, topic: str, payload: Any) -> Request | None:
+        prefix = f"{self.root}/cmd/"
+        if not self.opts.commands or not topic.startswith(prefix):
+            self._stats["unknown"] += 1
+            return None
+        suffix = topic[len(prefix) :]
+        raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
+        if len(raw) > self.opts.max_payload:
+            self._stats["oversized"] += 1
+            log.warning(
+                "mqtt: %s: payload of %d bytes ignored (max %d)", topic, len(raw), self.opts.max_payload
+            )
+            return None
+        try:
+            command, corr_id = parse_command(suffix, raw)
+        except CommandParseError as exc:
+            self._stats["unknown" if isinstance(exc, UnknownCommand) else "invalid"] += 1
+            log.warning("mqtt: %s: %s", topic, exc)
+            self._reply(suffix, str(exc), None)
+            return None
+        self._stats["commands"] += 1
+        return Request(command, self._replier(suffix, corr_id))
+
+    def _replier(self, suffix: str, corr_id: str | None) -> Callable[[str | None], None]:
+        def done(error: str | None) -> None:
+            self._reply(suffix, error, corr_id)
+
+        return done
+
+    def _reply(self, suffix: str, error: str | None, corr_id: str | None) -> None:
+        body: dict[str, object] = {"ok": error is None}
+        if error is not None:
+            body["error"] = error
+        if corr_id is not None:
+            body["id"] = corr_id
+        self._stats["replies"] += 1
+        self._enqueue(_Pub(f"{self.root}/reply/{suffix}", _json(body), 1, False))
+
+    def stats(self) -> dict[str, int]:
+        return {
+            **self._stats,
+            "queued": len(self._discrete) + len(self._latest),
+            "inflight": len(self._inflight),
+        }
+
+
+# --------------------------------------------------------------------------- Home Assistant
+
+
+def discovery_configs(bridge: MqttBridge) -> dict[str, bytes]:
+    """Retained Home Assistant MQTT discovery configs: topic -> JSON payload. Buttons are
+    only announced with ``commands = true`` (their config is cleared otherwise)."""
+    prefix, root, room = bridge.opts.discovery_prefix, bridge.root, bridge.room
+    node = "studio_bridge_" + re.sub(r"[^A-Za-z0-9_-]", "_", room)
+    device = {
+        "identifiers": [node],
+        "name": f"Studio bridge {room}",
+        "manufacturer": "studio-bridge",
+        "model": "studio-bridge",
+        "sw_version": __version__,
+    }
+    common = {
+        "availability_topic": f"{root}/status",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+    }
+    state = f"{root}/state"
+    on_off = {"payload_on": "true", "payload_off": "false"}
+    as_json = {"value_template": "{{ value_json }}"}
+    entities: list[tuple[str, str, dict[str, object]]] = [
+        ("binary_sensor", "on_air", {"name": "On air", "state_topic": f"{state}/transport/recording",
+                                     "icon": "mdi:record-rec", **on_off}),
+        ("binary_sensor", "talkback", {"name": "Talkback", "state_topic": f"{state}/talkback",
+                                       "icon": "mdi:microphone", **on_off}),
+        ("sensor", "song", {"name": "Song", "state_topic": f"{state}/song", "icon": "mdi:music", **as_json}),
+        ("sensor", "take", {"name": "Take", "state_topic": f"{state}/take", "icon": "mdi:pound", **as_json}),
+    ]  # fmt: skip
+    buttons = [
+        ("play", "Play", "transport/play", "1", "mdi:play"),
+        ("stop", "Stop", "transport/stop", "1", "mdi:stop"),
+        ("record", "Record", "transport/record", "1", "mdi:record"),
+        ("mark_take", "Mark take", "take/mark", "{}", "mdi:flag"),
+    ]
+    out: dict[str, bytes] = {}
+    for component, object_id, config in entities:
+        body = {**config, **common, "unique_id": f"{node}_{object_id}", "object_id": f"{node}_{object_id}"}
+        out[f"{prefix}/{component}/{node}/{object_id}/config"] = _json(body)
+    for object_id, name, cmd, press, icon in buttons:
+        topic = f"{prefix}/button/{node}/{object_id}/config"
+        if not bridge.opts.commands:
+            out[topic] = b""
+            continue
+        body = {"name": name, "command_topic": f"{root}/cmd/{cmd}", "payload_press": press, "icon": icon,
+                **common, "unique_id": f"{node}_{object_id}", "object_id": f"{node}_{object_id}"}  # fmt: skip
+        out[topic] = _json(body)
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _json(data: object) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+def _key_ok(key: str) -> bool:
+    return bool(key) and all(_LEVEL.match(part) for part in key.split("/"))
+
+
+def _context_room(ctx: DeviceContext) -> str | None:
+    room = getattr(ctx, "room", None)
+    return room if isinstance(room, str) and room else None

@@ -1,0 +1,397 @@
+"""MqttBridge against a real mosquitto (driver alone: fed Feedback/LogEntry, reading what it yields)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+from peers.mosquitto import Broker, Seen, Subscriber, free_port, mosquitto  # noqa: F401
+
+from bridge.devices.mqtt import MqttBridge, MqttOptions, encode_value, parse_command
+from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
+from bridge.vocab import (
+    AddNote,
+    CircleTake,
+    FalseStart,
+    Feedback,
+    Locate,
+    LogEntry,
+    MarkTake,
+    Play,
+    Request,
+    SetRecord,
+    SetSong,
+    SetTalkback,
+    SetTrackArm,
+    SetTrackFader,
+    SetTrackMute,
+    Stop,
+)
+
+pytestmark = pytest.mark.mqtt
+
+T = 15.0  # generous bound for every wait (2 shared cores)
+
+
+def make(broker: Broker, **kw: object) -> MqttBridge:
+    room = str(kw.pop("room", f"room-{secrets.token_hex(3)}"))
+    opts = MqttOptions(host=broker.host, port=broker.port, room=room, timeout=5.0, **kw)  # type: ignore[arg-type]
+    return MqttBridge("mqtt", opts)
+
+
+class Running:
+    """An open bridge with a reader task collecting what receive() yields."""
+
+    def __init__(self, bridge: MqttBridge) -> None:
+        self.bridge = bridge
+        self.inbound: asyncio.Queue[object] = asyncio.Queue()
+        self.error: BaseException | None = None
+        self.lost = asyncio.Event()
+
+    async def _read(self) -> None:
+        try:
+            async for item in self.bridge.receive():
+                await self.inbound.put(item)
+        except DeviceLost as exc:
+            self.error = exc
+            self.lost.set()
+
+    async def next_request(self) -> Request:
+        async with asyncio.timeout(T):
+            item = await self.inbound.get()
+        assert isinstance(item, Request)
+        return item
+
+
+@contextlib.asynccontextmanager
+async def running(bridge: MqttBridge) -> AsyncIterator[Running]:
+    async with asyncio.timeout(T):
+        await bridge.__aenter__()
+    run = Running(bridge)
+    task = asyncio.create_task(run._read())
+    try:
+        yield run
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        async with asyncio.timeout(T):
+            await bridge.__aexit__(None, None, None)
+
+
+async def flush(bridge: MqttBridge) -> None:
+    async with asyncio.timeout(T):
+        await bridge.flush()
+
+
+def payloads(msgs: list[Seen]) -> list[bytes]:
+    return [m.payload for m in msgs]
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+@pytest.mark.parametrize(
+    ("suffix", "payload", "expected"),
+    [
+        ("transport/play", b"", Play()),
+        ("transport/stop", b"1", Stop()),
+        ("transport/record", b"1", SetRecord(on=True)),
+        ("transport/record", b"false", SetRecord(on=False)),
+        ("transport/record", b'{"value": 0}', SetRecord(on=False)),
+        ("transport/locate", b"12.5", Locate(seconds=12.5)),
+        ("track/2/arm", b"1", SetTrackArm(track=2, on=True)),
+        ("track/Lead Vox/mute", b"on", SetTrackMute(track="Lead Vox", on=True)),
+        ("track/3/fader", b"0.25", SetTrackFader(track=3, value=0.25)),
+        ("song", b"Blue Song", SetSong(name="Blue Song")),
+        ("song", b'{"name": "Red Song"}', SetSong(name="Red Song")),
+        ("take/mark", b"", MarkTake(label="")),
+        ("take/mark", b"{}", MarkTake(label="")),
+        ("take/mark", b'{"label": "keeper"}', MarkTake(label="keeper")),
+        ("take/circle", b"", CircleTake()),
+        ("take/circle", b"4", CircleTake(take=4)),
+        ("take/circle", b'{"take": 4, "value": false}', CircleTake(take=4, on=False)),
+        ("take/falsestart", b"", FalseStart()),
+        ("note", b"bass too loud", AddNote(text="bass too loud")),
+        ("note", b'{"text": "tempo drifts", "take": 2}', AddNote(text="tempo drifts", take=2)),
+        ("talkback", b"1", SetTalkback(on=True)),
+        ("talkback", b'{"value": true, "channel": "B"}', SetTalkback(on=True, channel="B")),
+    ],
+)
+def test_parse_command(suffix: str, payload: bytes, expected: object) -> None:
+    assert parse_command(suffix, payload)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("suffix", "payload"),
+    [
+        ("transport/record", b"maybe"),
+        ("transport/record", b""),
+        ("transport/locate", b"-1"),
+        ("transport/locate", b"soon"),
+        ("track/0/arm", b"1"),
+        ("track/2/fader", b"1.5"),
+        ("song", b""),
+        ("take/mark", b'{"label": "x"'),
+        ("take/mark", b"[1, 2]"),
+        ("take/circle", b"0"),
+        ("transport/explode", b"1"),
+        ("note", b"\xff\xfe"),
+    ],
+)
+def test_parse_command_rejects(suffix: str, payload: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_command(suffix, payload)
+
+
+def test_correlation_id_and_encoding() -> None:
+    assert parse_command("transport/play", b'{"id": "abc"}')[1] == "abc"
+    assert parse_command("transport/play", b"1")[1] is None
+    assert [encode_value(v) for v in (True, False, 3, 0.5, "Song A", None)] == [
+        b"true", b"false", b"3", b"0.5", b'"Song A"', b"",
+    ]  # fmt: skip
+
+
+def test_options_reject_bad_room_and_two_passwords() -> None:
+    with pytest.raises(ConfigError):
+        MqttBridge("mqtt", MqttOptions(room="a/b"))
+    with pytest.raises(ConfigError):
+        MqttBridge("mqtt", MqttOptions(password="x", password_env="Y"))
+    assert "hunter2" not in repr(MqttOptions(password="hunter2"))
+
+
+# --------------------------------------------------------------------------- against mosquitto
+
+
+async def test_unreachable_broker_is_unavailable_without_leaking_secret() -> None:
+    bridge = MqttBridge("mqtt", MqttOptions(port=free_port(), password="hunter2", room="x", timeout=3.0))
+    with pytest.raises(DeviceUnavailable) as info:
+        async with asyncio.timeout(T):
+            await bridge.__aenter__()
+    assert "hunter2" not in str(info.value)
+
+
+async def test_retained_state_for_late_subscriber(mosquitto: Broker) -> None:
+    bridge = make(mosquitto)
+    root = bridge.root
+    async with running(bridge):
+        for key, value in [
+            ("transport/recording", True),
+            ("transport/playing", False),
+            ("song", "Song A"),
+            ("take", 3),
+            ("track/2/armed", True),
+            ("track/2/name", "Lead Vox"),
+            ("track/2/fader", 0.75),
+            ("device/reaper/status", "ok"),
+        ]:
+            await bridge.send(Feedback(key, value))
+        await bridge.send(Feedback("track/2/name", None))  # removed key clears the retained message
+        await flush(bridge)
+        async with Subscriber(mosquitto, f"{root}/#") as late:
+            got = await late.wait_for(lambda m: m.topic.startswith(f"{root}/state/"), T, count=7)
+            status = await late.wait_for(lambda m: m.topic == f"{root}/status", T)
+            await late.quiet(0.3)
+        state = {m.topic.removeprefix(f"{root}/state/"): m.payload for m in got}
+        assert state == {
+            "transport/recording": b"true",
+            "transport/playing": b"false",
+            "song": b'"Song A"',
+            "take": b"3",
+            "track/2/armed": b"true",
+            "track/2/fader": b"0.75",
+            "device/reaper/status": b'"ok"',
+        }
+        assert all(m.retain for m in got)
+        assert status[0].payload == b"online" and status[0].retain
+
+
+async def test_qos_and_retain_flags(mosquitto: Broker) -> None:
+    bridge = make(mosquitto)
+    root = bridge.root
+    async with Subscriber(mosquitto, f"{root}/#") as live, running(bridge):
+        await bridge.send(Feedback("transport/recording", True))
+        await bridge.send(Feedback("transport/position", 1.5, continuous=True))
+        await bridge.send(LogEntry(7, {"kind": "take_marker", "take": 2, "song": "Song A"}))
+        await flush(bridge)
+        logged = await live.wait_for(lambda m: m.topic == f"{root}/log", T)
+        await live.wait_for(lambda m: m.topic == f"{root}/state/transport/position", T)
+        rec = live.on(f"{root}/state/transport/recording")[0]
+        pos = live.on(f"{root}/state/transport/position")[0]
+        assert (rec.qos, pos.qos, logged[0].qos) == (1, 0, 1)
+        assert json.loads(logged[0].payload) == {"seq": 7, "kind": "take_marker", "take": 2, "song": "Song A"}
+        async with Subscriber(mosquitto, f"{root}/#") as late:
+            await late.wait_for(lambda m: m.topic == f"{root}/state/transport/position", T)
+            await late.quiet(0.3)
+        assert late.on(f"{root}/state/transport/recording")[0].retain
+        assert late.on(f"{root}/state/transport/position")[0].retain
+        assert late.on(f"{root}/log") == []  # log records are not retained
+
+
+async def test_fader_flood_is_coalesced_and_discrete_kept_in_order(mosquitto: Broker) -> None:
+    bridge = make(mosquitto)
+    root = bridge.root
+    faders = [f"track/{n}/fader" for n in (1, 2)]
+    sent_discrete: list[bytes] = []
+    async with Subscriber(mosquitto, f"{root}/state/#") as sub, running(bridge):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = 0
+        for tick in range(150):  # 1.5 s at 9,000 msg/s: 90 messages every 10 ms
+            for _ in range(90):
+                n += 1
+                await bridge.send(Feedback(faders[n % 2], n / 100_000, continuous=True))
+                if n % 150 == 0:
+                    await bridge.send(Feedback("take", n))
+                    sent_discrete.append(str(n).encode())
+            await asyncio.sleep(max(0.0, start + (tick + 1) * 0.01 - loop.time()))
+        last = {faders[n % 2]: n / 100_000, faders[(n - 1) % 2]: (n - 1) / 100_000}
+        await flush(bridge)
+        for key, value in last.items():
+            await sub.wait_for(lambda m, k=key, v=value: m.topic == f"{root}/state/{k}" and m.payload == encode_value(v), T)
+        await sub.wait_for(lambda m: m.topic == f"{root}/state/take", T, count=len(sent_discrete))
+        for key in faders:
+            seen = sub.on(f"{root}/state/{key}")
+            span = seen[-1].at - seen[0].at
+            assert len(seen) <= 20 * span + 3, (len(seen), span)
+            assert seen[-1].payload == encode_value(last[key])
+        assert payloads(sub.on(f"{root}/state/take")) == sent_discrete
+        assert bridge.stats()["coalesced"] > 10_000
+
+
+async def test_commands_become_requests_with_replies(mosquitto: Broker) -> None:
+    bridge = make(mosquitto, commands=True)
+    root = bridge.root
+    async with Subscriber(mosquitto, f"{root}/reply/#") as replies, running(bridge) as run:
+        client = replies.client
+        await client.publish(f"{root}/cmd/track/2/arm", b"1", qos=1)
+        req = await run.next_request()
+        assert req.command == SetTrackArm(track=2, on=True)
+        req.done(None)
+        await client.publish(f"{root}/cmd/take/mark", b'{"label": "keeper", "id": "c-42"}', qos=1)
+        req = await run.next_request()
+        assert req.command == MarkTake(label="keeper")
+        req.done("no song set")
+        await client.publish(f"{root}/cmd/transport/play", b"", qos=1)
+        assert (await run.next_request()).command == Play()
+        arm = await replies.wait_for(lambda m: m.topic == f"{root}/reply/track/2/arm", T)
+        mark = await replies.wait_for(lambda m: m.topic == f"{root}/reply/take/mark", T)
+        assert json.loads(arm[0].payload) == {"ok": True}
+        assert json.loads(mark[0].payload) == {"ok": False, "error": "no song set", "id": "c-42"}
+        assert bridge.stats()["commands"] == 3
+
+
+async def test_commands_ignored_when_disabled(mosquitto: Broker) -> None:
+    bridge = make(mosquitto)
+    root = bridge.root
+    async with Subscriber(mosquitto, f"{root}/#") as sub, running(bridge) as run:
+        await sub.client.publish(f"{root}/cmd/transport/play", b"1", qos=1)
+        await sub.client.publish(f"{root}/cmd/track/1/arm", b"1", qos=1)
+        await sub.wait_for(lambda m: m.topic == f"{root}/cmd/track/1/arm", T)  # the broker had them
+        await sub.quiet(0.5)
+        assert run.inbound.empty()
+        assert [m for m in sub.messages if "/reply/" in m.topic] == []
+        assert bridge.stats()["commands"] == 0
+
+
+async def test_bad_commands_are_counted_and_ignored(mosquitto: Broker) -> None:
+    bridge = make(mosquitto, commands=True)
+    root = bridge.root
+    async with Subscriber(mosquitto, f"{root}/reply/#") as replies, running(bridge) as run:
+        pub = replies.client.publish
+        await pub(f"{root}/cmd/take/mark", b'{"label": "broken"', qos=1)  # invalid JSON
+        await pub(f"{root}/cmd/transport/record", b"maybe", qos=1)  # invalid value
+        await pub(f"{root}/cmd/transport/explode", b"1", qos=1)  # unknown command
+        await pub(f"{root}/cmd/note", b"x" * 5000, qos=1)  # oversized
+        await pub(f"{root}/cmd/transport/stop", b"1", qos=1)  # and still alive
+        req = await run.next_request()
+        assert req.command == Stop()
+        assert run.inbound.empty()
+        stats = bridge.stats()
+        assert (stats["invalid"], stats["unknown"], stats["oversized"], stats["commands"]) == (2, 1, 1, 1)
+        errors = await replies.wait_for(lambda m: b'"ok":false' in m.payload, T, count=3)
+        assert {m.topic.removeprefix(f"{root}/reply/") for m in errors} == {
+            "take/mark", "transport/record", "transport/explode",
+        }  # fmt: skip
+
+
+async def test_home_assistant_discovery(mosquitto: Broker) -> None:
+    bridge = make(mosquitto, homeassistant=True, commands=True, room="studio-b")
+    node = "studio_bridge_studio-b"
+    async with running(bridge):
+        async with Subscriber(mosquitto, "homeassistant/#") as ha:
+            got = await ha.wait_for(lambda m: m.topic.endswith("/config"), T, count=8)
+        configs = {m.topic: json.loads(m.payload) for m in got}
+        assert all(m.retain for m in got)
+        on_air = configs[f"homeassistant/binary_sensor/{node}/on_air/config"]
+        assert on_air["state_topic"] == "studio-bridge/studio-b/state/transport/recording"
+        assert (on_air["payload_on"], on_air["payload_off"]) == ("true", "false")
+        assert on_air["availability_topic"] == "studio-bridge/studio-b/status"
+        assert on_air["device"]["identifiers"] == [node]
+        assert configs[f"homeassistant/sensor/{node}/song/config"]["state_topic"].endswith("/state/song")
+        assert configs[f"homeassistant/binary_sensor/{node}/talkback/config"]["state_topic"].endswith("/talkback")
+        assert configs[f"homeassistant/button/{node}/record/config"]["command_topic"] == (
+            "studio-bridge/studio-b/cmd/transport/record"
+        )
+        assert configs[f"homeassistant/button/{node}/mark_take/config"]["command_topic"].endswith("/cmd/take/mark")
+        unique = [c["unique_id"] for c in configs.values()]
+        assert len(set(unique)) == 8 and all("studio-b" in u for u in unique)
+    # Without commands the buttons are withdrawn (empty retained config).
+    bridge = make(mosquitto, homeassistant=True, room="studio-b")
+    async with running(bridge):
+        async with Subscriber(mosquitto, "homeassistant/#") as ha:
+            got = await ha.wait_for(lambda m: m.topic.endswith("/config"), T, count=4)
+            await ha.quiet(0.5)
+        assert not any("/button/" in m.topic for m in ha.messages)
+
+
+async def test_broker_restart_lost_then_reconnect_republishes(mosquitto: Broker) -> None:
+    bridge = make(mosquitto)
+    root = bridge.root
+    async with running(bridge) as run:
+        await bridge.send(Feedback("transport/recording", True))
+        await bridge.send(LogEntry(1, {"kind": "note", "text": "before"}))
+        await flush(bridge)
+        await asyncio.to_thread(mosquitto.stop)
+        async with asyncio.timeout(T):
+            await run.lost.wait()
+        assert isinstance(run.error, DeviceLost)
+        # While the broker is down: log records are kept, send() never blocks.
+        async with asyncio.timeout(1.0):
+            await bridge.send(LogEntry(2, {"kind": "note", "text": "during"}))
+            await bridge.send(Feedback("song", "stale"))
+    with pytest.raises(DeviceUnavailable):
+        async with asyncio.timeout(T):
+            await bridge.__aenter__()
+    await asyncio.to_thread(mosquitto.start)
+    async with Subscriber(mosquitto, f"{root}/#") as sub, running(bridge):
+        # the core's full dump after (re)connect
+        await bridge.send(Feedback("transport/recording", True))
+        await bridge.send(Feedback("song", "Song B"))
+        await sub.wait_for(lambda m: m.topic == f"{root}/status" and m.payload == b"online", T)
+        await sub.wait_for(lambda m: m.topic == f"{root}/state/song", T)
+        logs = await sub.wait_for(lambda m: m.topic == f"{root}/log", T)
+        await sub.quiet(0.3)
+        assert [json.loads(m.payload)["text"] for m in sub.on(f"{root}/log")] == ["during"]
+        assert payloads(sub.on(f"{root}/state/song")) == [b'"Song B"']
+        assert sub.on(f"{root}/state/transport/recording")[-1].payload == b"true"
+        assert logs
+
+
+async def test_clean_exit_publishes_offline_and_rooms_stay_apart(mosquitto: Broker) -> None:
+    a, b = make(mosquitto, room="room-a"), make(mosquitto, room="room-b")
+    async with Subscriber(mosquitto, "studio-bridge/+/state/#", "studio-bridge/+/status") as dash:
+        async with running(a), running(b):
+            await a.send(Feedback("song", "A song"))
+            await b.send(Feedback("song", "B song"))
+            await flush(a)
+            await flush(b)
+            await dash.wait_for(lambda m: m.topic.endswith("/state/song"), T, count=2)
+        await dash.wait_for(lambda m: m.payload == b"offline", T, count=2)
+    assert payloads(dash.on("studio-bridge/room-a/state/song")) == [b'"A song"']
+    assert payloads(dash.on("studio-bridge/room-b/state/song")) == [b'"B song"']
+    assert a.client_id != b.client_id
