@@ -1,0 +1,576 @@
+"""Ardour (7.x) over its OSC control surface.
+
+On connect the driver binds a local UDP port and registers itself with
+``/set_surface 0 <strip_types> <feedback> <gainmode> 0 0 <local port>``: no banking (so the
+strip id is the track number), feedback for strip buttons and values, the master/transport
+section, a 1 s heartbeat and the playhead in samples, replies sent to our own port. Ardour
+answers with a burst of its current state; the driver also asks ``/strip/list`` (names,
+arm/mute/solo and the sample rate) and ``/transport_frame``, and returns from ``__aenter__``
+only once all of that has arrived.
+
+Ardour's ``/rec_enable_toggle`` is a toggle: it is sent only when the known global record
+state differs from the wanted one. ``/add_marker`` cannot name a marker in 7.x, so the driver
+asks ``/transport_frame`` right after it and reports ``MarkerAdded`` with that exact playhead
+(Ardour's position for the marker) and ``marker_id = "<sample>"``.
+
+Liveness: Ardour sends ``/heartbeat`` every second; silence longer than
+``heartbeat_timeout`` makes ``receive()`` raise DeviceLost (a restarted Ardour has forgotten
+our surface, so it is silent too). Bad or unexpected feedback is counted and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from bridge.devices._osc import Address, OscArgs, OscDecodeError, UdpEndpoint, decode, encode
+from bridge.devices.base import Device, DeviceContext
+from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
+from bridge.options import in_range, port_check, positive
+from bridge.vocab import (
+    AddMarker,
+    Command,
+    Event,
+    Inbound,
+    Locate,
+    MarkerAdded,
+    Outbound,
+    Play,
+    PositionChanged,
+    SetRecord,
+    SetTrackArm,
+    SetTrackFader,
+    SetTrackMute,
+    SetTrackSolo,
+    Stop,
+    TrackChanged,
+    TracksReset,
+    TransportChanged,
+)
+
+log = logging.getLogger(__name__)
+
+#: /set_surface feedback bits (Ardour manual, "Feedback and strip-types values").
+FB_STRIP_BUTTONS = 1
+FB_STRIP_VALUES = 2
+FB_HEARTBEAT = 8
+FB_MASTER = 16
+FB_POSITION_SAMPLES = 1024
+FB_REPLY_PATH = 16384  # answer queries on /reply instead of #reply (a valid OSC address)
+DEFAULT_FEEDBACK = (
+    FB_STRIP_BUTTONS | FB_STRIP_VALUES | FB_HEARTBEAT | FB_MASTER | FB_POSITION_SAMPLES | FB_REPLY_PATH
+)
+#: strip types: 1 audio tracks, 2 MIDI tracks.
+DEFAULT_STRIP_TYPES = 1 | 2
+#: gain mode 3: /strip/fader 0-1 only (mode 1 would flash dB values into /strip/name).
+GAINMODE_FADER = 3
+MAX_QUEUE = 10_000
+_STRIP_PATHS: dict[type[Command], str] = {
+    SetTrackArm: "/strip/recenable",
+    SetTrackMute: "/strip/mute",
+    SetTrackSolo: "/strip/solo",
+}
+
+
+def _nonneg_int(value: Any) -> str | None:
+    return None if value >= 0 else "an integer >= 0"
+
+
+def _local_port_check(value: Any) -> str | None:
+    return None if value == 0 else port_check(value)
+
+
+@dataclass(slots=True)
+class _Track:
+    name: str | None = None
+    arm: bool | None = None
+    mute: bool | None = None
+    solo: bool | None = None
+    fader: float | None = None
+
+
+@dataclass(slots=True)
+class _PendingMarker:
+    label: str
+    tag: int | None
+    deadline: float
+
+
+def _flag(args: OscArgs, i: int) -> bool:
+    """A 0/1 value (Ardour sends floats or ints); raise on anything else."""
+    v = args[i]
+    if isinstance(v, bool) or not isinstance(v, int | float) or v not in (0, 1):
+        raise ValueError(f"expected 0/1, got {v!r}")
+    return v == 1
+
+
+def _ssid(args: OscArgs) -> int:
+    v = args[0]
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"expected a strip id, got {v!r}")
+    return v
+
+
+class ArdourOsc(Device):
+    """Ardour as the studio's DAW, over OSC (UDP)."""
+
+    kind: ClassVar[str] = "ardour"
+    handles: ClassVar[frozenset[type[Command]]] = frozenset(
+        {Play, Stop, SetRecord, Locate, SetTrackArm, SetTrackMute, SetTrackSolo, SetTrackFader, AddMarker}
+    )
+    feedback = "none"
+    min_interval: ClassVar[float] = 0.02
+    #: Ardour restarts in ~1 s: retry often so the bridge resyncs within 2 s of its return.
+    max_backoff: ClassVar[float] = 1.0
+
+    @dataclass(frozen=True)
+    class Options:
+        host: str = "127.0.0.1"
+        port: int = field(default=3819, metadata={"check": port_check})
+        local_host: str = "127.0.0.1"
+        #: 0 = any free port (it is passed to Ardour as the reply port).
+        local_port: int = field(default=0, metadata={"check": _local_port_check})
+        strip_types: int = field(default=DEFAULT_STRIP_TYPES, metadata={"check": _nonneg_int})
+        feedback_bits: int = field(default=DEFAULT_FEEDBACK, metadata={"check": _nonneg_int})
+        #: Seconds without any message (Ardour's heartbeat comes every 1 s) before DeviceLost.
+        heartbeat_timeout: float = field(default=2.5, metadata={"check": positive})
+        #: Seconds to wait for Ardour's answer in ``__aenter__``.
+        connect_timeout: float = field(default=2.0, metadata={"check": positive})
+        #: Most PositionChanged events per second while rolling (jumps are always reported).
+        position_rate: float = field(default=10.0, metadata={"check": in_range(0.1, 1000)})
+        #: Used until Ardour reports its rate (``/strip/list``).
+        sample_rate: int = field(default=48000, metadata={"check": positive})
+
+    def __init__(self, name: str, options: Any, ctx: DeviceContext | None = None) -> None:
+        super().__init__(name, options, ctx)
+        self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
+        self._endpoint: UdpEndpoint | None = None
+        self._target: Address = (options.host, options.port)
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._stats: dict[str, int] = {
+            "rx": 0,
+            "tx": 0,
+            "bad": 0,
+            "ignored": 0,
+            "unknown_strip": 0,
+            "overflow": 0,
+            "connects": 0,
+        }
+        self._reset_model()
+
+    def _reset_model(self) -> None:
+        self._tracks: dict[int, _Track] = {}
+        self._strip_list: list[tuple[int, str, bool, bool, bool]] = []
+        self._collecting_list = False
+        self._playing: bool | None = None
+        self._recording: bool | None = None
+        self._rec_wanted: tuple[bool, float] | None = None
+        self._samples: int | None = None
+        self._rate = float(self.options.sample_rate)
+        self._pos_emitted_at = -1e9
+        self._pos_emitted: float | None = None
+        self._pos_dirty = False
+        self._frame_waiters: deque[Callable[[int], None]] = deque()
+        self._markers: deque[_PendingMarker] = deque()
+        self._last_rx = self._clock()
+        self._syncing = True
+        self._got: set[str] = set()
+        self._sync_event = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> Self:
+        self._reset_model()
+        self._queue = asyncio.Queue()
+        opts = self.options
+        self._endpoint = await UdpEndpoint.open(self._on_datagram, (opts.local_host, opts.local_port))
+        try:
+            await self._handshake()
+        except BaseException:
+            self._close()
+            raise
+        self._stats["connects"] += 1
+        return self
+
+    async def _handshake(self) -> None:
+        assert self._endpoint is not None
+        opts = self.options
+        reply_port = self._endpoint.local_address[1]
+        subscribe = encode(
+            "/set_surface", 0, opts.strip_types, opts.feedback_bits, GAINMODE_FADER, 0, 0, reply_port
+        )
+        deadline = self._clock() + opts.connect_timeout
+        # Ardour may still be starting (port not bound yet): re-send until it answers.
+        while True:
+            self._got.clear()
+            self._sync_event.clear()
+            self._tx(subscribe)
+            self._tx(encode("/strip/list"))
+            self._query_frame(self._on_sync_frame)
+            left = deadline - self._clock()
+            if left <= 0:
+                break
+            try:
+                async with asyncio.timeout(min(0.5, left)):
+                    await self._sync_event.wait()
+                break
+            except TimeoutError:
+                self._frame_waiters.clear()
+                continue
+        if not self._sync_event.is_set():
+            raise DeviceUnavailable(
+                f"Ardour did not answer OSC at {opts.host}:{opts.port} within {opts.connect_timeout:g} s"
+            )
+        # The starting state is known: report it as one consistent picture.
+        self._syncing = False
+        self._emit(TracksReset(first=1))
+        for n in sorted(self._tracks):
+            t = self._tracks[n]
+            self._emit(TrackChanged(n, name=t.name, arm=t.arm, mute=t.mute, solo=t.solo, fader=t.fader))
+        self._emit(TransportChanged(playing=bool(self._playing), recording=bool(self._recording)))
+        if self._samples is not None:
+            self._emit_position(force=True)
+        log.info(
+            "%s: connected to Ardour at %s:%d (%d tracks, %g Hz)",
+            self.name,
+            opts.host,
+            opts.port,
+            len(self._tracks),
+            self._rate,
+        )
+
+    def _on_sync_frame(self, samples: int) -> None:
+        self._samples = samples
+        self._got.add("frame")
+        self._check_synced()
+
+    def _check_synced(self) -> None:
+        if self._syncing and {"list", "frame", "transport"} <= self._got:
+            self._sync_event.set()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._endpoint is not None and not self._endpoint.closed:
+            with contextlib.suppress(DeviceError):  # unsubscribe: no feedback to a closed port
+                self._tx(encode("/set_surface", 0, 0, 0))
+        self._close()
+
+    def _close(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
+
+    # ------------------------------------------------------------------ receive
+    async def receive(self) -> AsyncIterator[Inbound]:
+        timeout = self.options.heartbeat_timeout
+        while True:
+            if self._endpoint is None or self._endpoint.closed:
+                raise DeviceLost("Ardour OSC socket closed")
+            if not self._queue.empty():
+                yield self._queue.get_nowait()
+                continue
+            now = self._clock()
+            self._expire_markers(now)
+            silent = now - self._last_rx
+            if silent > timeout:
+                raise DeviceLost(f"Ardour silent for {silent:.1f} s (no heartbeat)")
+            wait = timeout - silent + 0.05
+            if self._pos_dirty:
+                left = self._pos_emitted_at + 1.0 / self.options.position_rate - now
+                if left <= 0:
+                    self._emit_position(force=True)
+                    continue
+                wait = min(wait, left)
+            if self._markers:
+                wait = min(wait, max(0.01, self._markers[0].deadline - now))
+            try:
+                async with asyncio.timeout(wait):
+                    event = await self._queue.get()
+            except TimeoutError:
+                continue
+            yield event
+
+    def _expire_markers(self, now: float) -> None:
+        # A /transport_frame answer was lost: report the marker at the last known playhead.
+        while self._markers and self._markers[0].deadline <= now:
+            m = self._markers.popleft()
+            if self._frame_waiters:
+                self._frame_waiters.popleft()
+            self._emit(
+                MarkerAdded(
+                    m.label,
+                    self._seconds(self._samples),
+                    None if self._samples is None else str(self._samples),
+                    m.tag,
+                )
+            )
+
+    # ------------------------------------------------------------------ send
+    async def send(self, message: Outbound) -> None:
+        if not isinstance(message, Command):
+            return  # feedback = "none": nothing else is routed here
+        if isinstance(message, Play):
+            self._tx(encode("/transport_play"))
+        elif isinstance(message, Stop):
+            self._tx(encode("/transport_stop"))
+        elif isinstance(message, SetRecord):
+            self._set_record(message.on)
+        elif isinstance(message, Locate):
+            sample = max(0, round(message.seconds * self._rate))
+            if sample > 2**31 - 1:
+                raise DeviceError(
+                    f"locate target {message.seconds:g} s is beyond Ardour's int32 sample range"
+                )
+            self._tx(encode("/locate", sample, 0))
+            self._query_frame(self._on_frame)  # confirms even a locate to the current position
+        elif isinstance(message, SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader):
+            self._strip_command(message)
+        elif isinstance(message, AddMarker):
+            self._tx(encode("/add_marker"))
+            self._markers.append(_PendingMarker(message.label, message.tag, self._clock() + 1.0))
+            self._query_frame(self._on_marker_frame)
+        else:
+            self._stats["ignored"] += 1
+
+    def _set_record(self, on: bool) -> None:
+        now = self._clock()
+        effective = self._recording
+        if self._rec_wanted is not None and now - self._rec_wanted[1] < 1.0:
+            effective = self._rec_wanted[0]  # a toggle is in flight: Ardour will end up there
+        if effective is None:
+            log.warning("%s: global record state unknown, not toggling blind", self.name)
+            return
+        if effective == on:
+            if self._recording == on:  # already there: report it again so the sender is confirmed
+                self._emit(TransportChanged(recording=on))
+            return
+        self._rec_wanted = (on, now)
+        self._tx(encode("/rec_enable_toggle"))
+
+    def _strip_command(self, cmd: SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader) -> None:
+        track = cmd.track
+        if not isinstance(track, int) or track not in self._tracks:
+            self._stats["unknown_strip"] += 1
+            log.warning("%s: no track %r in Ardour (known: %s)", self.name, track, sorted(self._tracks))
+            return
+        if isinstance(cmd, SetTrackFader):
+            self._tx(encode("/strip/fader", track, min(1.0, max(0.0, float(cmd.value)))))
+            return
+        self._tx(encode(_STRIP_PATHS[type(cmd)], track, 1 if cmd.on else 0))
+
+    def _tx(self, data: bytes) -> None:
+        if self._endpoint is None:
+            raise DeviceUnavailable("Ardour OSC socket is not open")
+        self._endpoint.sendto(data, self._target)
+        self._stats["tx"] += 1
+
+    def _query_frame(self, then: Callable[[int], None]) -> None:
+        self._frame_waiters.append(then)
+        self._tx(encode("/transport_frame"))
+
+    def _on_frame(self, samples: int) -> None:
+        self._samples = samples
+        self._emit_position(force=True)
+
+    def _on_marker_frame(self, samples: int) -> None:
+        self._on_frame(samples)
+        if self._markers:
+            m = self._markers.popleft()
+            self._emit(MarkerAdded(m.label, self._seconds(samples), str(samples), m.tag))
+
+    def stats(self) -> dict[str, int]:
+        out = dict(self._stats)
+        if self._endpoint is not None:
+            out["udp_errors"] = self._endpoint.errors
+        return out
+
+    # ------------------------------------------------------------------ feedback
+    def _emit(self, event: Event) -> None:
+        if self._queue.qsize() >= MAX_QUEUE:
+            self._stats["overflow"] += 1
+            return
+        self._queue.put_nowait(event)
+
+    def _seconds(self, samples: int | None) -> float | None:
+        return None if samples is None else samples / self._rate
+
+    def _emit_position(self, force: bool = False) -> None:
+        if self._samples is None or self._syncing:
+            return
+        seconds = self._samples / self._rate
+        now = self._clock()
+        since = now - self._pos_emitted_at
+        if not force and self._pos_emitted is not None:
+            expected = self._pos_emitted + (since if self._playing else 0.0)
+            jumped = abs(seconds - expected) > 0.25
+            if not jumped and seconds == self._pos_emitted:
+                self._pos_dirty = False
+                return
+            if not jumped and since < 1.0 / self.options.position_rate:
+                self._pos_dirty = True
+                return
+        self._pos_dirty = False
+        self._pos_emitted_at = now
+        self._pos_emitted = seconds
+        self._emit(PositionChanged(seconds))
+
+    def _on_datagram(self, data: bytes, addr: Address) -> None:
+        self._stats["rx"] += 1
+        try:
+            messages = decode(data)
+        except OscDecodeError:
+            self._stats["bad"] += 1
+            return
+        for address, args in messages:
+            try:
+                handled = self._handle(address, args)
+            except (ValueError, IndexError, TypeError):
+                self._stats["bad"] += 1
+                continue
+            if handled:
+                self._last_rx = self._clock()
+            else:
+                self._stats["ignored"] += 1
+
+    def _handle(self, address: str, args: OscArgs) -> bool:
+        """Apply one feedback message; return False if it is not one we use."""
+        handler = self._handlers.get(address)
+        if handler is not None:
+            handler(self, args)
+            return True
+        if address.startswith("/strip/"):
+            return self._handle_strip(address, args)
+        return False
+
+    # --- transport / master section
+    def _h_play(self, args: OscArgs) -> None:
+        if _flag(args, 0):
+            self._set_playing(True)
+
+    def _h_stop(self, args: OscArgs) -> None:
+        self._set_playing(not _flag(args, 0))
+        self._got.add("transport")
+        self._check_synced()
+
+    def _set_playing(self, playing: bool) -> None:
+        if playing != self._playing:
+            self._playing = playing
+            if not self._syncing:
+                self._emit(TransportChanged(playing=playing))
+                self._emit_position(force=True)
+
+    def _h_rec(self, args: OscArgs) -> None:
+        rec = _flag(args, 0)
+        if self._rec_wanted is not None and self._rec_wanted[0] == rec:
+            self._rec_wanted = None
+        if rec != self._recording:
+            self._recording = rec
+            if not self._syncing:
+                self._emit(TransportChanged(recording=rec))
+
+    def _h_heartbeat(self, args: OscArgs) -> None:
+        _flag(args, 0)  # liveness only (_last_rx is updated for every handled message)
+
+    def _h_position(self, args: OscArgs) -> None:
+        v = args[0]
+        samples = int(v) if isinstance(v, str) else None
+        if samples is None or samples < 0:
+            raise ValueError(f"bad position {v!r}")
+        self._samples = samples
+        self._emit_position()
+
+    def _h_frame(self, args: OscArgs) -> None:
+        v = args[0]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"bad frame {v!r}")
+        if self._frame_waiters:
+            self._frame_waiters.popleft()(v)
+        else:
+            self._on_frame(v)
+
+    def _h_reply(self, args: OscArgs) -> None:
+        kind = args[0]
+        if kind == "end_route_list":
+            rate = args[1]
+            if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
+                self._rate = float(rate)
+            self._finish_strip_list()
+            return
+        if kind in ("AT", "MT"):
+            name, ssid = args[1], args[6]
+            if not isinstance(name, str) or isinstance(ssid, bool) or not isinstance(ssid, int) or ssid < 1:
+                raise ValueError("bad strip list entry")
+            arm = _flag(args, 7) if len(args) > 7 else False
+            if not self._collecting_list:
+                self._collecting_list = True
+                self._strip_list = []
+            self._strip_list.append((ssid, name, _flag(args, 4), _flag(args, 5), arm))
+            return
+        if isinstance(kind, str):
+            return  # busses, VCAs...: not tracks
+        raise ValueError("bad /reply")
+
+    def _finish_strip_list(self) -> None:
+        entries, self._strip_list, self._collecting_list = self._strip_list, [], False
+        old = self._tracks
+        self._tracks = {}
+        for ssid, name, mute, solo, arm in entries:
+            t = _Track(
+                name=name, arm=arm, mute=mute, solo=solo, fader=old[ssid].fader if ssid in old else None
+            )
+            self._tracks[ssid] = t
+        self._got.add("list")
+        if self._syncing:
+            self._check_synced()
+            return
+        # Ardour re-sends the list when its strips change: re-report every track.
+        self._emit(TracksReset(first=1))
+        for n in sorted(self._tracks):
+            t = self._tracks[n]
+            self._emit(TrackChanged(n, name=t.name, arm=t.arm, mute=t.mute, solo=t.solo, fader=t.fader))
+
+    # --- strips: /strip/<what> ssid value
+    def _handle_strip(self, address: str, args: OscArgs) -> bool:
+        what = address[7:]
+        if what not in ("name", "recenable", "mute", "solo", "fader"):
+            return False
+        ssid = _ssid(args)
+        track = self._tracks.get(ssid)
+        if track is None:
+            if not self._syncing:
+                self._stats["unknown_strip"] += 1
+                return True
+            track = self._tracks[ssid] = _Track()
+        value: Any
+        if what == "name":
+            value = args[1]
+            if not isinstance(value, str):
+                raise ValueError("bad strip name")
+        elif what == "fader":
+            value = args[1]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 2.0:
+                raise ValueError("bad fader value")
+            value = float(value)
+        else:
+            value = _flag(args, 1)
+        attr = "arm" if what == "recenable" else what
+        if getattr(track, attr) == value:
+            return True
+        setattr(track, attr, value)
+        if not self._syncing:
+            self._emit(TrackChanged(ssid, **{attr: value}))
+        return True
+
+    _handlers: ClassVar[dict[str, Callable[[ArdourOsc, OscArgs], None]]] = {
+        "/transport_play": _h_play,
+        "/transport_stop": _h_stop,
+        "/rec_enable_toggle": _h_rec,
+        "/heartbeat": _h_heartbeat,
+        "/position/samples": _h_position,
+        "/transport_frame": _h_frame,
+        "/reply": _h_reply,
+    }
