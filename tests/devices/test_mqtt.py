@@ -37,6 +37,11 @@ pytestmark = pytest.mark.mqtt
 T = 15.0  # generous bound for every wait (2 shared cores)
 
 
+@pytest.fixture
+def broker(mosquitto: Broker) -> Broker:  # noqa: F811
+    return mosquitto
+
+
 def make(broker: Broker, **kw: object) -> MqttBridge:
     room = str(kw.pop("room", f"room-{secrets.token_hex(3)}"))
     opts = MqttOptions(host=broker.host, port=broker.port, room=room, timeout=5.0, **kw)  # type: ignore[arg-type]
@@ -175,8 +180,8 @@ async def test_unreachable_broker_is_unavailable_without_leaking_secret() -> Non
     assert "hunter2" not in str(info.value)
 
 
-async def test_retained_state_for_late_subscriber(mosquitto: Broker) -> None:
-    bridge = make(mosquitto)
+async def test_retained_state_for_late_subscriber(broker: Broker) -> None:
+    bridge = make(broker)
     root = bridge.root
     async with running(bridge):
         for key, value in [
@@ -192,7 +197,7 @@ async def test_retained_state_for_late_subscriber(mosquitto: Broker) -> None:
             await bridge.send(Feedback(key, value))
         await bridge.send(Feedback("track/2/name", None))  # removed key clears the retained message
         await flush(bridge)
-        async with Subscriber(mosquitto, f"{root}/#") as late:
+        async with Subscriber(broker, f"{root}/#") as late:
             got = await late.wait_for(lambda m: m.topic.startswith(f"{root}/state/"), T, count=7)
             status = await late.wait_for(lambda m: m.topic == f"{root}/status", T)
             await late.quiet(0.3)
@@ -210,10 +215,10 @@ async def test_retained_state_for_late_subscriber(mosquitto: Broker) -> None:
         assert status[0].payload == b"online" and status[0].retain
 
 
-async def test_qos_and_retain_flags(mosquitto: Broker) -> None:
-    bridge = make(mosquitto)
+async def test_qos_and_retain_flags(broker: Broker) -> None:
+    bridge = make(broker)
     root = bridge.root
-    async with Subscriber(mosquitto, f"{root}/#") as live, running(bridge):
+    async with Subscriber(broker, f"{root}/#") as live, running(bridge):
         await bridge.send(Feedback("transport/recording", True))
         await bridge.send(Feedback("transport/position", 1.5, continuous=True))
         await bridge.send(LogEntry(7, {"kind": "take_marker", "take": 2, "song": "Song A"}))
@@ -224,7 +229,7 @@ async def test_qos_and_retain_flags(mosquitto: Broker) -> None:
         pos = live.on(f"{root}/state/transport/position")[0]
         assert (rec.qos, pos.qos, logged[0].qos) == (1, 0, 1)
         assert json.loads(logged[0].payload) == {"seq": 7, "kind": "take_marker", "take": 2, "song": "Song A"}
-        async with Subscriber(mosquitto, f"{root}/#") as late:
+        async with Subscriber(broker, f"{root}/#") as late:
             await late.wait_for(lambda m: m.topic == f"{root}/state/transport/position", T)
             await late.quiet(0.3)
         assert late.on(f"{root}/state/transport/recording")[0].retain
@@ -232,12 +237,12 @@ async def test_qos_and_retain_flags(mosquitto: Broker) -> None:
         assert late.on(f"{root}/log") == []  # log records are not retained
 
 
-async def test_fader_flood_is_coalesced_and_discrete_kept_in_order(mosquitto: Broker) -> None:
-    bridge = make(mosquitto)
+async def test_fader_flood_is_coalesced_and_discrete_kept_in_order(broker: Broker) -> None:
+    bridge = make(broker)
     root = bridge.root
     faders = [f"track/{n}/fader" for n in (1, 2)]
     sent_discrete: list[bytes] = []
-    async with Subscriber(mosquitto, f"{root}/state/#") as sub, running(bridge):
+    async with Subscriber(broker, f"{root}/state/#") as sub, running(bridge):
         loop = asyncio.get_running_loop()
         start = loop.time()
         n = 0
@@ -252,7 +257,8 @@ async def test_fader_flood_is_coalesced_and_discrete_kept_in_order(mosquitto: Br
         last = {faders[n % 2]: n / 100_000, faders[(n - 1) % 2]: (n - 1) / 100_000}
         await flush(bridge)
         for key, value in last.items():
-            await sub.wait_for(lambda m, k=key, v=value: m.topic == f"{root}/state/{k}" and m.payload == encode_value(v), T)
+            topic, payload = f"{root}/state/{key}", encode_value(value)
+            await sub.wait_for(lambda m, t=topic, p=payload: m.topic == t and m.payload == p, T)
         await sub.wait_for(lambda m: m.topic == f"{root}/state/take", T, count=len(sent_discrete))
         for key in faders:
             seen = sub.on(f"{root}/state/{key}")
@@ -263,10 +269,10 @@ async def test_fader_flood_is_coalesced_and_discrete_kept_in_order(mosquitto: Br
         assert bridge.stats()["coalesced"] > 10_000
 
 
-async def test_commands_become_requests_with_replies(mosquitto: Broker) -> None:
-    bridge = make(mosquitto, commands=True)
+async def test_commands_become_requests_with_replies(broker: Broker) -> None:
+    bridge = make(broker, commands=True)
     root = bridge.root
-    async with Subscriber(mosquitto, f"{root}/reply/#") as replies, running(bridge) as run:
+    async with Subscriber(broker, f"{root}/reply/#") as replies, running(bridge) as run:
         client = replies.client
         await client.publish(f"{root}/cmd/track/2/arm", b"1", qos=1)
         req = await run.next_request()
@@ -285,10 +291,10 @@ async def test_commands_become_requests_with_replies(mosquitto: Broker) -> None:
         assert bridge.stats()["commands"] == 3
 
 
-async def test_commands_ignored_when_disabled(mosquitto: Broker) -> None:
-    bridge = make(mosquitto)
+async def test_commands_ignored_when_disabled(broker: Broker) -> None:
+    bridge = make(broker)
     root = bridge.root
-    async with Subscriber(mosquitto, f"{root}/#") as sub, running(bridge) as run:
+    async with Subscriber(broker, f"{root}/#") as sub, running(bridge) as run:
         await sub.client.publish(f"{root}/cmd/transport/play", b"1", qos=1)
         await sub.client.publish(f"{root}/cmd/track/1/arm", b"1", qos=1)
         await sub.wait_for(lambda m: m.topic == f"{root}/cmd/track/1/arm", T)  # the broker had them
@@ -298,10 +304,10 @@ async def test_commands_ignored_when_disabled(mosquitto: Broker) -> None:
         assert bridge.stats()["commands"] == 0
 
 
-async def test_bad_commands_are_counted_and_ignored(mosquitto: Broker) -> None:
-    bridge = make(mosquitto, commands=True)
+async def test_bad_commands_are_counted_and_ignored(broker: Broker) -> None:
+    bridge = make(broker, commands=True)
     root = bridge.root
-    async with Subscriber(mosquitto, f"{root}/reply/#") as replies, running(bridge) as run:
+    async with Subscriber(broker, f"{root}/reply/#") as replies, running(bridge) as run:
         pub = replies.client.publish
         await pub(f"{root}/cmd/take/mark", b'{"label": "broken"', qos=1)  # invalid JSON
         await pub(f"{root}/cmd/transport/record", b"maybe", qos=1)  # invalid value
@@ -319,11 +325,11 @@ async def test_bad_commands_are_counted_and_ignored(mosquitto: Broker) -> None:
         }  # fmt: skip
 
 
-async def test_home_assistant_discovery(mosquitto: Broker) -> None:
-    bridge = make(mosquitto, homeassistant=True, commands=True, room="studio-b")
+async def test_home_assistant_discovery(broker: Broker) -> None:
+    bridge = make(broker, homeassistant=True, commands=True, room="studio-b")
     node = "studio_bridge_studio-b"
     async with running(bridge):
-        async with Subscriber(mosquitto, "homeassistant/#") as ha:
+        async with Subscriber(broker, "homeassistant/#") as ha:
             got = await ha.wait_for(lambda m: m.topic.endswith("/config"), T, count=8)
         configs = {m.topic: json.loads(m.payload) for m in got}
         assert all(m.retain for m in got)
@@ -333,30 +339,32 @@ async def test_home_assistant_discovery(mosquitto: Broker) -> None:
         assert on_air["availability_topic"] == "studio-bridge/studio-b/status"
         assert on_air["device"]["identifiers"] == [node]
         assert configs[f"homeassistant/sensor/{node}/song/config"]["state_topic"].endswith("/state/song")
-        assert configs[f"homeassistant/binary_sensor/{node}/talkback/config"]["state_topic"].endswith("/talkback")
+        talkback = configs[f"homeassistant/binary_sensor/{node}/talkback/config"]
+        assert talkback["state_topic"].endswith("/state/talkback")
         assert configs[f"homeassistant/button/{node}/record/config"]["command_topic"] == (
             "studio-bridge/studio-b/cmd/transport/record"
         )
-        assert configs[f"homeassistant/button/{node}/mark_take/config"]["command_topic"].endswith("/cmd/take/mark")
+        mark = configs[f"homeassistant/button/{node}/mark_take/config"]
+        assert mark["command_topic"].endswith("/cmd/take/mark")
         unique = [c["unique_id"] for c in configs.values()]
         assert len(set(unique)) == 8 and all("studio-b" in u for u in unique)
     # Without commands the buttons are withdrawn (empty retained config).
-    bridge = make(mosquitto, homeassistant=True, room="studio-b")
+    bridge = make(broker, homeassistant=True, room="studio-b")
     async with running(bridge):
-        async with Subscriber(mosquitto, "homeassistant/#") as ha:
+        async with Subscriber(broker, "homeassistant/#") as ha:
             got = await ha.wait_for(lambda m: m.topic.endswith("/config"), T, count=4)
             await ha.quiet(0.5)
         assert not any("/button/" in m.topic for m in ha.messages)
 
 
-async def test_broker_restart_lost_then_reconnect_republishes(mosquitto: Broker) -> None:
-    bridge = make(mosquitto)
+async def test_broker_restart_lost_then_reconnect_republishes(broker: Broker) -> None:
+    bridge = make(broker)
     root = bridge.root
     async with running(bridge) as run:
         await bridge.send(Feedback("transport/recording", True))
         await bridge.send(LogEntry(1, {"kind": "note", "text": "before"}))
         await flush(bridge)
-        await asyncio.to_thread(mosquitto.stop)
+        await asyncio.to_thread(broker.stop)
         async with asyncio.timeout(T):
             await run.lost.wait()
         assert isinstance(run.error, DeviceLost)
@@ -367,8 +375,8 @@ async def test_broker_restart_lost_then_reconnect_republishes(mosquitto: Broker)
     with pytest.raises(DeviceUnavailable):
         async with asyncio.timeout(T):
             await bridge.__aenter__()
-    await asyncio.to_thread(mosquitto.start)
-    async with Subscriber(mosquitto, f"{root}/#") as sub, running(bridge):
+    await asyncio.to_thread(broker.start)
+    async with Subscriber(broker, f"{root}/#") as sub, running(bridge):
         # the core's full dump after (re)connect
         await bridge.send(Feedback("transport/recording", True))
         await bridge.send(Feedback("song", "Song B"))
@@ -382,9 +390,9 @@ async def test_broker_restart_lost_then_reconnect_republishes(mosquitto: Broker)
         assert logs
 
 
-async def test_clean_exit_publishes_offline_and_rooms_stay_apart(mosquitto: Broker) -> None:
-    a, b = make(mosquitto, room="room-a"), make(mosquitto, room="room-b")
-    async with Subscriber(mosquitto, "studio-bridge/+/state/#", "studio-bridge/+/status") as dash:
+async def test_clean_exit_publishes_offline_and_rooms_stay_apart(broker: Broker) -> None:
+    a, b = make(broker, room="room-a"), make(broker, room="room-b")
+    async with Subscriber(broker, "studio-bridge/+/state/#", "studio-bridge/+/status") as dash:
         async with running(a), running(b):
             await a.send(Feedback("song", "A song"))
             await b.send(Feedback("song", "B song"))

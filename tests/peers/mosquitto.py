@@ -194,7 +194,12 @@ class Subscriber:
     def on(self, topic: str) -> list[Seen]:
         return [m for m in self.messages if m.topic == topic]
 
-    async def wait_for(self, pred: Callable[[Seen], bool], timeout: float = 10.0, count: int = 1) -> list[Seen]:
+    async def wait_for(
+        self,
+        pred: Callable[[Seen], bool],
+        timeout: float = 10.0,  # noqa: ASYNC109
+        count: int = 1,
+    ) -> list[Seen]:
         """Wait until ``count`` messages match ``pred``; returns them."""
         async with asyncio.timeout(timeout):
             while True:
