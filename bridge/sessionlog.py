@@ -1,0 +1,726 @@
+"""The durable session log: an append-only SQLite database written by one thread.
+
+Storage (schema version 1, ``PRAGMA user_version = 1``, ``PRAGMA application_id = 0x53424C47``):
+
+``sessions(id INTEGER PRIMARY KEY, name, started)``
+    One row per session, inserted when the session starts and never changed. Whether and when a
+    session ended is *derived* from its ``session_end`` record (``SessionSummary.ended``), so the
+    file stays append-only: a session without ``session_end`` is still running or crashed.
+``records(seq INTEGER PRIMARY KEY, session, ts, kind, song, take, daw_seconds, source, text, amends, data)``
+    ``seq`` is global to the file, monotonic and gap-free within one writer's life (a write
+    failure stops the writer, so no later seq is ever committed after a lost one). ``ts`` is
+    UTC ISO 8601 with milliseconds and ``Z``; ``data`` is a JSON object. Corrections are new
+    records whose ``amends`` is the seq they correct. Triggers make UPDATE and DELETE fail on
+    both tables. Indexes: ``(session, kind)``, ``(kind, song, take)``, ``(amends)``.
+
+Writing: ``SessionLog.append`` runs on the event loop, assigns the seq and puts the record on a
+``queue.SimpleQueue``; it never touches the disk. The writer thread owns the only connection
+(``journal_mode=WAL``, ``synchronous=FULL``). It takes everything queued (up to ``max_batch``
+records), inserts it in one transaction, commits, and only then resolves the futures, with one
+``call_soon_threadsafe`` per batch (group commit). WAL checkpoints (SQLite's automatic ones and a
+``TRUNCATE`` checkpoint on close) happen in the writer thread as part of its commits.
+
+Take numbers: ``SessionInfo.last_take``/``next_take`` are computed per song over the whole file
+(all sessions), so a song's take numbers never repeat within one log file.
+
+Reading: ``open_readonly``, ``list_sessions`` and ``read_records`` open the file read-only and
+can run while a daemon writes (WAL). ``recover`` moves a damaged file aside and salvages records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import queue
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import SessionLogDamaged, SessionLogError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x53424C47  # "SBLG"
+_COLUMNS = "seq, session, ts, kind, song, take, daw_seconds, source, text, amends, data"
+_INSERT = f"INSERT INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    started TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    session INTEGER NOT NULL REFERENCES sessions(id),
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    song TEXT,
+    take INTEGER,
+    daw_seconds REAL,
+    source TEXT NOT NULL DEFAULT '',
+    text TEXT NOT NULL DEFAULT '',
+    amends INTEGER,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS records_session_kind ON records(session, kind);
+CREATE INDEX IF NOT EXISTS records_kind_song_take ON records(kind, song, take);
+CREATE INDEX IF NOT EXISTS records_amends ON records(amends);
+CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
+    BEGIN SELECT RAISE(ABORT, 'the session log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
+    BEGIN SELECT RAISE(ABORT, 'the session log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS sessions_no_update BEFORE UPDATE ON sessions
+    BEGIN SELECT RAISE(ABORT, 'the session log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS sessions_no_delete BEFORE DELETE ON sessions
+    BEGIN SELECT RAISE(ABORT, 'the session log is append-only'); END;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    seq: int
+    session: int
+    ts: str
+    kind: str
+    song: str | None
+    take: int | None
+    daw_seconds: float | None
+    source: str
+    text: str
+    amends: int | None
+    data: dict[str, object]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "session": self.session,
+            "ts": self.ts,
+            "kind": self.kind,
+            "song": self.song,
+            "take": self.take,
+            "daw_seconds": self.daw_seconds,
+            "source": self.source,
+            "text": self.text,
+            "amends": self.amends,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    session_id: int
+    name: str
+    resumed: bool
+    song: str
+    next_take: dict[str, int]
+    last_take: dict[str, int]
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    id: int
+    name: str
+    started: str
+    ended: str | None  # ts of its session_end record; None while running or after a crash
+    takes: int
+    songs: tuple[str, ...]  # in order of first appearance
+
+
+def format_ts(when: datetime | float) -> str:
+    """UTC ISO 8601 with milliseconds and ``Z``; a naive datetime is taken as UTC."""
+    if isinstance(when, datetime):
+        dt = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    else:
+        dt = datetime.fromtimestamp(when, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def damaged_message(path: Path, detail: str) -> str:
+    return (
+        f"{path}: the session log is damaged ({detail}). Nothing was changed. "
+        f"Run `studio-bridge log recover --data-dir {path.parent}` to move the file aside "
+        "(it is kept, never deleted) and copy every readable record into a fresh log."
+    )
+
+
+def _encode_data(data: dict[str, object] | None) -> str:
+    if not data:
+        return "{}"
+    try:
+        return json.dumps(data, default=str, separators=(",", ":"), ensure_ascii=False)
+    except (ValueError, TypeError) as exc:  # circular structure, non-string keys...
+        return json.dumps({"unencodable": repr(data)[:1000], "error": str(exc)})
+
+
+def _decode_data(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"undecodable": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _row_to_record(row: tuple[Any, ...]) -> Record:
+    seq, session, ts, kind, song, take, daw, source, text, amends, data = row
+    return Record(
+        seq, session, ts, kind, song, take, daw, source or "", text or "", amends, _decode_data(data)
+    )
+
+
+# Queue items (tuples, cheap to build on the loop).
+_APPEND = 0
+_NEW_SESSION = 1
+_STOP = 2
+_Deliveries = list[tuple["asyncio.Future[Any]", object]]
+
+
+def _take_counters(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT song, MAX(take) FROM records WHERE kind = 'take_marker' AND take IS NOT NULL GROUP BY song"
+    ).fetchall()
+    last: dict[str, int] = {}
+    for song, take in rows:
+        key = song or ""
+        last[key] = max(last.get(key, 0), int(take))
+    return last
+
+
+def _configure(conn: sqlite3.Connection, path: Path) -> None:
+    """WAL + FULL, integrity and schema checks. Raises SessionLogDamaged / SessionLogError."""
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        check = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        if check != ["ok"]:
+            raise SessionLogDamaged(damaged_message(path, "quick_check: " + "; ".join(check[:3])))
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError as exc:
+        raise SessionLogError(f"{path}: cannot open the session log: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise SessionLogDamaged(damaged_message(path, str(exc))) from exc
+    if mode.lower() != "wal":
+        raise SessionLogError(f"{path}: cannot switch the session log to WAL mode (got {mode!r})")
+    if version > SCHEMA_VERSION:
+        raise SessionLogError(
+            f"{path}: the session log has schema version {version}; this studio-bridge reads up to "
+            f"{SCHEMA_VERSION}. Upgrade studio-bridge."
+        )
+    if version == 0:
+        if tables - {"sessions", "records"}:
+            raise SessionLogError(f"{path}: this SQLite file is not a studio-bridge session log")
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";\n"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+
+
+def _connect_writer(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+    except sqlite3.Error as exc:
+        raise SessionLogError(f"{path}: cannot open the session log: {exc}") from exc
+    try:
+        _configure(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class SessionLog:
+    """The append-only session log. See the module docstring for the storage model."""
+
+    def __init__(self, path: Path, *, max_batch: int = 256, commit_window: float = 0.0) -> None:
+        self.path = Path(path)
+        self.max_batch = max_batch
+        self.commit_window = commit_window  # seconds to wait for more records before a commit
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._next_seq = 1
+        self._open = False
+        self._closing: asyncio.Future[None] | None = None
+        self._callbacks: list[Callable[[Record], None]] = []
+        # Writer-thread state.
+        self._conn: sqlite3.Connection | None = None
+        self._session = 0
+        self._broken: SessionLogError | None = None
+
+    # ---------------------------------------------------------------- loop side
+    async def open(self, session_name: str | None = None, new_session: bool = False) -> SessionInfo:
+        if self._open or self._thread is not None:
+            raise SessionLogError(f"{self.path}: the session log is already open")
+        self._loop = asyncio.get_running_loop()
+        self._closing = None
+        self._broken = None
+        started: concurrent.futures.Future[SessionInfo] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(session_name, new_session, started), name="sessionlog-writer", daemon=True
+        )
+        self._thread.start()
+        try:
+            info = await asyncio.wrap_future(started)
+        except BaseException:
+            self._thread.join(timeout=5)
+            self._thread = None
+            raise
+        self._next_seq = info.last_seq + 1
+        self._open = True
+        log.info(
+            "session log %s: %s session %d %r (last seq %d)",
+            self.path,
+            "resumed" if info.resumed else "started",
+            info.session_id,
+            info.name,
+            info.last_seq,
+        )
+        return info
+
+    def append(
+        self,
+        kind: str,
+        *,
+        song: str | None = None,
+        take: int | None = None,
+        daw_seconds: float | None = None,
+        source: str = "",
+        text: str = "",
+        amends: int | None = None,
+        data: dict[str, object] | None = None,
+        ts: datetime | None = None,
+    ) -> asyncio.Future[Record]:
+        """Queue a record; the future resolves once it is committed. Raises SessionLogError if closed."""
+        if not self._open or self._loop is None:
+            raise SessionLogError(f"{self.path}: the session log is not open")
+        if type(kind) is not str or type(text) is not str or type(source) is not str:
+            raise TypeError("session log: kind, text and source must be str")
+        if ts is not None and not isinstance(ts, datetime):
+            raise TypeError("session log: ts must be a datetime")
+        fut: asyncio.Future[Record] = self._loop.create_future()
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        self._queue.put(
+            (
+                _APPEND,
+                seq,
+                fut,
+                kind,
+                song,
+                take,
+                daw_seconds,
+                source,
+                text,
+                amends,
+                dict(data) if data else None,
+                time.time() if ts is None else ts,
+            )
+        )
+        return fut
+
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    def on_durable(self, callback: Callable[[Record], None]) -> None:
+        self._callbacks.append(callback)
+
+    async def new_session(self, name: str | None = None) -> SessionInfo:
+        """End the current session (``session_end``) and start another (``session_start``)."""
+        end = self.append("session_end")
+        assert self._loop is not None
+        fut: asyncio.Future[SessionInfo] = self._loop.create_future()
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        self._queue.put((_NEW_SESSION, seq, fut, name or _default_name(), time.time()))
+        await end
+        return await fut
+
+    async def close(self) -> None:
+        """Append ``session_end``, flush, stop the writer and close the file. Idempotent."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        if not self._open or self._loop is None:
+            return
+        self._closing = self._loop.create_future()
+        try:
+            end = self.append("session_end")
+            self._open = False
+            stopped: asyncio.Future[None] = self._loop.create_future()
+            self._queue.put((_STOP, stopped))
+            with contextlib.suppress(SessionLogError):
+                await end
+            await stopped
+            if self._thread is not None:
+                await asyncio.to_thread(self._thread.join, 10)
+            self._thread = None
+        finally:
+            self._open = False
+            self._closing.set_result(None)
+
+    def _deliver(self, deliveries: _Deliveries, records: list[Record]) -> None:
+        for fut, value in deliveries:
+            if fut.done():
+                continue
+            if isinstance(value, BaseException):
+                fut.set_exception(value)
+            else:
+                fut.set_result(value)
+        for record in records:
+            for callback in self._callbacks:
+                try:
+                    callback(record)
+                except Exception:
+                    log.exception("session log on_durable callback failed for seq %d", record.seq)
+
+    # ------------------------------------------------------------- writer thread
+    def _post(self, deliveries: _Deliveries, records: list[Record]) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, deliveries, records)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            log.warning("session log: event loop closed; %d acknowledgements dropped", len(deliveries))
+
+    def _run(
+        self, session_name: str | None, new_session: bool, started: concurrent.futures.Future[SessionInfo]
+    ) -> None:
+        try:
+            self._conn = _connect_writer(self.path)
+            info = self._start(self._conn, session_name, new_session)
+        except BaseException as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if not isinstance(exc, SessionLogError):
+                exc = SessionLogError(f"{self.path}: cannot open the session log: {exc}")
+            started.set_exception(exc)
+            return
+        started.set_result(info)
+        try:
+            self._serve(self._conn)
+        except BaseException:
+            log.exception("session log writer crashed")
+            raise
+        finally:
+            self._conn.close()
+            self._conn = None
+
+    def _start(self, conn: sqlite3.Connection, name: str | None, new_session: bool) -> SessionInfo:
+        last = conn.execute("SELECT id, name FROM sessions ORDER BY id DESC LIMIT 1").fetchone()
+        last_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
+        if last is not None and not new_session:
+            ended = conn.execute(
+                "SELECT 1 FROM records WHERE session = ? AND kind = 'session_end' LIMIT 1", (last[0],)
+            ).fetchone()
+            if ended is None:
+                self._session = last[0]
+                song = conn.execute(
+                    "SELECT song FROM records WHERE session = ? AND kind IN ('song', 'take_marker') "
+                    "AND song IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                    (last[0],),
+                ).fetchone()
+                return self._info(conn, last[0], last[1], True, song[0] if song else "", last_seq)
+        now = time.time()
+        name = name or _default_name()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._session = self._insert_session(conn, last_seq + 1, name, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return self._info(conn, self._session, name, False, "", last_seq + 1)
+
+    @staticmethod
+    def _insert_session(conn: sqlite3.Connection, seq: int, name: str, when: float) -> int:
+        ts = format_ts(when)
+        cur = conn.execute("INSERT INTO sessions (name, started) VALUES (?, ?)", (name, ts))
+        session = cur.lastrowid
+        assert session is not None
+        conn.execute(_INSERT, (seq, session, ts, "session_start", None, None, None, "", name, None, "{}"))
+        return session
+
+    @staticmethod
+    def _info(
+        conn: sqlite3.Connection, session: int, name: str, resumed: bool, song: str, last_seq: int
+    ) -> SessionInfo:
+        last_take = _take_counters(conn)
+        next_take = {song_: n + 1 for song_, n in last_take.items()}
+        return SessionInfo(session, name, resumed, song, next_take, last_take, last_seq)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        q = self._queue
+        while True:
+            batch = [q.get()]
+            if self.commit_window > 0 and batch[0][0] != _STOP:
+                time.sleep(self.commit_window)
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            stop = next((item for item in batch if item[0] == _STOP), None)
+            self._write(conn, [item for item in batch if item[0] != _STOP])
+            if stop is not None:
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error as exc:
+                    log.warning("session log %s: final checkpoint failed: %s", self.path, exc)
+                # Anything queued after the stop (a race with close()) is refused, never lost silently.
+                rest = _drain(q)
+                fail = SessionLogError(f"{self.path}: the session log was closed")
+                self._post([(item[2], fail) for item in rest if item[0] != _STOP], [])
+                self._post([(stop[1], None)], [])
+                return
+
+    def _write(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
+        if not batch:
+            return
+        if self._broken is not None:
+            self._post([(item[2], self._broken) for item in batch], [])
+            return
+        session_before = self._session
+        deliveries: _Deliveries = []
+        records: list[Record] = []
+        rows: list[tuple[Any, ...]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                if item[0] == _APPEND:
+                    _, seq, fut, kind, song, take, daw, source, text, amends, data, when = item
+                    data_text = _encode_data(data)
+                    row = (seq, self._session, format_ts(when), kind, song, take, daw, source, text, amends)
+                    rows.append((*row, data_text))
+                    records.append(Record(*row, _decode_data(data_text) if data else {}))
+                    deliveries.append((fut, records[-1]))
+                else:  # _NEW_SESSION
+                    _, seq, fut, name, when = item
+                    if rows:
+                        conn.executemany(_INSERT, rows)
+                        rows = []
+                    self._session = self._insert_session(conn, seq, name, when)
+                    start = (
+                        seq,
+                        self._session,
+                        format_ts(when),
+                        "session_start",
+                        None,
+                        None,
+                        None,
+                        "",
+                        name,
+                        None,
+                    )
+                    records.append(Record(*start, {}))
+                    info = self._info(conn, self._session, name, False, "", seq)
+                    deliveries.append((fut, info))
+            if rows:
+                conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._session = session_before
+            self._broken = SessionLogError(
+                f"{self.path}: writing the session log failed ({exc}); {len(batch)} record(s) from seq "
+                f"{batch[0][1]} were not stored and the log accepts no more records until restarted"
+            )
+            log.error("%s", self._broken)
+            self._post([(item[2], self._broken) for item in batch], [])
+            return
+        self._post(deliveries, records)
+
+
+def _drain(q: queue.SimpleQueue[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    items = []
+    while True:
+        try:
+            items.append(q.get_nowait())
+        except queue.Empty:
+            return items
+
+
+def _default_name() -> str:
+    return datetime.now().astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+# --------------------------------------------------------------------- readers
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection, safe while a daemon writes. Raises SessionLogError / SessionLogDamaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise SessionLogError(f"{path}: no session log here")
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise SessionLogError(f"{path}: cannot open the session log: {exc}") from exc
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SessionLogError(f"{path}: schema version {version} is newer than this studio-bridge")
+        if version == 0:
+            raise SessionLogError(f"{path}: not a studio-bridge session log (or still empty)")
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        raise SessionLogError(f"{path}: cannot read the session log: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise SessionLogDamaged(damaged_message(path, str(exc))) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[sqlite3.Connection]:
+    conn = open_readonly(path)
+    try:
+        yield conn
+    except sqlite3.OperationalError as exc:
+        raise SessionLogError(f"{path}: cannot read the session log: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise SessionLogDamaged(damaged_message(Path(path), str(exc))) from exc
+    finally:
+        conn.close()
+
+
+def list_sessions(path: Path) -> list[SessionSummary]:
+    with _reading(path) as conn:
+        rows = conn.execute(
+            "SELECT s.id, s.name, s.started, "
+            "(SELECT ts FROM records r WHERE r.session = s.id AND r.kind = 'session_end' "
+            "ORDER BY seq LIMIT 1), "
+            "(SELECT COUNT(*) FROM records r WHERE r.session = s.id AND r.kind = 'take_marker') "
+            "FROM sessions s ORDER BY s.id"
+        ).fetchall()
+        result = []
+        for sid, name, started, ended, takes in rows:
+            songs = conn.execute(
+                "SELECT song FROM records WHERE session = ? AND song IS NOT NULL AND song != '' "
+                "GROUP BY song ORDER BY MIN(seq)",
+                (sid,),
+            ).fetchall()
+            result.append(SessionSummary(sid, name, started, ended, takes, tuple(s[0] for s in songs)))
+        return result
+
+
+def read_records(path: Path, session_id: int | None = None) -> list[Record]:
+    """All records of one session (default: the latest) in seq order."""
+    with _reading(path) as conn:
+        if session_id is None:
+            row = conn.execute("SELECT MAX(id) FROM sessions").fetchone()
+            if row is None or row[0] is None:
+                return []
+            session_id = int(row[0])
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE session = ? ORDER BY seq", (session_id,))
+        return [_row_to_record(r) for r in rows]
+
+
+# -------------------------------------------------------------------- recovery
+def recover(path: Path) -> Path:
+    """Move a damaged log aside (``<name>.damaged-<UTC>``, never deleted, with its -wal/-shm) and copy
+    every readable record and session into a fresh log at ``path``. Returns the backup path."""
+    path = Path(path)
+    if not path.exists():
+        raise SessionLogError(f"{path}: no session log to recover")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while backup.exists():
+        n += 1
+        backup = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    path.rename(backup)
+    for suffix in ("-wal", "-shm"):
+        side = Path(str(path) + suffix)
+        if side.exists():
+            side.rename(Path(str(backup) + suffix))
+    with tempfile.TemporaryDirectory(prefix="sessionlog-recover-") as scratch:
+        # Read a copy so the backup stays byte-for-byte what was found.
+        copy = Path(scratch) / "damaged.db"
+        shutil.copy2(backup, copy)
+        if Path(str(backup) + "-wal").exists():
+            shutil.copy2(Path(str(backup) + "-wal"), Path(str(copy) + "-wal"))
+        sessions, records = _salvage(copy)
+    conn = _connect_writer(path)
+    try:
+        known = {sid for sid, _, _ in sessions}
+        for rec in records:  # sessions whose row was lost: rebuild from their records
+            if rec[1] not in known:
+                known.add(rec[1])
+                name = rec[8] if rec[3] == "session_start" else f"recovered session {rec[1]}"
+                sessions.append((rec[1], name, rec[2]))
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO sessions (id, name, started) VALUES (?,?,?)", sorted(sessions))
+        conn.executemany(_INSERT, records)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    log.warning(
+        "session log %s recovered: %d record(s) in %d session(s) copied; damaged file kept as %s",
+        path,
+        len(records),
+        len(sessions),
+        backup,
+    )
+    return backup
+
+
+def _salvage(path: Path) -> tuple[list[tuple[int, str, str]], list[tuple[Any, ...]]]:
+    """Read whatever rows are readable: a forward scan, a backward scan, then point lookups in between."""
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None)
+        conn.execute("PRAGMA writable_schema=ON")  # tolerate a schema that references lost pages
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        log.error("session log %s: nothing readable (%s)", path, exc)
+        return [], []
+    try:
+        sessions = {r[0]: r for r in _scan(conn, "SELECT id, name, started FROM sessions", "id")}
+        found = {r[0]: r for r in _scan(conn, f"SELECT {_COLUMNS} FROM records", "seq")}
+        if found:
+            lo, hi = min(found), max(found)
+            for seq in range(lo, hi + 1):
+                if seq not in found:
+                    with contextlib.suppress(sqlite3.Error):
+                        row = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()
+                        if row is not None:
+                            found[seq] = row
+        good = []
+        for seq in sorted(found):
+            row = found[seq]
+            if isinstance(row[1], int) and isinstance(row[2], str) and isinstance(row[3], str):
+                good.append(row)
+        return list(sessions.values()), good
+    finally:
+        conn.close()
+
+
+def _scan(conn: sqlite3.Connection, select: str, key: str) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for order in ("ASC", "DESC"):
+        try:
+            for row in conn.execute(f"{select} ORDER BY {key} {order}"):
+                rows.append(row)
+        except sqlite3.Error as exc:
+            log.warning("session log salvage: %s scan stopped: %s", order, exc)
+    return rows
