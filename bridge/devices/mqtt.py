@@ -355,7 +355,16 @@ class MqttBridge(Device):
         log.info("mqtt: connected to %s as %s, root %s", where, self.client_id, self.root)
         return self
 
+    async def blackout(self) -> None:
+        """On shutdown: hand what is queued to the broker (the supervisor bounds the wait)."""
+        if self._client is not None and self._lost is not None and not self._lost.done():
+            await self.flush()
+
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None and self._lost is not None and not self._lost.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.flush()
         client, self._client = self._client, None
         tasks = [t for t in (self._publisher, *self._inflight) if t is not None]
         for task in tasks:
