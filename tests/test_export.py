@@ -1,0 +1,260 @@
+"""Take-sheet folding and export writers."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bridge.export import (
+    CSV_COLUMNS,
+    build_take_sheet,
+    take_name,
+    to_audacity_labels,
+    to_csv,
+    to_json,
+    to_reaper_csv,
+)
+from bridge.sessionlog import Record, SessionLog, format_ts, read_records
+
+T0 = datetime(2026, 11, 22, 14, 0, 0, tzinfo=UTC)
+
+
+class Log:
+    """Builds Record values the way the writer stores them (seq order, one session)."""
+
+    def __init__(self, session: int = 1) -> None:
+        self.records: list[Record] = []
+        self.session = session
+
+    def add(
+        self,
+        at: float,
+        kind: str,
+        *,
+        song: str | None = None,
+        take: int | None = None,
+        daw: float | None = None,
+        source: str = "",
+        text: str = "",
+        amends: int | None = None,
+        **data: object,
+    ) -> int:
+        seq = len(self.records) + 1
+        ts = format_ts(T0 + timedelta(seconds=at))
+        rec = Record(seq, self.session, ts, kind, song, take, daw, source, text, amends, dict(data))
+        self.records.append(rec)
+        return seq
+
+
+def test_flags_renames_notes_and_daw_marker() -> None:
+    log = Log()
+    log.add(0, "session_start", text="Tuesday")
+    log.add(1, "song", song="Blue")
+    t1 = log.add(
+        2, "take_marker", song="Blue", take=1, daw=10.0, source="tablet", text="intro", flags=["circled"]
+    )
+    t2 = log.add(40, "take_marker", song="Blue", take=2, daw=60.0, text="")
+    log.add(41, "take_flag", amends=t1, circled=False)  # un-circled later: the latest wins
+    log.add(42, "take_flag", amends=t2, false_start=True)
+    log.add(43, "take_flag", amends=t2, circled=True)
+    log.add(44, "take_rename", amends=t1, text="intro v1")
+    log.add(45, "take_rename", amends=t1, text="intro keeper")
+    log.add(46, "note", amends=t1, song="Blue", take=1, text="great feel")
+    log.add(47, "note", song="Blue", take=2, text="buzz on the bass")  # tied by song + take
+    log.add(48, "note", text="coffee at 3")  # tied to nothing
+    log.add(49, "daw_marker", amends=t2, daw=60.25, marker_id=7, device="reaper")
+    log.add(50, "take_flag", amends=999, circled=True)  # amends something unknown: ignored
+    log.add(51, "session_end")
+
+    sheet = build_take_sheet(reversed(log.records))  # order does not matter: seq does
+    assert (sheet.session, sheet.name, sheet.started) == (1, "Tuesday", "2026-11-22T14:00:00.000Z")
+    assert sheet.ended == "2026-11-22T14:00:51.000Z"
+    a, b = sheet.takes
+    assert (a.seq, a.song, a.take, a.label, a.circled, a.false_start) == (
+        t1,
+        "Blue",
+        1,
+        "intro keeper",
+        False,
+        False,
+    )
+    assert (a.daw_seconds, a.daw_source, a.marker_id, a.source) == (10.0, "bridge", None, "tablet")
+    assert a.notes == ("great feel",)
+    assert (b.label, b.circled, b.false_start) == ("", True, True)
+    assert (b.daw_seconds, b.daw_source, b.marker_id) == (60.25, "daw", "7")
+    assert b.notes == ("buzz on the bass",)
+    assert [n.text for n in sheet.notes] == ["coffee at 3"]
+    assert take_name(a) == "Blue T1"
+
+
+def test_durations_next_take_stop_record_off_and_open() -> None:
+    log = Log()
+    log.add(0, "session_start", text="s")
+    log.add(1, "transport", daw=0.0, playing=True, recording=True, assumed=False)
+    t1 = log.add(2, "take_marker", song="Blue", take=1, daw=0.0)
+    log.add(3, "transport", daw=1.0, playing=True, recording=True)  # no change: not an end
+    t2 = log.add(32, "take_marker", song="Blue", take=2, daw=30.0)  # ends T1 after 30 s
+    log.add(47.5, "transport", daw=45.5, playing=True, recording=False)  # record-off ends T2
+    log.add(50, "transport", daw=45.5, playing=False, recording=False)
+    # Marked while stopped: a repeated "stopped" report does not end it; the stop after rolling does.
+    t3 = log.add(60, "take_marker", song="Blue", take=3, daw=100.0)
+    log.add(61, "transport", daw=100.0, playing=False, recording=False)
+    log.add(62, "transport", daw=100.0, playing=True, recording=False)
+    log.add(82, "transport", daw=120.0, playing=False, recording=False)
+    t4 = log.add(90, "take_marker", song="Red", take=1, daw=200.0)  # still open
+    log.add(95, "transport", daw=205.0, playing=True, recording=True)
+
+    takes = {t.seq: t for t in build_take_sheet(log.records).takes}
+    assert takes[t1].duration == 30.0 and takes[t1].end == "2026-11-22T14:00:32.000Z"
+    assert takes[t2].duration == 15.5
+    assert takes[t3].duration == 22.0
+    assert takes[t4].duration is None and takes[t4].end is None
+
+
+def test_record_off_only_counts_after_recording_and_sessions_do_not_mix() -> None:
+    log = Log()
+    log.add(0, "session_start", text="s")
+    log.add(1, "transport", playing=True, recording=False)
+    t1 = log.add(2, "take_marker", song="A", take=1)  # playing, not recording
+    log.add(3, "transport", playing=True, recording=False)  # not a record-off: never recorded
+    log.add(5, "transport", playing=True, recording=True)
+    log.add(9, "transport", playing=True, recording=False)  # now a record-off
+    other = Log(session=2)
+    other.records = [
+        Record(100, 2, format_ts(T0 + timedelta(seconds=4)), "take_marker", "B", 1, None, "", "", None, {})
+    ]
+    takes = {t.seq: t for t in build_take_sheet(log.records + other.records).takes}
+    assert takes[t1].duration == 7.0  # the other session's take did not end it
+    assert takes[100].duration is None and takes[100].daw_seconds is None and takes[100].daw_source == ""
+
+
+def test_talkback_cues() -> None:
+    log = Log()
+    log.add(0, "session_start", text="s")
+    log.add(1, "take_marker", song="Blue", take=7, daw=33.0)
+    c1 = log.add(10, "talkback_start", daw=41.5, source="x32", song="Blue", take=7)
+    log.add(14.2, "talkback_end", amends=c1, duration=4.25)
+    c2 = log.add(20, "talkback_start", daw=50.0, source="tablet", song="Blue", take=7)
+    log.add(22.5, "talkback_end", amends=c2)  # no duration in data: wall clock
+    c3 = log.add(30, "talkback_start", source="x32")  # still talking
+    log.add(31, "talkback_end", amends=12345)  # ends nothing known
+
+    cues = build_take_sheet(log.records).talkback
+    assert [(c.seq, c.duration, c.daw_seconds, c.source, c.song, c.take) for c in cues] == [
+        (c1, 4.25, 41.5, "x32", "Blue", 7),
+        (c2, 2.5, 50.0, "tablet", "Blue", 7),
+        (c3, None, None, "x32", "", None),
+    ]
+    assert cues[0].end == "2026-11-22T14:00:14.200Z" and cues[2].end is None
+
+
+def _sample_sheet() -> Log:
+    log = Log()
+    log.add(0, "session_start", text="Tuesday")
+    t1 = log.add(2, "take_marker", song="Blue, the song", take=1, daw=10.0, text="intro", source="tablet")
+    log.add(3, "note", amends=t1, text='said "again"')
+    log.add(4, "note", amends=t1, text="tempo 92")
+    c1 = log.add(6, "talkback_start", daw=14.0, source="x32", song="Blue, the song", take=1)
+    log.add(8, "talkback_end", amends=c1, duration=2.0)
+    log.add(12, "take_marker", song="Blue, the song", take=2, daw=25.5)
+    log.add(13, "note", text="loose note", source="producer")
+    log.add(14, "take_marker", take=3)  # no song, no DAW position, still open
+    return log
+
+
+def test_csv_columns_and_values() -> None:
+    out = io.StringIO()
+    to_csv(build_take_sheet(_sample_sheet().records), out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert [r["type"] for r in rows] == ["take", "talkback", "take", "note", "take"]
+    take1 = rows[0]
+    assert take1["song"] == "Blue, the song" and take1["take"] == "1" and take1["label"] == "intro"
+    assert (take1["circled"], take1["false_start"]) == ("false", "false")
+    assert take1["start_utc"] == "2026-11-22T14:00:02.000Z" and take1["end_utc"] == "2026-11-22T14:00:12.000Z"
+    assert (take1["duration_s"], take1["daw_seconds"], take1["daw_source"]) == ("10.000", "10.000", "bridge")
+    assert take1["notes"] == 'said "again" | tempo 92' and take1["marker_id"] == ""
+    talk = rows[1]
+    assert (talk["duration_s"], talk["daw_seconds"], talk["source"], talk["take"]) == (
+        "2.000",
+        "14.000",
+        "x32",
+        "1",
+    )
+    assert rows[3]["notes"] == "loose note" and rows[3]["source"] == "producer"
+    assert rows[4]["song"] == "" and rows[4]["daw_seconds"] == "" and rows[4]["duration_s"] == ""
+
+
+def test_json_export() -> None:
+    out = io.StringIO()
+    to_json(build_take_sheet(_sample_sheet().records), out)
+    doc = json.loads(out.getvalue())
+    assert doc["format"] == "studio-bridge.take-sheet" and doc["version"] == 1
+    assert doc["session"] == {
+        "id": 1,
+        "name": "Tuesday",
+        "started": "2026-11-22T14:00:00.000Z",
+        "ended": None,
+    }
+    assert [t["take"] for t in doc["takes"]] == [1, 2, 3]
+    assert doc["takes"][0]["notes"] == ['said "again"', "tempo 92"]
+    assert doc["takes"][0]["duration"] == 10.0 and doc["takes"][2]["duration"] is None
+    assert doc["talkback"][0]["duration"] == 2.0 and doc["notes"][0]["text"] == "loose note"
+
+
+def test_reaper_and_audacity_exports() -> None:
+    sheet = build_take_sheet(_sample_sheet().records)
+    out = io.StringIO()
+    to_reaper_csv(sheet, out)
+    assert (
+        out.getvalue()
+        == '#,Name,Start,End,Length\nM1,"Blue, the song T1",10.000,,\nM2,"Blue, the song T2",25.500,,\n'
+    )
+    out = io.StringIO()
+    to_audacity_labels(sheet, out)
+    # Takes with a duration become region labels; T3 has no DAW position, so no label.
+    assert (
+        out.getvalue() == "10.000000\t20.000000\tBlue, the song T1\n25.500000\t27.500000\tBlue, the song T2\n"
+    )
+
+
+async def test_end_to_end_from_a_real_log(tmp_path: Path) -> None:
+    path = tmp_path / "session.db"
+    slog = SessionLog(path)
+    async with asyncio.timeout(30):
+        await slog.open("Friday")
+        await slog.append("song", song="Gold")
+        t1 = slog.next_seq()
+        slog.append("take_marker", song="Gold", take=1, daw_seconds=5.0, source="nano", text="")
+        slog.append("take_flag", amends=t1, data={"circled": True})
+        slog.append("daw_marker", amends=t1, daw_seconds=5.02, data={"marker_id": 3, "device": "reaper"})
+        slog.append("note", amends=t1, song="Gold", take=1, text="keeper")
+        await slog.append("transport", daw_seconds=30.0, data={"playing": False, "recording": False})
+        await slog.close()
+    sheet = await asyncio.to_thread(lambda: build_take_sheet(read_records(path)))
+    (take,) = sheet.takes
+    assert (take.song, take.take, take.circled, take.daw_seconds, take.marker_id) == (
+        "Gold",
+        1,
+        True,
+        5.02,
+        "3",
+    )
+    assert take.notes == ("keeper",) and take.duration is not None and take.duration >= 0
+    assert sheet.name == "Friday" and sheet.ended is not None
+    out = io.StringIO()
+    to_reaper_csv(sheet, out)
+    assert out.getvalue().splitlines()[1] == "M1,Gold T1,5.020,,"
+
+
+def test_audacity_point_label_for_an_open_take() -> None:
+    log = Log()
+    log.add(0, "session_start", text="s")
+    log.add(1, "take_marker", song="Blue", take=4, daw=12.5)
+    out = io.StringIO()
+    to_audacity_labels(build_take_sheet(log.records), out)
+    assert out.getvalue() == "12.500000\t12.500000\tBlue T4\n"
