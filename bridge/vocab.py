@@ -153,9 +153,7 @@ SESSION_COMMANDS: frozenset[type[Command]] = frozenset(
     {SetSong, MarkTake, CircleTake, FalseStart, AddNote, NewSession}
 )
 TRANSPORT_COMMANDS: frozenset[type[Command]] = frozenset({Play, Stop, SetRecord, Locate})
-TRACK_COMMANDS: frozenset[type[Command]] = frozenset(
-    {SetTrackArm, SetTrackMute, SetTrackSolo, SetTrackFader}
-)
+TRACK_COMMANDS: frozenset[type[Command]] = frozenset({SetTrackArm, SetTrackMute, SetTrackSolo, SetTrackFader})
 
 
 # --------------------------------------------------------------------------- events

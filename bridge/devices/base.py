@@ -99,6 +99,10 @@ class Device(abc.ABC):
     async def blackout(self) -> None:  # noqa: B027 - optional hook
         """Switch the device's lights off (called before ``__aexit__`` on shutdown)."""
 
+    def outbox_interval(self) -> float:
+        """Pacing of coalesced messages for this instance (defaults to ``min_interval``)."""
+        return self.min_interval
+
     def stats(self) -> dict[str, int]:
         """Counters (messages in/out, dropped bad input, ...) for logs and benchmarks."""
         return {}

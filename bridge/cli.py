@@ -1,0 +1,283 @@
+"""Command line: ``studio-bridge run | check | log | learn``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from bridge import __version__
+from bridge.config import default_data_dir, load_config
+from bridge.errors import BridgeError, ConfigError, SessionLogDamaged, SessionLogError
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("bridge")
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<N>`` syslog priority prefixes, understood by journald for stderr lines."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", "\n  ")
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{text}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 1-65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected an integer 1-65535, got {value}")
+    return value
+
+
+def _data_dir(args: argparse.Namespace, config_dir: str | None = None) -> Path:
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir)
+    if config_dir:
+        return Path(config_dir)
+    return default_data_dir()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="studio-bridge",
+        description="Control bridge for recording studios: surfaces, tablets, DAWs, mixers and MQTT "
+        "around one durable take log.",
+    )
+    parser.add_argument("--version", action="version", version=f"studio-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser(
+        "run", help="run the daemon", description="Run the daemon in the foreground (logs to stderr)."
+    )
+    run.add_argument(
+        "-c", "--config", metavar="FILE", help="TOML config file (default: the built-in default)"
+    )
+    run.add_argument(
+        "--osc-port", type=_port, metavar="N", help="UDP port of the OSC API (wins over the file)"
+    )
+    run.add_argument("--data-dir", metavar="DIR", help="where the session log lives (wins over the file)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="wins over the file")
+    run.add_argument(
+        "--new-session", action="store_true", help="start a new session even if the last one was not ended"
+    )
+    run.add_argument("--exit-when-ready", action="store_true", help="exit right after start-up (benchmarks)")
+
+    check = sub.add_parser(
+        "check",
+        help="validate a config file",
+        description="Validate a config without starting; exit 0 if valid, 2 if not.",
+    )
+    check.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
+    check.add_argument("--kinds", action="store_true", help="list the known device kinds")
+
+    logp = sub.add_parser(
+        "log", help="read the session log", description="Read the session log (works while a daemon writes)."
+    )
+    logsub = logp.add_subparsers(dest="log_command", metavar="ACTION")
+    logsub.required = True
+    for name, helptext in (
+        ("list", "list sessions"),
+        ("show", "print a session's records"),
+        ("export", "export a session's take sheet and talkback cues"),
+        ("recover", "move a damaged log aside and salvage its records into a new one"),
+    ):
+        p = logsub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+        p.add_argument("--data-dir", metavar="DIR", help=f"data directory (default {default_data_dir()})")
+        p.add_argument("-c", "--config", metavar="FILE", help="take the data directory from this config")
+        if name in ("show", "export"):
+            p.add_argument("session", nargs="?", type=int, help="session id (default: the latest)")
+        if name == "show":
+            p.add_argument("--json", action="store_true", help="one JSON object per line")
+        if name == "export":
+            p.add_argument(
+                "--format",
+                choices=["csv", "json", "reaper", "audacity"],
+                default="csv",
+                help="csv/json: the take sheet and cues; reaper: region/marker CSV; audacity: label track",
+            )
+            p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    try:
+        learn = importlib.import_module("bridge.learn")
+    except ImportError:  # pragma: no cover - learn ships with the MIDI drivers
+        pass
+    else:
+        learn.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "log":
+            return _log(args)
+        if args.command == "learn":
+            return int(importlib.import_module("bridge.learn").run(args))
+    except ConfigError as exc:
+        print(f"studio-bridge: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return EXIT_CONFIG
+    except SessionLogDamaged as exc:
+        print(f"studio-bridge: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
+    except BridgeError as exc:
+        print(f"studio-bridge: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return EXIT_FAIL
+    parser.error(f"unknown command {args.command}")
+    return EXIT_FAIL
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config) if args.config else None)
+    setup_logging(args.log_level or config.bridge.log_level)
+    from bridge.app import App
+
+    app = App(
+        config,
+        data_dir=_data_dir(args, config.bridge.data_dir),
+        osc_port=args.osc_port,
+        new_session=args.new_session,
+    )
+    try:
+        return asyncio.run(app.run(exit_when_ready=args.exit_when_ready))
+    except SessionLogDamaged as exc:
+        log.critical("%s", exc)
+        return EXIT_CONFIG
+    except BridgeError as exc:
+        log.critical("%s", exc)
+        return EXIT_FAIL
+
+
+def _check(args: argparse.Namespace) -> int:
+    if args.kinds:
+        from bridge.devices import known_kinds
+
+        print("\n".join(known_kinds()))  # noqa: T201
+        return EXIT_OK
+    if not args.config:
+        print("studio-bridge check: -c FILE is required", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
+    config = load_config(Path(args.config))
+    names = ", ".join(
+        f"{n} ({s.kind}{', role ' + s.role if s.role else ''})" for n, s in config.devices.items()
+    )
+    print(f"{args.config}: OK: room {config.bridge.room!r}; devices: {names}")  # noqa: T201
+    return EXIT_OK
+
+
+def _out(path: str | None) -> TextIO:
+    if path:
+        return open(path, "w", encoding="utf-8", newline="")  # closed by the caller
+    return sys.stdout
+
+
+def _log(args: argparse.Namespace) -> int:
+    from bridge import sessionlog
+
+    config_dir = None
+    if args.config:
+        config_dir = load_config(Path(args.config)).bridge.data_dir
+    path = _data_dir(args, config_dir) / "session-log.sqlite3"
+    if args.log_command == "recover":
+        backup = sessionlog.recover(path)
+        print(f"moved the damaged log to {backup}; salvaged records are in {path}")  # noqa: T201
+        return EXIT_OK
+    if not path.exists():
+        raise SessionLogError(f"no session log at {path} (use --data-dir to point at another one)")
+    if args.log_command == "list":
+        sessions = sessionlog.list_sessions(path)
+        if not sessions:
+            print("no sessions")  # noqa: T201
+        for s in sessions:
+            _print_session(s)
+        return EXIT_OK
+    records = sessionlog.read_records(path, args.session)
+    if args.log_command == "show":
+        for record in records:
+            if args.json:
+                print(json.dumps(record.to_json(), ensure_ascii=False))  # noqa: T201
+            else:
+                print(_format_record(record.to_json()))  # noqa: T201
+        return EXIT_OK
+    from bridge import export
+
+    sheet = export.build_take_sheet(records)
+    writers = {
+        "csv": export.to_csv,
+        "json": export.to_json,
+        "reaper": export.to_reaper_csv,
+        "audacity": export.to_audacity_labels,
+    }
+    out = _out(args.output)
+    try:
+        writers[args.format](sheet, out)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return EXIT_OK
+
+
+def _print_session(summary: Any) -> None:
+    data = (
+        summary.__dict__
+        if hasattr(summary, "__dict__")
+        else {f: getattr(summary, f) for f in getattr(summary, "__slots__", ())}
+    )
+    ended = data.get("ended") or "not ended"
+    songs = data.get("songs") or []
+    song_list = ", ".join(songs) if isinstance(songs, list | tuple) else str(songs)
+    print(  # noqa: T201
+        f"{data.get('session_id', data.get('id'))}\t{data.get('name')}\tstarted {data.get('started')}\t"
+        f"{ended}\t{data.get('takes', 0)} takes\t{song_list}"
+    )
+
+
+def _format_record(r: dict[str, Any]) -> str:
+    parts = [f"#{r['seq']}", str(r["ts"]), str(r["kind"])]
+    if r.get("song"):
+        parts.append(f"song={r['song']!r}")
+    if r.get("take") is not None:
+        parts.append(f"take={r['take']}")
+    if r.get("daw_seconds") is not None:
+        parts.append(f"at={float(r['daw_seconds']):.3f}s")
+    if r.get("source"):
+        parts.append(f"from={r['source']}")
+    if r.get("text"):
+        parts.append(repr(r["text"]))
+    if r.get("amends") is not None:
+        parts.append(f"amends=#{r['amends']}")
+    if r.get("data"):
+        parts.append(json.dumps(r["data"], ensure_ascii=False))
+    return "  ".join(parts)

@@ -1,0 +1,487 @@
+"""The bridge's own OSC control API over UDP: tablets, scripts and layouts talk to this.
+
+Commands (n is a 1-based track number; values 1/0 may be int, float, bool or "on"/"off"):
+
+====================================  =============================================
+``/transport/play``                   roll
+``/transport/stop``                   stop
+``/transport/record [1|0]``           record on (default) / off
+``/transport/locate <seconds>``       move the playhead
+``/track/<n>/arm <1|0>``              record-enable track n (also ``mute``, ``solo``)
+``/track/<n>/fader <0..1>``           fader position
+``/track/name/arm <name> <1|0>``      the same by DAW track name (``mute``, ``solo``)
+``/song <name>``                      set the song (take numbers are per song)
+``/take/mark [label]``                mark a new take at the playhead
+``/take/circle [take] [1|0]``         circle the last (or given) take; 0 un-circles
+``/take/falsestart [take]``           flag the last (or given) take as a false start
+``/note <text>``                      a note on the last take
+``/talkback <1|0>``                   press / release talkback (one cue per press)
+``/session/new [name]``               end the session and start a new one
+``/ping``                             answered ``/pong``
+``/state``                            the whole state is sent to the sender
+``/subscribe`` / ``/unsubscribe``     start / stop receiving state feedback
+====================================  =============================================
+
+Every command is answered to its sender: ``/ok <address>`` once it has taken effect
+(for anything logged: once durable), or ``/error <address> <reason>``.
+
+Feedback (to every client heard from within ``client_ttl`` seconds and to the configured
+``clients``) uses the command addresses where one exists, so a TouchOSC button on
+``/transport/record`` lights up by itself: ``/transport/play i``, ``/transport/stop i``,
+``/transport/record i``, ``/transport/position f`` (at most ``position_rate``/s) and
+``/transport/time s``, ``/track/<n>/arm|mute|solo i``, ``/track/<n>/name s``,
+``/track/<n>/fader f``, ``/song s``, ``/take i`` (last take), ``/take/next i``,
+``/take/label s``, ``/talkback i``, ``/session s``, ``/device/<name>/status s``.
+
+Bad input (malformed packets, wrong argument types, unknown addresses, clients outside
+the allowlist) is counted, logged at a limited rate, and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bridge import state as S
+from bridge.devices._osc import Address, OscArgs, OscDecodeError, UdpEndpoint, decode, encode
+from bridge.devices.base import Device, DeviceContext, FeedbackMode
+from bridge.errors import ConfigError
+from bridge.options import port_check, positive
+from bridge.vocab import (
+    AddNote,
+    CircleTake,
+    Command,
+    FalseStart,
+    Feedback,
+    Inbound,
+    Locate,
+    MarkTake,
+    NewSession,
+    Outbound,
+    Play,
+    Request,
+    SetRecord,
+    SetSong,
+    SetTalkback,
+    SetTrackArm,
+    SetTrackFader,
+    SetTrackMute,
+    SetTrackSolo,
+    Stop,
+    Value,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9123
+PRIVATE_NETWORKS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+)
+
+
+def _check_networks(value: Any) -> str | None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f'IP networks such as "192.168.1.0/24" ("{item}" is not one)'
+    return None
+
+
+def _check_clients(value: Any) -> str | None:
+    for item in value:
+        try:
+            _parse_hostport(item)
+        except ValueError:
+            return f'"host:port" strings ("{item}" is not one)'
+    return None
+
+
+def _check_reply_ports(value: Any) -> str | None:
+    for host, port in value.items():
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return f'a table of IP address = port ("{host}" is not an IP address)'
+        if port_check(port):
+            return f"ports 1-65535 (got {port} for {host})"
+    return None
+
+
+def _parse_hostport(text: str) -> Address:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not (1 <= int(port) <= 65535):
+        raise ValueError(text)
+    host = host.strip("[]")
+    ipaddress.ip_address(host)
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class OscApiOptions:
+    bind: str = "0.0.0.0"
+    port: int = field(default=DEFAULT_PORT, metadata={"check": port_check})
+    allow: list[str] = field(
+        default_factory=lambda: list(PRIVATE_NETWORKS), metadata={"check": _check_networks}
+    )
+    clients: list[str] = field(default_factory=list, metadata={"check": _check_clients})
+    reply_ports: dict[str, int] = field(default_factory=dict, metadata={"check": _check_reply_ports})
+    client_ttl: float = field(default=3600.0, metadata={"check": positive})
+    max_clients: int = field(default=32, metadata={"check": positive})
+    position_rate: float = field(default=10.0, metadata={"check": positive})
+
+
+def _flag(args: OscArgs, index: int = 0, default: bool | None = None) -> bool:
+    if len(args) <= index:
+        if default is None:
+            raise ValueError("expected 1 or 0")
+        return default
+    value = args[index]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value >= 0.5
+    if isinstance(value, str) and value.strip().lower() in ("1", "on", "true", "yes"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"expected 1 or 0, got {value!r}")
+
+
+def _number(args: OscArgs, index: int = 0) -> float:
+    if len(args) <= index:
+        raise ValueError("expected a number")
+    value = args[index]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("expected a finite number")
+    return float(value)
+
+
+def _text(args: OscArgs, index: int = 0, required: bool = True) -> str:
+    if len(args) <= index:
+        if required:
+            raise ValueError("expected a string")
+        return ""
+    value = args[index]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"expected a string, got {value!r}")
+
+
+def _take(args: OscArgs, index: int = 0) -> int | None:
+    if len(args) <= index:
+        return None
+    value = args[index]
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
+        raise ValueError(f"expected a take number >= 1, got {value!r}")
+    return int(value)
+
+
+Parser = Callable[[OscArgs], Command]
+
+_TRACK_COMMANDS: dict[str, Callable[[int | str, OscArgs, int], Command]] = {
+    "arm": lambda t, a, i: SetTrackArm(t, _flag(a, i)),
+    "mute": lambda t, a, i: SetTrackMute(t, _flag(a, i)),
+    "solo": lambda t, a, i: SetTrackSolo(t, _flag(a, i)),
+    "fader": lambda t, a, i: SetTrackFader(t, max(0.0, min(1.0, _number(a, i)))),
+}
+
+_COMMANDS: dict[str, Parser] = {
+    "/transport/play": lambda a: Play(),
+    "/transport/stop": lambda a: Stop(),
+    "/transport/record": lambda a: SetRecord(_flag(a, 0, True)),
+    "/transport/locate": lambda a: Locate(max(0.0, _number(a))),
+    "/song": lambda a: SetSong(_text(a)),
+    "/take/mark": lambda a: MarkTake(_text(a, required=False)),
+    "/take/circle": lambda a: CircleTake(_take(a), _flag(a, 1, True)),
+    "/take/falsestart": lambda a: FalseStart(_take(a)),
+    "/note": lambda a: AddNote(_text(a)),
+    "/talkback": lambda a: SetTalkback(_flag(a, 0, True)),
+    "/session/new": lambda a: NewSession(_text(a, required=False)),
+}
+
+
+def _format_time(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    minutes, secs = divmod(seconds, 60.0)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:06.3f}"
+
+
+def _arg(value: Value) -> Value:
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def feedback_messages(key: str, value: Value) -> list[tuple[str, Value]]:
+    """StateKey -> the OSC messages a client gets (address, single argument)."""
+    if key == S.PLAYING:
+        return [("/transport/play", int(bool(value))), ("/transport/stop", int(not value))]
+    if key == S.RECORDING:
+        return [("/transport/record", int(bool(value)))]
+    if key == S.POSITION:
+        seconds = float(value) if isinstance(value, int | float) else 0.0
+        return [("/transport/position", seconds), ("/transport/time", _format_time(seconds))]
+    parsed = S.parse_track_key(key)
+    if parsed is not None:
+        track, field_name = parsed
+        name = "arm" if field_name == "armed" else field_name
+        if value is None:
+            value = "" if field_name == "name" else 0
+        return [(f"/track/{track}/{name}", _arg(value))]
+    if value is None:
+        value = ""
+    return [("/" + key, _arg(value))]
+
+
+class _RateLimitedLog:
+    """Log bad input without letting a flood fill the journal."""
+
+    def __init__(self, per_window: int = 5, window: float = 10.0) -> None:
+        self.per_window = per_window
+        self.window = window
+        self._start = float("-inf")
+        self._count = 0
+        self._suppressed = 0
+
+    def warn(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._start > self.window:
+            if self._suppressed:
+                log.warning("osc api: %d more bad packets in the last %.0f s", self._suppressed, self.window)
+            self._start, self._count, self._suppressed = now, 0, 0
+        if self._count < self.per_window:
+            self._count += 1
+            log.warning(msg, *args)
+        else:
+            self._suppressed += 1
+
+
+class OscApi(Device):
+    kind: ClassVar[str] = "osc_api"
+    feedback: ClassVar[FeedbackMode] = "state"
+    Options: ClassVar[type[OscApiOptions]] = OscApiOptions
+
+    def __init__(
+        self, name: str, options: OscApiOptions | None = None, ctx: DeviceContext | None = None
+    ) -> None:
+        super().__init__(name, options or OscApiOptions(), ctx)
+        self.options: OscApiOptions
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in self.options.allow]
+        self._static = [_parse_hostport(c) for c in self.options.clients]
+        self._reply_ports = dict(self.options.reply_ports)
+        self._clients: dict[Address, float] = {}  # client -> last heard (monotonic)
+        self._inbox: deque[Inbound] = deque()
+        self._wake = asyncio.Event()
+        self._endpoint: UdpEndpoint | None = None
+        self._allowed_cache: dict[str, bool] = {}
+        self._bad = _RateLimitedLog()
+        self._state: dict[str, Value] = {}
+        self.counters = {
+            "packets": 0,
+            "commands": 0,
+            "malformed": 0,
+            "bad_args": 0,
+            "unknown_address": 0,
+            "denied": 0,
+            "replies": 0,
+            "feedback": 0,
+        }
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> OscApi:
+        self._endpoint = await UdpEndpoint.open(self._datagram, (self.options.bind, self.options.port))
+        host, port = self._endpoint.local_address
+        log.info("OSC API listening on udp %s:%d", host, port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
+
+    def outbox_interval(self) -> float:
+        return 1.0 / self.options.position_rate
+
+    @property
+    def port(self) -> int:
+        assert self._endpoint is not None
+        return self._endpoint.local_address[1]
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counters, clients=len(self._clients))
+
+    async def receive(self) -> AsyncIterator[Inbound]:
+        while True:
+            while not self._inbox:
+                self._wake.clear()
+                await self._wake.wait()
+            yield self._inbox.popleft()
+
+    # ---------------------------------------------------------------- input
+
+    def _allowed(self, host: str) -> bool:
+        cached = self._allowed_cache.get(host)
+        if cached is None:
+            try:
+                address = ipaddress.ip_address(host.split("%")[0])
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                    address = address.ipv4_mapped
+                cached = any(address in net for net in self._networks)
+            except ValueError:
+                cached = False
+            if len(self._allowed_cache) < 4096:
+                self._allowed_cache[host] = cached
+        return cached
+
+    def _datagram(self, data: bytes, addr: Address) -> None:
+        self.counters["packets"] += 1
+        if not self._allowed(addr[0]):
+            self.counters["denied"] += 1
+            self._bad.warn("osc api: ignored a packet from %s (not in the allowlist)", addr[0])
+            return
+        try:
+            messages = decode(data)
+        except OscDecodeError as exc:
+            self.counters["malformed"] += 1
+            self._bad.warn(
+                "osc api: malformed packet (%d bytes) from %s:%d: %s", len(data), addr[0], addr[1], exc
+            )
+            return
+        self._touch(addr)
+        for address, args in messages:
+            self._message(address, args, addr)
+
+    def _touch(self, addr: Address) -> None:
+        now = time.monotonic()
+        if addr not in self._clients and len(self._clients) >= self.options.max_clients:
+            oldest = min(self._clients, key=self._clients.__getitem__)
+            del self._clients[oldest]
+        self._clients[addr] = now
+
+    def _message(self, address: str, args: OscArgs, addr: Address) -> None:
+        if address == "/ping":
+            self._reply(addr, "/pong", *[a for a in args if isinstance(a, int | float | str)][:4])
+            return
+        if address in ("/state", "/subscribe"):
+            self._reply(addr, "/ok", address)
+            self._send_state(addr)
+            return
+        if address == "/unsubscribe":
+            self._clients.pop(addr, None)
+            self._reply(addr, "/ok", address)
+            return
+        try:
+            command = self._parse(address, args)
+        except KeyError:
+            self.counters["unknown_address"] += 1
+            self._bad.warn("osc api: unknown address %s from %s:%d", address, addr[0], addr[1])
+            self._reply(addr, "/error", address, "unknown address")
+            return
+        except ValueError as exc:
+            self.counters["bad_args"] += 1
+            self._bad.warn("osc api: bad arguments for %s from %s: %s", address, addr[0], exc)
+            self._reply(addr, "/error", address, f"bad arguments: {exc}")
+            return
+        self.counters["commands"] += 1
+
+        def done(error: str | None) -> None:
+            if error is None:
+                self._reply(addr, "/ok", address)
+            else:
+                self._reply(addr, "/error", address, error)
+
+        self._inbox.append(Request(command, done))
+        self._wake.set()
+
+    def _parse(self, address: str, args: OscArgs) -> Command:
+        parser = _COMMANDS.get(address)
+        if parser is not None:
+            return parser(args)
+        if address.startswith("/track/"):
+            parts = address.split("/")
+            if len(parts) == 4:
+                _, _, which, what = parts
+                build = _TRACK_COMMANDS.get(what)
+                if build is not None:
+                    if which == "name":
+                        return build(_text(args), args, 1)
+                    if which.isdigit() and int(which) >= 1:
+                        return build(int(which), args, 0)
+                    if which and not which.isdigit():
+                        return build(which, args, 0)
+        raise KeyError(address)
+
+    # ---------------------------------------------------------------- output
+
+    def _reply(self, addr: Address, address: str, *args: Any) -> None:
+        if self._endpoint is None or self._endpoint.closed:
+            return
+        port = self._reply_ports.get(addr[0], addr[1])
+        try:
+            self._endpoint.sendto(encode(address, *args), (addr[0], port))
+            self.counters["replies"] += 1
+        except Exception as exc:  # never let one client break the API
+            log.debug("osc api: reply to %s failed: %s", addr, exc)
+
+    def _targets(self) -> list[Address]:
+        now = time.monotonic()
+        ttl = self.options.client_ttl
+        expired = [a for a, t in self._clients.items() if now - t > ttl]
+        for addr in expired:
+            del self._clients[addr]
+        targets = {(a[0], self._reply_ports.get(a[0], a[1])) for a in self._clients}
+        targets.update(self._static)
+        return sorted(targets)
+
+    def _send_state(self, addr: Address) -> None:
+        for key, value in sorted(self._state.items()):
+            for address, arg in feedback_messages(key, value):
+                self._reply(addr, address, arg)
+
+    async def send(self, message: Outbound) -> None:
+        if not isinstance(message, Feedback):
+            return
+        if message.value is None:
+            self._state.pop(message.control, None)
+        else:
+            self._state[message.control] = message.value
+        targets = self._targets()
+        if not targets or self._endpoint is None:
+            return
+        for address, arg in feedback_messages(message.control, message.value):
+            data = encode(address, arg)
+            for target in targets:
+                try:
+                    self._endpoint.sendto(data, target)
+                    self.counters["feedback"] += 1
+                except OSError as exc:
+                    log.debug("osc api: feedback to %s failed: %s", target, exc)
+
+
+def check_bind(options: OscApiOptions, file: str) -> None:
+    try:
+        ipaddress.ip_address(options.bind)
+    except ValueError as exc:
+        raise ConfigError(
+            f'{file}: osc.bind: expected an IP address such as "0.0.0.0", got "{options.bind}"'
+        ) from exc

@@ -1,0 +1,703 @@
+"""The hub: the single consumer of everything devices report, and the one place that decides.
+
+One task drains one inbox, so the core has no locks and a fixed order:
+
+* **Events** change the studio state (``Store.apply``); the changes become feedback for
+  surfaces (``FeedbackEngine``), confirm pending commands, and become session-log
+  records (transport, talkback cues, DAW markers, device status).
+* **Commands** (from surfaces, the OSC API, MQTT, a mapped ControlInput) are either
+  session commands (song, take marks, circles, notes: carried out here and answered once
+  the log record is durable) or device commands, routed by role (``daw``, ``mixer``,
+  ``talkback``) to one device's outbox and answered when the state confirms them.
+  A command for a device that is not connected fails at once; one that is not confirmed
+  within ``confirm_timeout`` fails then: nothing is queued to fire late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from bridge import state as S
+from bridge.devices.base import Device
+from bridge.errors import CommandError
+from bridge.feedback import FeedbackEngine
+from bridge.mapping import Mapper, StudioMap
+from bridge.outbox import Outbox
+from bridge.vocab import (
+    SESSION_COMMANDS,
+    AddMarker,
+    AddNote,
+    CircleTake,
+    Command,
+    ControlInput,
+    DeviceStatus,
+    DeviceStatusChanged,
+    Event,
+    FalseStart,
+    Inbound,
+    Locate,
+    LogEntry,
+    MarkerAdded,
+    MarkTake,
+    NewSession,
+    Play,
+    PositionChanged,
+    Request,
+    SessionChanged,
+    SetRecord,
+    SetSong,
+    SetTalkback,
+    SetTrackArm,
+    SetTrackFader,
+    SetTrackMute,
+    SetTrackSolo,
+    Stop,
+    TalkbackChanged,
+    TrackRef,
+    TransportChanged,
+    Value,
+)
+
+if TYPE_CHECKING:
+    from bridge.sessionlog import Record, SessionInfo, SessionLog
+
+log = logging.getLogger(__name__)
+
+Done = Callable[[str | None], None]
+
+#: Which role carries out which commands (SetTalkback: "talkback", then "mixer").
+DAW_COMMANDS: frozenset[type[Command]] = frozenset(
+    {Play, Stop, SetRecord, Locate, SetTrackArm, SetTrackMute, SetTrackSolo, SetTrackFader, AddMarker}
+)
+
+_TRACK_FIELD: dict[type[Command], str] = {SetTrackArm: "armed", SetTrackMute: "mute", SetTrackSolo: "solo"}
+
+
+@dataclass(eq=False)
+class Slot:
+    device: Device
+    role: str | None
+    outbox: Outbox
+    mapper: Mapper | None = None
+    status: DeviceStatus = DeviceStatus.CONNECTING
+
+
+@dataclass(eq=False)
+class _Pending:
+    device: str
+    check: Callable[[Event | None], bool]
+    done: Done
+    deadline: float
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Connected:
+    """Internal: a device is up; send it the full feedback picture."""
+
+
+@dataclass
+class _Takes:
+    """Take counters of the open session."""
+
+    next_take: dict[str, int] = field(default_factory=dict)
+    last_take: dict[str, int] = field(default_factory=dict)
+    seq: dict[tuple[str, int], int] = field(default_factory=dict)
+    label: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+class Hub:
+    def __init__(
+        self,
+        session_log: SessionLog,
+        *,
+        roles: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        confirm_timeout: float = 2.0,
+    ) -> None:
+        self.log = session_log
+        self.roles: dict[str, str] = dict(roles or {})
+        self.clock = clock
+        self.confirm_timeout = confirm_timeout
+        self.store = S.Store()
+        self.feedback = FeedbackEngine()
+        self.slots: dict[str, Slot] = {}
+        #: last status detail per device ("cannot bind udp ...: Address already in use")
+        self.details: dict[str, str] = {}
+        self._inbox: deque[tuple[str, Inbound | _Connected]] = deque()
+        self._wake = asyncio.Event()
+        self._pending: list[_Pending] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._takes = _Takes()
+        self._marker_tags: deque[int] = deque(maxlen=64)
+        self._talkback_seq: int | None = None
+        self._talkback_start: float = 0.0
+        self._position_at = clock()
+        self._position_base = 0.0
+        self.processed = 0
+        self.failed = 0
+
+    # ------------------------------------------------------------------ setup
+
+    async def start(self, session_name: str | None = None, new_session: bool = False) -> SessionInfo:
+        """Open the session log and load the take counters of the (re)opened session."""
+        info = await self.log.open(session_name=session_name, new_session=new_session)
+        self.log.on_durable(self._on_durable)
+        self._load_session(info)
+        return info
+
+    def _load_session(self, info: SessionInfo) -> None:
+        self._takes = _Takes(next_take=dict(info.next_take), last_take=dict(info.last_take))
+        song = info.song
+        self._apply_event(
+            "core",
+            SessionChanged(
+                session=info.name,
+                song=song,
+                take=self._takes.last_take.get(song, 0),
+                next_take=self._takes.next_take.get(song, 1),
+                take_label="",
+            ),
+        )
+        log.info(
+            "session %r %s (song %r, next take %d)",
+            info.name,
+            "resumed after an unclean stop" if info.resumed else "started",
+            song,
+            self._takes.next_take.get(song, 1),
+        )
+
+    def add_device(self, device: Device, role: str | None, studio_map: StudioMap | None = None) -> Slot:
+        slot = Slot(device, role, Outbox(device.outbox_interval(), self.clock))
+        self.slots[device.name] = slot
+        if role:
+            self.roles[role] = device.name
+        if device.feedback == "state":
+            self.feedback.add_state_device(device.name)
+        elif device.feedback == "mapped" and studio_map is not None:
+            self.feedback.add_mapped_device(device.name, studio_map, self.track_number)
+        if studio_map is not None:
+            slot.mapper = Mapper(studio_map)
+        return slot
+
+    def remove_device(self, name: str) -> None:
+        slot = self.slots.pop(name, None)
+        self.feedback.remove_device(name)
+        if slot and slot.role and self.roles.get(slot.role) == name:
+            del self.roles[slot.role]
+        for pending in [p for p in self._pending if p.device == name]:
+            self._pending.remove(pending)
+            pending.done(f"device '{name}' was removed")
+        self._apply_event("core", DeviceStatusChanged(name, DeviceStatus.STOPPED, "removed"))
+
+    # ------------------------------------------------------------------ inbox
+
+    def submit(self, source: str, item: Inbound) -> None:
+        """Queue something a device reported (called on the event loop, never blocks)."""
+        self._inbox.append((source, item))
+        self._wake.set()
+
+    def device_up(self, name: str) -> None:
+        self.submit(name, DeviceStatusChanged(name, DeviceStatus.OK))
+        self._inbox.append((name, _Connected()))
+
+    def device_down(self, name: str, status: DeviceStatus, detail: str = "") -> None:
+        self.submit(name, DeviceStatusChanged(name, status, detail))
+
+    async def run(self) -> None:
+        while True:
+            if not self._inbox:
+                self._wake.clear()
+                await self._wake.wait()
+            while self._inbox:
+                source, item = self._inbox.popleft()
+                try:
+                    self.process(source, item)
+                except Exception:
+                    self.failed += 1
+                    log.exception("hub failed to process %r from %s", item, source)
+
+    def drain(self) -> None:
+        """Process everything queued now (tests and shutdown)."""
+        while self._inbox:
+            source, item = self._inbox.popleft()
+            self.process(source, item)
+
+    def process(self, source: str, item: Inbound | _Connected) -> None:
+        self.processed += 1
+        if isinstance(item, Event):
+            self._apply_event(source, item)
+        elif isinstance(item, Request):
+            self.execute(source, item.command, item.done)
+        elif isinstance(item, Command):
+            self.execute(source, item)
+        elif isinstance(item, ControlInput):
+            slot = self.slots.get(source)
+            if slot is None or slot.mapper is None:
+                return
+            for command in slot.mapper.resolve(item, self.store.get, self.track_number):
+                self.execute(source, command)
+        elif isinstance(item, _Connected):
+            self._resync(source)
+
+    # ------------------------------------------------------------------ state
+
+    def track_number(self, ref: TrackRef) -> int | None:
+        if isinstance(ref, int):
+            return ref if ref >= 1 else None
+        text = ref.strip()
+        if text.isdigit():
+            return int(text) or None
+        return self.store.track_by_name(text)
+
+    def position_now(self) -> float:
+        """Playhead in seconds: the last reported position, moved on while rolling."""
+        seconds = self._position_base
+        if self.store.get(S.PLAYING) is True:
+            seconds += max(0.0, self.clock() - self._position_at)
+        return round(seconds, 6)
+
+    def _apply_event(self, source: str, event: Event) -> list[asyncio.Future[Any]]:
+        was_playing = self.store.get(S.PLAYING)
+        was_recording = self.store.get(S.RECORDING)
+        if isinstance(event, PositionChanged):
+            self._position_base, self._position_at = float(event.seconds), self.clock()
+        elif isinstance(event, TransportChanged) and event.playing is not None and event.playing != was_playing:
+            # the playhead starts (or stops) moving now, from where it was
+            self._position_base, self._position_at = self.position_now(), self.clock()
+        changes = self.store.apply(event)
+        futures: list[asyncio.Future[Any]] = []
+        if changes:
+            self._distribute(changes)
+        if isinstance(event, DeviceStatusChanged):
+            self.details[event.device] = event.detail
+            slot = self.slots.get(event.device)
+            if slot is not None:
+                slot.status = event.status
+                if event.status != DeviceStatus.OK:
+                    slot.outbox.clear()
+                    self._fail_pending(event.device, f"device '{event.device}' is {event.status}")
+            if changes:
+                futures.append(
+                    self._append(
+                        "device_status",
+                        source=event.device,
+                        text=str(event.status),
+                        data={"detail": event.detail},
+                    )
+                )
+        elif isinstance(event, TransportChanged) and changes:
+            playing, recording = self.store.get(S.PLAYING), self.store.get(S.RECORDING)
+            if playing != was_playing or recording != was_recording:
+                futures.append(
+                    self._append(
+                        "transport",
+                        source=source,
+                        daw_seconds=self.position_now(),
+                        data={"playing": playing, "recording": recording, "assumed": event.assumed},
+                    )
+                )
+        elif isinstance(event, TalkbackChanged) and changes:
+            futures.append(self._talkback(source, event.on, event.channel))
+        elif isinstance(event, MarkerAdded):
+            futures.append(self._daw_marker(source, event))
+        self._check_pending(event)
+        return futures
+
+    def _distribute(self, changes: list[S.Change]) -> None:
+        per_device = self.feedback.on_changes(changes, self.store.get, self.track_number)
+        for name, messages in per_device.items():
+            slot = self.slots.get(name)
+            if slot is None or slot.status != DeviceStatus.OK:
+                continue
+            for message in messages:
+                slot.outbox.put(message)
+
+    def _resync(self, name: str) -> None:
+        slot = self.slots.get(name)
+        if slot is None:
+            return
+        slot.outbox.clear()
+        for message in self.feedback.resync(name, self.store.items(), self.track_number):
+            slot.outbox.put(message)
+
+    def _on_durable(self, record: Record) -> None:
+        entry: LogEntry | None = None
+        for slot in self.slots.values():
+            if slot.device.wants_log and slot.status == DeviceStatus.OK:
+                if entry is None:
+                    entry = LogEntry(record.seq, record.to_json())
+                slot.outbox.put(entry)
+
+    # ------------------------------------------------------------------ log helpers
+
+    def _append(self, kind: str, **fields: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self.log.append(kind, **fields)
+        fut.add_done_callback(self._report_log_failure)
+        return fut
+
+    @staticmethod
+    def _report_log_failure(fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("session log write failed: %s", fut.exception())
+
+    @staticmethod
+    def _when_durable(fut: asyncio.Future[Any], done: Done) -> None:
+        def finish(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():
+                done("session log closed before the record was written")
+            elif f.exception() is not None:
+                done(f"session log write failed: {f.exception()}")
+            else:
+                done(None)
+
+        fut.add_done_callback(finish)
+
+    def _talkback(self, source: str, on: bool, channel: str) -> asyncio.Future[Any]:
+        song = self._song()
+        take = self._takes.last_take.get(song) or None
+        if on:
+            self._talkback_start = self.clock()
+            self._talkback_seq = self.log.next_seq()
+            return self._append(
+                "talkback_start",
+                song=song,
+                take=take,
+                daw_seconds=self.position_now(),
+                source=source,
+                data={"channel": channel},
+            )
+        duration = round(self.clock() - self._talkback_start, 3)
+        amends, self._talkback_seq = self._talkback_seq, None
+        return self._append(
+            "talkback_end",
+            song=song,
+            take=take,
+            daw_seconds=self.position_now(),
+            source=source,
+            amends=amends,
+            data={"duration": duration, "channel": channel},
+        )
+
+    def _daw_marker(self, source: str, event: MarkerAdded) -> asyncio.Future[Any]:
+        tag = event.tag
+        if tag is None and self._marker_tags:
+            tag = self._marker_tags.popleft()
+        elif tag is not None and tag in self._marker_tags:
+            self._marker_tags.remove(tag)
+        return self._append(
+            "daw_marker",
+            amends=tag,
+            daw_seconds=event.seconds,
+            source=source,
+            text=event.label,
+            data={"marker_id": event.marker_id, "device": source},
+        )
+
+    # ------------------------------------------------------------------ commands
+
+    def execute(self, source: str, command: Command, done: Done | None = None) -> None:
+        """Carry out ``command``; ``done`` is called exactly once with None or a reason."""
+        if done is None:
+            done = self._quiet_done(source, command)
+        try:
+            if type(command) in SESSION_COMMANDS:
+                self._session_command(source, command, done)
+            elif isinstance(command, SetTalkback):
+                target = self._target("talkback", command) or self._target("mixer", command)
+                if target is None:
+                    self._self_talkback(source, command, done)
+                else:
+                    self._send(target, command, done)
+            else:
+                target = self._target("daw", command)
+                if target is None:
+                    name = self.roles.get("daw")
+                    if name is None:
+                        raise CommandError("no device has the role daw")
+                    raise CommandError(f"daw '{name}' cannot {_describe(command)}")
+                self._send(target, command, done)
+        except CommandError as exc:
+            done(str(exc))
+
+    @staticmethod
+    def _quiet_done(source: str, command: Command) -> Done:
+        def done(error: str | None) -> None:
+            if error:
+                log.warning("%s from %s failed: %s", type(command).__name__, source, error)
+
+        return done
+
+    def _target(self, role: str, command: Command) -> str | None:
+        name = self.roles.get(role)
+        if name is None:
+            return None
+        slot = self.slots.get(name)
+        if slot is None or type(command) not in slot.device.handles:
+            return None
+        return name
+
+    def _send(self, target: str, command: Command, done: Done) -> None:
+        slot = self.slots[target]
+        if slot.status != DeviceStatus.OK:
+            raise CommandError(f"{slot.role or 'device'} '{target}' is {slot.status}")
+        command = self._resolve_track(command)
+        if slot.device.kind == "internal" and isinstance(
+            command, SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader
+        ):
+            known = self.store.tracks()
+            if known and command.track not in known:
+                raise CommandError(f"no track {command.track} (tracks are {known[0]}-{known[-1]})")
+        check = self._confirmation(command)
+        slot.outbox.put(command)
+        if check is None or check(None):
+            done(None)
+            return
+        self._pending.append(
+            _Pending(target, check, done, self.clock() + self.confirm_timeout, type(command).__name__)
+        )
+        self._arm_timer()
+
+    def _resolve_track(self, command: Command) -> Command:
+        if isinstance(command, SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader):
+            number = self.track_number(command.track)
+            if number is None:
+                if isinstance(command.track, str):
+                    raise CommandError(f"no track named {command.track!r}")
+                raise CommandError(f"track numbers start at 1, got {command.track}")
+            if isinstance(command.track, str) or command.track != number:
+                return replace(command, track=number)
+        return command
+
+    def _confirmation(self, command: Command) -> Callable[[Event | None], bool] | None:
+        get = self.store.get
+        match command:
+            case Play():
+                return lambda _e: get(S.PLAYING) is True
+            case Stop():
+                return lambda _e: get(S.PLAYING) is False
+            case SetRecord(on=on):
+                return lambda _e: get(S.RECORDING) is on
+            case Locate():
+                return lambda e: isinstance(e, PositionChanged)
+            case SetTrackArm() | SetTrackMute() | SetTrackSolo():
+                assert isinstance(command.track, int)
+                key = S.track_key(command.track, _TRACK_FIELD[type(command)])
+                on = command.on
+                return lambda _e: get(key) is on
+            case AddMarker(tag=tag):
+                return lambda e: isinstance(e, MarkerAdded) and e.tag in (tag, None)
+            case SetTalkback(on=on):
+                return lambda _e: get(S.TALKBACK) is on
+        return None  # continuous commands (faders) are not confirmed one by one
+
+    def _check_pending(self, event: Event) -> None:
+        if not self._pending:
+            return
+        still: list[_Pending] = []
+        for pending in self._pending:
+            try:
+                ok = pending.check(event)
+            except Exception:
+                log.exception("confirmation check failed")
+                ok = False
+            if ok:
+                pending.done(None)
+            else:
+                still.append(pending)
+        self._pending = still
+
+    def _fail_pending(self, device: str, reason: str) -> None:
+        keep = []
+        for pending in self._pending:
+            if pending.device == device:
+                pending.done(reason)
+            else:
+                keep.append(pending)
+        self._pending = keep
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None or not self._pending:
+            return
+        loop = asyncio.get_running_loop()
+        soonest = min(p.deadline for p in self._pending)
+        delay = max(0.0, soonest - self.clock())
+        self._timer = loop.call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self.clock()
+        keep = []
+        for pending in self._pending:
+            if pending.deadline <= now:
+                pending.done(
+                    f"{pending.device} did not confirm {pending.what} within {self.confirm_timeout:g} s"
+                )
+            else:
+                keep.append(pending)
+        self._pending = keep
+        self._arm_timer()
+
+    def _self_talkback(self, source: str, command: SetTalkback, done: Done) -> None:
+        futures = self._apply_event(source, TalkbackChanged(command.on, command.channel))
+        if futures:
+            self._when_durable(futures[-1], done)
+        else:
+            done(None)
+
+    # ------------------------------------------------------------------ session commands
+
+    def _song(self) -> str:
+        song = self.store.get(S.SONG)
+        return song if isinstance(song, str) else ""
+
+    def _armed_tracks(self) -> list[int]:
+        return [t for t in self.store.tracks() if self.store.get(S.track_key(t, "armed")) is True]
+
+    def _which_take(self, take: int | None) -> tuple[str, int]:
+        song = self._song()
+        number = take if take is not None else self._takes.last_take.get(song, 0)
+        if number < 1 or number >= self._takes.next_take.get(song, 1):
+            where = f"song {song!r}" if song else "this session (no song set)"
+            if take is None:
+                raise CommandError(f"no take yet in {where}")
+            raise CommandError(f"no take {number} in {where}")
+        return song, number
+
+    def _session_command(self, source: str, command: Command, done: Done) -> None:
+        takes = self._takes
+        match command:
+            case SetSong(name=name):
+                name = name.strip()
+                if not name:
+                    raise CommandError("a song needs a name")
+                fut = self._append("song", song=name, source=source, daw_seconds=self.position_now())
+                self._apply_event(
+                    source,
+                    SessionChanged(
+                        song=name,
+                        take=takes.last_take.get(name, 0),
+                        next_take=takes.next_take.get(name, 1),
+                        take_label=takes.label.get((name, takes.last_take.get(name, 0)), ""),
+                    ),
+                )
+                self._when_durable(fut, done)
+            case MarkTake(label=label):
+                song = self._song()
+                take = takes.next_take.get(song, 1)
+                seq = self.log.next_seq()
+                fut = self._append(
+                    "take_marker",
+                    song=song,
+                    take=take,
+                    daw_seconds=self.position_now(),
+                    source=source,
+                    text=label,
+                    data={
+                        "recording": self.store.get(S.RECORDING) is True,
+                        "playing": self.store.get(S.PLAYING) is True,
+                        "armed": self._armed_tracks(),
+                        "daw": self.roles.get("daw", ""),
+                    },
+                )
+                takes.next_take[song] = take + 1
+                takes.last_take[song] = take
+                takes.seq[(song, take)] = seq
+                takes.label[(song, take)] = label
+                self._apply_event(source, SessionChanged(take=take, next_take=take + 1, take_label=label))
+                self._when_durable(fut, done)
+                self._drop_daw_marker(song, take, label, seq)
+            case CircleTake(take=take, on=on):
+                song, number = self._which_take(take)
+                fut = self._append(
+                    "take_flag",
+                    song=song,
+                    take=number,
+                    source=source,
+                    amends=takes.seq.get((song, number)),
+                    data={"circled": on},
+                )
+                self._when_durable(fut, done)
+            case FalseStart(take=take):
+                song, number = self._which_take(take)
+                fut = self._append(
+                    "take_flag",
+                    song=song,
+                    take=number,
+                    source=source,
+                    amends=takes.seq.get((song, number)),
+                    data={"false_start": True},
+                )
+                self._when_durable(fut, done)
+            case AddNote(text=text, take=take):
+                if not text.strip():
+                    raise CommandError("a note needs text")
+                song = self._song()
+                note_take: int | None = None
+                if take is not None or takes.last_take.get(song):
+                    song, note_take = self._which_take(take)
+                fut = self._append(
+                    "note",
+                    song=song,
+                    take=note_take,
+                    text=text,
+                    source=source,
+                    daw_seconds=self.position_now(),
+                    amends=takes.seq.get((song, note_take)) if note_take else None,
+                )
+                self._when_durable(fut, done)
+            case NewSession(name=name):
+                task = asyncio.get_running_loop().create_task(self.log.new_session(name or None))
+
+                def started(t: asyncio.Task[SessionInfo]) -> None:
+                    if t.cancelled() or t.exception() is not None:
+                        reason = "cancelled" if t.cancelled() else str(t.exception())
+                        done(f"could not start a new session: {reason}")
+                        return
+                    self._load_session(t.result())
+                    done(None)
+
+                task.add_done_callback(started)
+            case _:
+                raise CommandError(f"unsupported session command {type(command).__name__}")
+
+    def _drop_daw_marker(self, song: str, take: int, label: str, seq: int) -> None:
+        target = self._target("daw", AddMarker(""))
+        if target is None or self.slots[target].status != DeviceStatus.OK:
+            return
+        name = f"{song} T{take}" if song else f"T{take}"
+        if label:
+            name = f"{name} {label}"
+        self._marker_tags.append(seq)
+
+        def done(error: str | None) -> None:
+            if error:
+                log.warning("take %d: the DAW marker was not confirmed: %s", take, error)
+
+        self._send(target, AddMarker(name, tag=seq), done)
+
+    # ------------------------------------------------------------------ introspection
+
+    def state(self) -> dict[str, Value]:
+        return self.store.snapshot()
+
+
+def _describe(command: Command) -> str:
+    names = {
+        Play: "play",
+        Stop: "stop",
+        SetRecord: "record",
+        Locate: "locate",
+        SetTrackArm: "arm tracks",
+        SetTrackMute: "mute tracks",
+        SetTrackSolo: "solo tracks",
+        SetTrackFader: "move faders",
+        AddMarker: "add markers",
+    }
+    return names.get(type(command), type(command).__name__)

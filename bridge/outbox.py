@@ -1,0 +1,79 @@
+"""Per-device outbox: discrete messages in strict FIFO order, continuous ones coalesced.
+
+* Discrete messages (buttons, transport, arm, markers, LED states, log entries) are never
+  dropped, merged or reordered.
+* Continuous messages (fader positions, playhead) are kept per coalescing key, latest
+  value wins, and are released at most once per ``min_interval`` seconds.
+
+``take(now)`` is pure bookkeeping (unit-testable without an event loop); ``get()`` is the
+async wrapper the supervisor's writer task awaits. No timer runs while the outbox is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+
+from bridge.vocab import Outbound, coalesce_key, is_continuous
+
+
+class Outbox:
+    def __init__(self, min_interval: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.min_interval = min_interval
+        self._clock = clock
+        self._discrete: deque[Outbound] = deque()
+        self._continuous: dict[Hashable, Outbound] = {}
+        self._last_continuous = float("-inf")
+        self._wakeup = asyncio.Event()
+        self.coalesced = 0  # continuous messages replaced before they were sent
+
+    def __len__(self) -> int:
+        return len(self._discrete) + len(self._continuous)
+
+    def put(self, message: Outbound) -> None:
+        if is_continuous(message):
+            key = coalesce_key(message)
+            if key in self._continuous:
+                self.coalesced += 1
+            self._continuous[key] = message
+        else:
+            self._discrete.append(message)
+        self._wakeup.set()
+
+    def clear(self) -> None:
+        self._discrete.clear()
+        self._continuous.clear()
+
+    def take(self, now: float | None = None) -> tuple[list[Outbound], float | None]:
+        """Messages due now, and the seconds until held continuous messages are due
+        (None when nothing is held back)."""
+        if now is None:
+            now = self._clock()
+        out: list[Outbound] = list(self._discrete)
+        self._discrete.clear()
+        wait: float | None = None
+        if self._continuous:
+            elapsed = now - self._last_continuous
+            if elapsed >= self.min_interval:
+                out.extend(self._continuous.values())
+                self._continuous.clear()
+                self._last_continuous = now
+            else:
+                wait = self.min_interval - elapsed
+        return out, wait
+
+    async def get(self) -> list[Outbound]:
+        """Wait until at least one message is due and return everything due."""
+        while True:
+            self._wakeup.clear()
+            out, wait = self.take()
+            if out:
+                return out
+            if wait is None:
+                await self._wakeup.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), wait)

@@ -1,0 +1,117 @@
+"""Device supervision: connect, pump both directions, reconnect with capped backoff.
+
+``run_device`` owns one device's lifecycle. It reports ``connecting`` on the first attempt,
+``ok`` once ``__aenter__`` succeeded (the hub then resyncs the device's feedback),
+``disconnected`` when the device cannot be opened or drops, ``failed`` on an unexpected
+driver error, ``bad_config`` on a configuration error (and then stops trying). One
+device's failure never touches the others. On cancellation (shutdown, removal on reload)
+the device's lights are switched off before it is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from bridge.errors import ConfigError, DeviceError
+from bridge.hub import Hub, Slot
+from bridge.vocab import DeviceStatus
+
+log = logging.getLogger(__name__)
+
+INITIAL_BACKOFF = 0.25
+BLACKOUT_TIMEOUT = 0.5
+
+
+async def _reader(hub: Hub, slot: Slot) -> None:
+    name = slot.device.name
+    async for item in slot.device.receive():
+        hub.submit(name, item)
+    raise DeviceError("the device stopped reporting")
+
+
+async def _writer(slot: Slot) -> None:
+    device = slot.device
+    while True:
+        for message in await slot.outbox.get():
+            await device.send(message)
+
+
+async def _blackout(hub: Hub, slot: Slot) -> None:
+    device = slot.device
+    try:
+        async with asyncio.timeout(BLACKOUT_TIMEOUT):
+            # flush what is queued (e.g. the last feedback), then switch lights off
+            pending, _ = slot.outbox.take(float("inf"))
+            for message in pending:
+                await device.send(message)
+            for message in hub.feedback.blackout(device.name):
+                await device.send(message)
+            await device.blackout()
+    except (DeviceError, TimeoutError) as exc:
+        log.info("%s: blackout incomplete: %s", device.name, exc)
+    except Exception:
+        log.exception("%s: blackout failed", device.name)
+
+
+async def _pump(hub: Hub, slot: Slot) -> None:
+    tasks = [
+        asyncio.create_task(_reader(hub, slot), name=f"{slot.device.name}-reader"),
+        asyncio.create_task(_writer(slot), name=f"{slot.device.name}-writer"),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await _blackout(hub, slot)
+        raise
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if exc is not None:
+            raise exc
+
+
+async def run_device(hub: Hub, slot: Slot) -> None:
+    device = slot.device
+    name = device.name
+    backoff = INITIAL_BACKOFF
+    announced_down = False
+    hub.device_down(name, DeviceStatus.CONNECTING)
+    while True:
+        try:
+            async with device:
+                hub.device_up(name)
+                log.info("%s (%s): connected", name, device.kind)
+                backoff = INITIAL_BACKOFF
+                announced_down = False
+                await _pump(hub, slot)
+        except asyncio.CancelledError:
+            hub.device_down(name, DeviceStatus.STOPPED, "stopped")
+            raise
+        except ConfigError as exc:
+            log.error("%s (%s): bad configuration: %s", name, device.kind, exc)
+            hub.device_down(name, DeviceStatus.BAD_CONFIG, str(exc))
+            return
+        except DeviceError as exc:
+            if not announced_down:
+                log.warning("%s (%s): %s; retrying", name, device.kind, exc)
+                hub.device_down(name, DeviceStatus.DISCONNECTED, str(exc))
+                announced_down = True
+            else:
+                log.debug("%s: still unavailable: %s", name, exc)
+        except Exception as exc:
+            log.exception("%s (%s): driver failed; restarting it", name, device.kind)
+            hub.device_down(name, DeviceStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            announced_down = True
+        with contextlib.suppress(Exception):
+            stats = device.stats()
+            if stats:
+                log.debug("%s stats: %s", name, stats)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, max(INITIAL_BACKOFF, device.max_backoff))
