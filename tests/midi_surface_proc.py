@@ -125,7 +125,11 @@ def main() -> int:
             cmd = json.loads(line)
             op = cmd.get("op")
             if op == "send":
-                n = surface.send(cmd["msgs"], int(cmd.get("burst", 0)))
+                try:
+                    n = surface.send(cmd["msgs"], int(cmd.get("burst", 0)))
+                except (ValueError, rtmidi.RtMidiError) as exc:
+                    emit({"error": f"send failed: {exc}"})
+                    continue
                 emit({"ok": "send", "n": n})
             elif op == "close":
                 surface.close()

@@ -56,7 +56,7 @@ class MidiStreamParser:
     each stray ``F7`` and each undefined system common byte (F4, F5).
     """
 
-    __slots__ = ("_buf", "_need", "_running", "_sysex", "dropped")
+    __slots__ = ("_buf", "_need", "_running", "_skip", "_sysex", "dropped")
 
     def __init__(self) -> None:
         self.dropped = 0
@@ -64,6 +64,7 @@ class MidiStreamParser:
         self._buf: list[int] = []  # message being assembled (status first), empty when idle
         self._need = 0  # data bytes still expected for _buf
         self._sysex: bytearray | None = None  # SysEx being assembled
+        self._skip = False  # inside an oversized SysEx (already counted): swallow its bytes
 
     def reset(self) -> None:
         """Forget any partial message and the running status (after a reconnect)."""
@@ -71,10 +72,11 @@ class MidiStreamParser:
         self._buf = []
         self._need = 0
         self._sysex = None
+        self._skip = False
 
     def feed(self, data: bytes | list[int]) -> list[bytes]:
         # Fast path: one complete 3-byte channel message while idle (what rtmidi usually delivers).
-        if len(data) == 3 and not self._buf and self._sysex is None:
+        if len(data) == 3 and not self._buf and self._sysex is None and not self._skip:
             s = data[0]
             if 0x80 <= s < 0xF0 and (s & 0xE0) != 0xC0 and data[1] < 0x80 and data[2] < 0x80:
                 self._running = s
@@ -83,10 +85,16 @@ class MidiStreamParser:
         for b in data:
             if b >= 0xF8:  # realtime: never interrupts anything
                 out.append(bytes((b,)))
+            elif self._skip:
+                if b >= 0x80:
+                    self._skip = False
+                    if b != 0xF7:
+                        self._status(b, out)
             elif self._sysex is not None:
                 if b < 0x80:
                     if len(self._sysex) >= MAX_SYSEX:
                         self._sysex = None
+                        self._skip = True
                         self.dropped += 1
                     else:
                         self._sysex.append(b)
@@ -430,6 +438,11 @@ class MidiLink:
                 self._event.set()
         self.in_port = None
         self.out_port = None
+
+    @property
+    def can_send(self) -> bool:
+        """True when :meth:`send` has somewhere to write (an output port or a sink)."""
+        return self._sink is not None or self._out is not None
 
     @property
     def is_open(self) -> bool:

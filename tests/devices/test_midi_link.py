@@ -1,0 +1,226 @@
+"""MidiStreamParser (pure) and MidiLink through real JACK MIDI ports fed by a separate process."""
+# ruff: noqa: F811  (pytest fixtures imported from peers.jack are used as parameters)
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from peers.jack import JackServer, PeerFactory, jack_server, midi_peer, unique_name  # noqa: F401
+
+from bridge.devices._midi import MidiLink, MidiStreamParser, port_matcher
+from bridge.errors import DeviceLost, DeviceUnavailable
+
+
+def h(s: str) -> bytes:
+    return bytes.fromhex(s)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def feed_all(chunks: list[str]) -> tuple[list[str], int]:
+    p = MidiStreamParser()
+    out: list[bytes] = []
+    for c in chunks:
+        out.extend(p.feed(h(c)))
+    return [m.hex(" ").upper() for m in out], p.dropped
+
+
+def test_complete_messages() -> None:
+    assert feed_all(["90 3C 7F", "B0 07 64", "C0 05", "E0 00 40", "D0 10"]) == (
+        ["90 3C 7F", "B0 07 64", "C0 05", "E0 00 40", "D0 10"],
+        0,
+    )
+
+
+def test_running_status_within_and_across_calls() -> None:
+    assert feed_all(["90 3C 7F 3D 7F", "3E 00", "3F", "40"]) == (
+        ["90 3C 7F", "90 3D 7F", "90 3E 00", "90 3F 40"],
+        0,
+    )
+    assert feed_all(["C0 01 02 03"]) == (["C0 01", "C0 02", "C0 03"], 0)
+
+
+def test_message_split_across_calls() -> None:
+    assert feed_all(["B0", "07", "64"]) == (["B0 07 64"], 0)
+
+
+def test_sysex_reassembled_across_chunks() -> None:
+    assert feed_all(["F0 00 00", "66 14 12", "00 41 42 F7"]) == (["F0 00 00 66 14 12 00 41 42 F7"], 0)
+
+
+def test_realtime_inside_sysex_and_messages() -> None:
+    msgs, dropped = feed_all(["F0 01 F8 02", "FE 03 F7", "90 F8 3C FA 7F"])
+    assert msgs == ["F8", "FE", "F0 01 02 03 F7", "F8", "FA", "90 3C 7F"]
+    assert dropped == 0
+
+
+def test_realtime_keeps_running_status() -> None:
+    assert feed_all(["B0 01 02 F8 03 04"]) == (["B0 01 02", "F8", "B0 03 04"], 0)
+
+
+def test_stray_data_bytes_dropped() -> None:
+    assert feed_all(["01 02 03", "90 3C 7F"]) == (["90 3C 7F"], 3)
+
+
+def test_truncated_sysex_dropped() -> None:
+    # a status byte ends a SysEx that never got its F7; the status byte itself still counts
+    assert feed_all(["F0 01 02", "90 3C 7F"]) == (["90 3C 7F"], 1)
+    # a new SysEx start ends the previous one
+    assert feed_all(["F0 01 02 F0 03 F7"]) == (["F0 03 F7"], 1)
+
+
+def test_stray_f7_and_truncated_message() -> None:
+    assert feed_all(["F7", "90 3C", "B0 07 64"]) == (["B0 07 64"], 2)
+
+
+def test_system_common_clears_running_status() -> None:
+    assert feed_all(["90 3C 7F F2 10 20 3C 7F"]) == (["90 3C 7F", "F2 10 20"], 2)
+    assert feed_all(["F6 F1 21 F3 05"]) == (["F6", "F1 21", "F3 05"], 0)
+
+
+def test_oversized_sysex_dropped() -> None:
+    from bridge.devices import _midi
+
+    p = MidiStreamParser()
+    assert p.feed(b"\xf0" + b"\x01" * (_midi.MAX_SYSEX + 10) + b"\xf7") == []
+    assert p.dropped == 1  # the whole SysEx, once
+    assert p.feed(h("90 3C 7F")) == [h("90 3C 7F")]
+
+
+def test_port_patterns() -> None:
+    m = port_matcher("nanokontrol2")
+    assert m("nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0")
+    assert not m("X-TOUCH MINI:X-TOUCH MINI MIDI 1")
+    r = port_matcher("re:^a2j:.*\\(capture\\): nanoKONTROL2")
+    assert r("a2j:nanoKONTROL2 [20] (capture): nanoKONTROL2 MIDI 1")
+    assert not r("a2j:nanoKONTROL2 [20] (playback): nanoKONTROL2 MIDI 1")
+
+
+async def test_injected_bursts_wake_once_and_parse() -> None:
+    link = MidiLink("inj", None, None)
+    await link.open()
+    link.inject(h("90 3C 7F"))
+    link.inject([0x3D, 0x7F])  # running status across callbacks
+    link.inject(h("F0 01"))
+    link.inject(h("02 F7"))
+    async with asyncio.timeout(5):
+        batches = link.messages()
+        got = await anext(batches)
+    assert got == [h("90 3C 7F"), h("90 3D 7F"), h("F0 01 02 F7")]
+    assert link.stats() == {"received": 4, "messages": 3, "dropped": 0, "sent": 0}
+    link.close()
+    link.close()  # idempotent
+    with pytest.raises(DeviceLost):
+        await anext(batches)
+
+
+# --------------------------------------------------------------------------- through JACK
+
+
+async def collect(link: MidiLink, n: int, timeout: float = 10) -> list[bytes]:  # noqa: ASYNC109
+    got: list[bytes] = []
+    async with asyncio.timeout(timeout):
+        async for batch in link.messages():
+            got.extend(batch)
+            if len(got) >= n:
+                return got
+    return got
+
+
+@pytest.mark.jack
+async def test_open_by_pattern_and_receive(jack_server: JackServer, midi_peer: PeerFactory) -> None:
+    dev = unique_name("Synth")
+    peer = midi_peer(dev, "Synth MIDI 1")
+    link = MidiLink(unique_name("lnk"), f"{dev.upper()}:synth midi", f"re:^{dev}-fb:", api="jack")
+    await link.open()
+    try:
+        assert link.in_port == peer.out_port
+        assert link.out_port == peer.in_port
+        await peer.asend(
+            [
+                [0x90, 0x3C, 0x7F],
+                [0x3D, 0x7F],  # running status, as its own JACK event
+                [0x3E, 0x00],
+                [0xF0, 0x00, 0x20, 0x29],  # SysEx split over three events
+                [0x01, 0xF8, 0x02],  # with a realtime byte inside
+                [0x03, 0xF7],
+                [0x05, 0x06],  # stray data bytes (no running status after SysEx)
+                [0xF0, 0x01, 0x02],  # truncated SysEx: a new status byte arrives before F7
+                [0xB0, 0x07, 0x64],
+                [0xF7],  # now a stray end of SysEx
+                [0xB0, 0x08, 0x01],
+            ]
+        )
+        got = await collect(link, 6)
+        assert got == [
+            h("90 3C 7F"),
+            h("90 3D 7F"),
+            h("90 3E 00"),
+            h("F8"),
+            h("F0 00 20 29 01 02 03 F7"),
+            h("B0 07 64"),
+        ] or got[:6] == [
+            h("90 3C 7F"),
+            h("90 3D 7F"),
+            h("90 3E 00"),
+            h("F8"),
+            h("F0 00 20 29 01 02 03 F7"),
+            h("B0 07 64"),
+        ]
+        got += await collect(link, 1) if len(got) < 7 else []
+        assert got[6] == h("B0 08 01")
+        # stray 05 06 (2), the truncated SysEx (1), the stray F7 after B0 07 64 (1)
+        assert link.stats()["dropped"] == 4
+        link.send(h("B0 29 7F"))
+        link.send(h("F0 7F 7F 06 02 F7"))
+        assert await peer.areceived(2) == [[0xB0, 0x29, 0x7F], [0xF0, 0x7F, 0x7F, 0x06, 0x02, 0xF7]]
+        assert link.stats()["sent"] == 2
+    finally:
+        link.close()
+
+
+@pytest.mark.jack
+async def test_unplug_raises_device_lost_and_replug_reopens(
+    jack_server: JackServer, midi_peer: PeerFactory
+) -> None:
+    dev = unique_name("Pad")
+    peer = midi_peer(dev, "Pad MIDI 1")
+    link = MidiLink(unique_name("lnk"), dev, f"{dev}-fb", api="jack")
+    await link.open()
+    try:
+        await peer.asend([[0x90, 1, 1]])
+        assert await collect(link, 1) == [h("90 01 01")]
+        await peer.aclose_ports()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(DeviceLost, match="MIDI port gone"):
+            async with asyncio.timeout(10):
+                async for _ in link.messages():
+                    pass
+        assert loop.time() - t0 < 3.0  # watch timer is 2 Hz; generous bound for a loaded machine
+        with pytest.raises(DeviceLost):
+            link.send(h("90 01 01"))
+        link.close()
+        # while unplugged, open() reports what it sees
+        with pytest.raises(DeviceUnavailable, match="no MIDI input port matches"):
+            await link.open()
+        await peer.aopen_ports()
+        await link.open()
+        assert link.in_port == peer.out_port
+        await peer.asend([[0x90, 2, 2]])
+        assert await collect(link, 1) == [h("90 02 02")]
+        link.send(h("90 05 05"))
+        assert await peer.areceived(1) == [[0x90, 5, 5]]
+    finally:
+        link.close()
+
+
+@pytest.mark.jack
+async def test_own_ports_are_never_matched(jack_server: JackServer) -> None:
+    name = unique_name("selfie")
+    link = MidiLink(name, name, None, api="jack")
+    with pytest.raises(DeviceUnavailable, match=f"no MIDI input port matches '{name}'"):
+        await link.open()
+    link.close()
