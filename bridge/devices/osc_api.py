@@ -20,6 +20,7 @@ Commands (n is a 1-based track number; values 1/0 may be int, float, bool or "on
 ``/ping``                             answered ``/pong``
 ``/state``                            the whole state is sent to the sender
 ``/subscribe`` / ``/unsubscribe``     start / stop receiving state feedback
+``/stats``                            counters: ``/stats <name> <value> ...``
 ====================================  =============================================
 
 Every command is answered to its sender: ``/ok <address>`` once it has taken effect
@@ -385,6 +386,12 @@ class OscApi(Device):
         if address in ("/state", "/subscribe"):
             self._reply(addr, "/ok", address)
             self._send_state(addr)
+            return
+        if address == "/stats":
+            pairs: list[Any] = []
+            for key, value in sorted(self.stats().items()):
+                pairs += [key, value]
+            self._reply(addr, "/stats", *pairs)
             return
         if address == "/unsubscribe":
             self._clients.pop(addr, None)

@@ -1,0 +1,51 @@
+"""FakeDevice: in-memory queues standing in for a device, for unit tests of the core.
+
+Never the only test of a driver: drivers are tested against real peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from bridge.devices.base import Device, DeviceContext, FeedbackMode
+from bridge.vocab import Command, Inbound, Outbound
+
+
+@dataclass(frozen=True)
+class FakeOptions:
+    feedback: str = "none"
+
+
+class FakeDevice(Device):
+    kind: ClassVar[str] = "fake"
+    Options: ClassVar[type[FakeOptions]] = FakeOptions
+
+    def __init__(
+        self,
+        name: str,
+        options: FakeOptions | None = None,
+        ctx: DeviceContext | None = None,
+        *,
+        handles: frozenset[type[Command]] = frozenset(),
+        feedback: FeedbackMode = "none",
+        echo: bool = False,
+    ) -> None:
+        super().__init__(name, options or FakeOptions(), ctx)
+        self.handles = handles  # type: ignore[misc]
+        self.feedback = feedback  # type: ignore[misc]
+        self.echo = echo
+        self.inbound: asyncio.Queue[Inbound] = asyncio.Queue()
+        self.sent: list[Outbound] = []
+
+    def report(self, item: Inbound) -> None:
+        self.inbound.put_nowait(item)
+
+    async def receive(self) -> AsyncIterator[Inbound]:
+        while True:
+            yield await self.inbound.get()
+
+    async def send(self, message: Outbound) -> None:
+        self.sent.append(message)
