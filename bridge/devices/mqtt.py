@@ -280,7 +280,8 @@ class MqttBridge(Device):
         self._interval = 1.0 / options.rate
         self._client: aiomqtt.Client | None = None
         self._discrete: deque[_Pub] = deque()
-        self._latest: dict[str, _Pub] = {}
+        self._latest: dict[str, Value] = {}  # continuous keys -> newest value, not yet sent
+        self._topics: dict[str, str] = {}  # state key -> topic (validated once)
         self._next_due: dict[str, float] = {}
         self._unacked_logs: dict[int, _Pub] = {}
         self._wake = asyncio.Event()
@@ -411,22 +412,25 @@ class MqttBridge(Device):
             self._stats["log_records"] += 1
             self._enqueue(pub)
         elif isinstance(message, Feedback):
-            key = message.control
-            if not _key_ok(key):
-                self._stats["invalid"] += 1
-                log.warning("mqtt: state key %r cannot be a topic, not published", key)
-                return
+            key, value = message.control, message.value
+            topic = self._topics.get(key)
+            if topic is None:
+                if not _key_ok(key):
+                    self._stats["invalid"] += 1
+                    log.warning("mqtt: state key %r cannot be a topic, not published", key)
+                    return
+                topic = self._topics[key] = f"{self.root}/state/{key}"
             self._stats["state"] += 1
-            topic = f"{self.root}/state/{key}"
-            if message.value is not None and (message.continuous or is_continuous_key(key)):
+            if value is not None and (message.continuous or is_continuous_key(key)):
+                # hot path (fader floods): encoded only when the rate cap lets it out
                 if key in self._latest:
                     self._stats["coalesced"] += 1
-                self._latest[key] = _Pub(topic, encode_value(message.value), 0, True, key=key)
+                self._latest[key] = value
                 self._wake.set()
             else:
                 if self._latest.pop(key, None) is not None:
                     self._stats["coalesced"] += 1
-                self._enqueue(_Pub(topic, encode_value(message.value), 1, True, key=key))
+                self._enqueue(_Pub(topic, encode_value(value), 1, True, key=key))
         # Commands are never routed here (handles is empty).
 
     def _enqueue(self, pub: _Pub) -> None:
@@ -467,9 +471,10 @@ class MqttBridge(Device):
             for key in list(self._latest):
                 due = self._next_due.get(key, 0.0)
                 if due <= now:
-                    pending = self._latest.pop(key, None)
-                    if pending is None:
+                    value = self._latest.pop(key, None)
+                    if value is None:
                         continue
+                    pending = _Pub(self._topics[key], encode_value(value), 0, True, key=key)
                     self._next_due[key] = now + self._interval
                     await slots.acquire()
                     self._start(client, pending, slots)
