@@ -1,0 +1,57 @@
+from bridge.outbox import Outbox
+from bridge.vocab import Feedback, LogEntry, Play, SetTrackArm, SetTrackFader, Stop
+
+
+def test_discrete_never_dropped_or_reordered() -> None:
+    box = Outbox()
+    msgs = [Play(), SetTrackArm(1, True), SetTrackArm(1, False), SetTrackArm(1, True), Stop()]
+    for m in msgs:
+        box.put(m)
+    out, wait = box.take(0.0)
+    assert out == msgs and wait is None
+    assert box.take(0.0) == ([], None)
+
+
+def test_continuous_latest_wins_per_key() -> None:
+    box = Outbox()
+    for i in range(100):
+        box.put(SetTrackFader(1, i / 100))
+        box.put(SetTrackFader(2, 1 - i / 100))
+    out, _ = box.take(0.0)
+    assert out == [SetTrackFader(1, 0.99), SetTrackFader(2, 1 - 0.99)]
+    assert box.coalesced == 198
+
+
+def test_buttons_in_a_fader_flood_all_arrive_in_order() -> None:
+    box = Outbox()
+    for i in range(9000):
+        box.put(Feedback(f"fader{i % 9}", i, continuous=True))
+        if i % 100 == 0:
+            box.put(Feedback("button", i))
+    out, _ = box.take(0.0)
+    buttons = [m.value for m in out if isinstance(m, Feedback) and m.control == "button"]
+    assert buttons == list(range(0, 9000, 100))
+    faders = {m.control: m.value for m in out if isinstance(m, Feedback) and m.control != "button"}
+    assert faders == {f"fader{k}": 8991 + k for k in range(9)}
+
+
+def test_pacing_of_continuous_messages() -> None:
+    box = Outbox(min_interval=0.1)
+    box.put(Feedback("pos", 1.0, continuous=True))
+    assert box.take(10.0)[0] == [Feedback("pos", 1.0, continuous=True)]
+    box.put(Feedback("pos", 2.0, continuous=True))
+    box.put(Feedback("led", True))
+    out, wait = box.take(10.05)
+    assert out == [Feedback("led", True)]  # discrete goes at once
+    assert wait is not None and abs(wait - 0.05) < 1e-9
+    box.put(Feedback("pos", 3.0, continuous=True))
+    assert box.take(10.125)[0] == [Feedback("pos", 3.0, continuous=True)]
+
+
+def test_log_entries_are_discrete_and_clear() -> None:
+    box = Outbox()
+    box.put(LogEntry(1, {"kind": "x"}))
+    box.put(LogEntry(2, {"kind": "y"}))
+    assert len(box) == 2
+    box.clear()
+    assert box.take(0.0) == ([], None)

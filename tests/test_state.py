@@ -1,0 +1,78 @@
+from bridge import state as S
+from bridge.vocab import (
+    DeviceStatus,
+    DeviceStatusChanged,
+    PositionChanged,
+    SessionChanged,
+    TalkbackChanged,
+    TrackChanged,
+    TracksReset,
+    TransportChanged,
+)
+
+
+def test_reduce_is_pure_and_reports_changes() -> None:
+    values = {S.PLAYING: False}
+    changes = S.reduce(values, TransportChanged(playing=True))
+    assert values == {S.PLAYING: False}
+    assert [(c.key, c.old, c.new) for c in changes] == [(S.PLAYING, False, True), (S.ASSUMED, None, False)]
+
+
+def test_no_change_no_changes() -> None:
+    store = S.Store()
+    store.apply(TransportChanged(playing=True, recording=False))
+    assert store.apply(TransportChanged(playing=True, recording=False)) == []
+
+
+def test_partial_track_update_and_type_change() -> None:
+    store = S.Store()
+    changes = store.apply(TrackChanged(3, name="Kick", arm=True))
+    assert {c.key for c in changes} == {"track/3/name", "track/3/armed"}
+    assert store.apply(TrackChanged(3, mute=False))[0].key == "track/3/mute"
+    assert store.get("track/3/name") == "Kick"
+    # 1 and True are equal in Python but a different fact for a fader
+    store.apply(TrackChanged(3, fader=1.0))
+    assert store.apply(TrackChanged(3, fader=1.0)) == []
+
+
+def test_invalid_track_number_ignored() -> None:
+    assert S.reduce({}, TrackChanged(0, arm=True)) == []
+    assert S.reduce({}, TrackChanged(-4, arm=True)) == []
+
+
+def test_tracks_reset_removes_keys() -> None:
+    store = S.Store()
+    store.apply(TrackChanged(1, name="A", arm=True))
+    store.apply(TrackChanged(2, name="B"))
+    changes = store.apply(TracksReset(first=2))
+    assert [(c.key, c.new) for c in changes] == [("track/2/name", None)]
+    assert store.tracks() == [1]
+
+
+def test_track_by_name_exact_then_casefold() -> None:
+    store = S.Store()
+    store.apply(TrackChanged(1, name="lead vox"))
+    store.apply(TrackChanged(2, name="Lead Vox"))
+    assert store.track_by_name("Lead Vox") == 2
+    assert store.track_by_name("LEAD VOX") == 1
+    assert store.track_by_name("Bass") is None
+
+
+def test_other_events() -> None:
+    store = S.Store()
+    store.apply(PositionChanged(12))
+    assert store.get(S.POSITION) == 12.0 and isinstance(store.get(S.POSITION), float)
+    store.apply(TalkbackChanged(True))
+    assert store.get(S.TALKBACK) is True
+    store.apply(DeviceStatusChanged("desk", DeviceStatus.OK))
+    assert store.get("device/desk/status") == "ok"
+    store.apply(SessionChanged(song="Blue", take=2, next_take=3))
+    assert (store.get(S.SONG), store.get(S.TAKE), store.get(S.NEXT_TAKE)) == ("Blue", 2, 3)
+
+
+def test_continuous_keys() -> None:
+    assert S.is_continuous_key("transport/position")
+    assert S.is_continuous_key("track/4/fader")
+    assert not S.is_continuous_key("track/4/armed")
+    assert S.parse_track_key("track/12/armed") == (12, "armed")
+    assert S.parse_track_key("track/x/armed") is None
