@@ -156,13 +156,32 @@ def damaged_message(path: Path, detail: str) -> str:
     )
 
 
-def _encode_data(data: dict[str, object] | None) -> str:
-    if not data:
-        return "{}"
+def _encode_data(data: dict[str, object]) -> tuple[str, dict[str, object]]:
+    """JSON text to store and the dict a Record carries (equal to what a reader decodes)."""
     try:
-        return json.dumps(data, default=str, separators=(",", ":"), ensure_ascii=False)
-    except (ValueError, TypeError) as exc:  # circular structure, non-string keys...
-        return json.dumps({"unencodable": repr(data)[:1000], "error": str(exc)})
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False), data
+    except TypeError:  # a value JSON does not know (datetime, Path...): stored as str()
+        try:
+            text = json.dumps(data, default=str, separators=(",", ":"), ensure_ascii=False)
+        except (ValueError, TypeError) as exc:
+            text = json.dumps({"unencodable": repr(data)[:1000], "error": str(exc)})
+    except ValueError as exc:  # circular structure
+        text = json.dumps({"unencodable": repr(data)[:1000], "error": str(exc)})
+    return text, _decode_data(text)
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def _format_now(now: float) -> str:
+    """format_ts for time.time() values, caching the part that changes once a second."""
+    global _second_cache
+    sec = int(now)
+    cached_sec, prefix = _second_cache
+    if sec != cached_sec:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _second_cache = (sec, prefix)  # one atomic rebinding: safe from any thread
+    return f"{prefix}.{int((now - sec) * 1000):03d}Z"
 
 
 def _decode_data(text: str) -> dict[str, object]:
@@ -173,6 +192,11 @@ def _decode_data(text: str) -> dict[str, object]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def _record(row: tuple[Any, ...], data: dict[str, object]) -> Record:
+    seq, session, ts, kind, song, take, daw, source, text, amends, _ = row
+    return Record(seq, session, ts, kind, song, take, daw, source, text, amends, data)
+
+
 def _row_to_record(row: tuple[Any, ...]) -> Record:
     seq, session, ts, kind, song, take, daw, source, text, amends, data = row
     return Record(
@@ -180,11 +204,16 @@ def _row_to_record(row: tuple[Any, ...]) -> Record:
     )
 
 
-# Queue items (tuples, cheap to build on the loop).
+# Queue items are tuples built on the loop, with everything already formatted, so the writer thread
+# runs almost no Python (which would hold the GIL and stall the loop):
+#   (_APPEND, row, future, data)           row = the 11 column values, data = the Record's dict
+#   (_NEW_SESSION, row, future, name)      row = the session_start record (its session id is new)
+#   (_STOP, None, future, None)
+# The writer hands a batch back to the loop as (items, error, infos); the loop builds the Records.
 _APPEND = 0
 _NEW_SESSION = 1
 _STOP = 2
-_Deliveries = list[tuple["asyncio.Future[Any]", object]]
+_Item = tuple[int, Any, "asyncio.Future[Any]", Any]
 
 
 def _take_counters(conn: sqlite3.Connection) -> dict[str, int]:
@@ -252,17 +281,16 @@ class SessionLog:
         self.path = Path(path)
         self.max_batch = max_batch
         self.commit_window = commit_window  # seconds to wait for more records before a commit
-        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._next_seq = 1
+        self._session_id = 0  # the session new records belong to (assigned on the loop)
+        self._max_session = 0
         self._open = False
         self._closing: asyncio.Future[None] | None = None
         self._callbacks: list[Callable[[Record], None]] = []
-        # Writer-thread state.
-        self._conn: sqlite3.Connection | None = None
-        self._session = 0
-        self._broken: SessionLogError | None = None
+        self._broken: SessionLogError | None = None  # set by the writer after a failed commit
 
     # ---------------------------------------------------------------- loop side
     async def open(self, session_name: str | None = None, new_session: bool = False) -> SessionInfo:
@@ -271,18 +299,20 @@ class SessionLog:
         self._loop = asyncio.get_running_loop()
         self._closing = None
         self._broken = None
-        started: concurrent.futures.Future[SessionInfo] = concurrent.futures.Future()
+        started: concurrent.futures.Future[tuple[SessionInfo, int]] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run, args=(session_name, new_session, started), name="sessionlog-writer", daemon=True
         )
         self._thread.start()
         try:
-            info = await asyncio.wrap_future(started)
+            info, max_session = await asyncio.wrap_future(started)
         except BaseException:
-            self._thread.join(timeout=5)
+            await asyncio.to_thread(self._thread.join, 5)
             self._thread = None
             raise
         self._next_seq = info.last_seq + 1
+        self._session_id = info.session_id
+        self._max_session = max_session
         self._open = True
         log.info(
             "session log %s: %s session %d %r (last seq %d)",
@@ -307,32 +337,27 @@ class SessionLog:
         data: dict[str, object] | None = None,
         ts: datetime | None = None,
     ) -> asyncio.Future[Record]:
-        """Queue a record; the future resolves once it is committed. Raises SessionLogError if closed."""
+        """Queue a record; the future resolves once it is committed. Raises SessionLogError if closed,
+        TypeError for a non-str kind/text/source or a non-datetime ts."""
         if not self._open or self._loop is None:
             raise SessionLogError(f"{self.path}: the session log is not open")
         if type(kind) is not str or type(text) is not str or type(source) is not str:
             raise TypeError("session log: kind, text and source must be str")
-        if ts is not None and not isinstance(ts, datetime):
+        if ts is None:
+            stamp = _format_now(time.time())
+        elif isinstance(ts, datetime):
+            stamp = format_ts(ts)
+        else:
             raise TypeError("session log: ts must be a datetime")
+        if data:
+            data_text, data_obj = _encode_data(dict(data))
+        else:
+            data_text, data_obj = "{}", {}
         fut: asyncio.Future[Record] = self._loop.create_future()
         seq = self._next_seq
         self._next_seq = seq + 1
-        self._queue.put(
-            (
-                _APPEND,
-                seq,
-                fut,
-                kind,
-                song,
-                take,
-                daw_seconds,
-                source,
-                text,
-                amends,
-                dict(data) if data else None,
-                time.time() if ts is None else ts,
-            )
-        )
+        row = (seq, self._session_id, stamp, kind, song, take, daw_seconds, source, text, amends, data_text)
+        self._queue.put((_APPEND, row, fut, data_obj))
         return fut
 
     def next_seq(self) -> int:
@@ -346,9 +371,24 @@ class SessionLog:
         end = self.append("session_end")
         assert self._loop is not None
         fut: asyncio.Future[SessionInfo] = self._loop.create_future()
+        name = name or _default_name()
         seq = self._next_seq
         self._next_seq = seq + 1
-        self._queue.put((_NEW_SESSION, seq, fut, name or _default_name(), time.time()))
+        self._max_session += 1
+        self._session_id = self._max_session
+        row = (
+            seq,
+            self._session_id,
+            _format_now(time.time()),
+            "session_start",
+            None,
+            None,
+            None,
+            "",
+            name,
+            None,
+        )
+        self._queue.put((_NEW_SESSION, (*row, "{}"), fut, name))
         await end
         return await fut
 
@@ -364,7 +404,7 @@ class SessionLog:
             end = self.append("session_end")
             self._open = False
             stopped: asyncio.Future[None] = self._loop.create_future()
-            self._queue.put((_STOP, stopped))
+            self._queue.put((_STOP, None, stopped, None))
             with contextlib.suppress(SessionLogError):
                 await end
             await stopped
@@ -375,15 +415,29 @@ class SessionLog:
             self._open = False
             self._closing.set_result(None)
 
-    def _deliver(self, deliveries: _Deliveries, records: list[Record]) -> None:
-        for fut, value in deliveries:
+    def _deliver(self, items: list[_Item], error: SessionLogError | None, infos: list[SessionInfo]) -> None:
+        """On the loop: resolve a committed (or failed) batch, then run the on_durable callbacks."""
+        durable: list[Record] = []
+        info_iter = iter(infos)
+        for tag, row, fut, extra in items:
+            value: object
+            if tag == _STOP:
+                value = None
+            elif error is not None:
+                value = error
+            elif tag == _APPEND:
+                value = _record(row, extra)
+                durable.append(value)
+            else:  # _NEW_SESSION
+                durable.append(_record(row, {}))
+                value = next(info_iter)
             if fut.done():
                 continue
             if isinstance(value, BaseException):
                 fut.set_exception(value)
             else:
                 fut.set_result(value)
-        for record in records:
+        for record in durable:
             for callback in self._callbacks:
                 try:
                     callback(record)
@@ -391,36 +445,39 @@ class SessionLog:
                     log.exception("session log on_durable callback failed for seq %d", record.seq)
 
     # ------------------------------------------------------------- writer thread
-    def _post(self, deliveries: _Deliveries, records: list[Record]) -> None:
+    def _post(self, items: list[_Item], error: SessionLogError | None, infos: list[SessionInfo]) -> None:
         assert self._loop is not None
         try:
-            self._loop.call_soon_threadsafe(self._deliver, deliveries, records)
+            self._loop.call_soon_threadsafe(self._deliver, items, error, infos)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
-            log.warning("session log: event loop closed; %d acknowledgements dropped", len(deliveries))
+            log.warning("session log: event loop closed; %d acknowledgements dropped", len(items))
 
     def _run(
-        self, session_name: str | None, new_session: bool, started: concurrent.futures.Future[SessionInfo]
+        self,
+        session_name: str | None,
+        new_session: bool,
+        started: concurrent.futures.Future[tuple[SessionInfo, int]],
     ) -> None:
+        conn: sqlite3.Connection | None = None
         try:
-            self._conn = _connect_writer(self.path)
-            info = self._start(self._conn, session_name, new_session)
+            conn = _connect_writer(self.path)
+            info = self._start(conn, session_name, new_session)
+            max_session = conn.execute("SELECT MAX(id) FROM sessions").fetchone()[0]
         except BaseException as exc:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            if conn is not None:
+                conn.close()
             if not isinstance(exc, SessionLogError):
                 exc = SessionLogError(f"{self.path}: cannot open the session log: {exc}")
             started.set_exception(exc)
             return
-        started.set_result(info)
+        started.set_result((info, int(max_session)))
         try:
-            self._serve(self._conn)
+            self._serve(conn)
         except BaseException:
             log.exception("session log writer crashed")
             raise
         finally:
-            self._conn.close()
-            self._conn = None
+            conn.close()
 
     def _start(self, conn: sqlite3.Connection, name: str | None, new_session: bool) -> SessionInfo:
         last = conn.execute("SELECT id, name FROM sessions ORDER BY id DESC LIMIT 1").fetchone()
@@ -430,40 +487,34 @@ class SessionLog:
                 "SELECT 1 FROM records WHERE session = ? AND kind = 'session_end' LIMIT 1", (last[0],)
             ).fetchone()
             if ended is None:
-                self._session = last[0]
                 song = conn.execute(
                     "SELECT song FROM records WHERE session = ? AND kind IN ('song', 'take_marker') "
                     "AND song IS NOT NULL ORDER BY seq DESC LIMIT 1",
                     (last[0],),
                 ).fetchone()
-                return self._info(conn, last[0], last[1], True, song[0] if song else "", last_seq)
-        now = time.time()
+                return _info(conn, last[0], last[1], True, song[0] if song else "", last_seq)
         name = name or _default_name()
+        session = (last[0] if last is not None else 0) + 1
+        start = (
+            last_seq + 1,
+            session,
+            _format_now(time.time()),
+            "session_start",
+            None,
+            None,
+            None,
+            "",
+            name,
+            None,
+        )
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._session = self._insert_session(conn, last_seq + 1, name, now)
+            _insert_session(conn, (*start, "{}"))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return self._info(conn, self._session, name, False, "", last_seq + 1)
-
-    @staticmethod
-    def _insert_session(conn: sqlite3.Connection, seq: int, name: str, when: float) -> int:
-        ts = format_ts(when)
-        cur = conn.execute("INSERT INTO sessions (name, started) VALUES (?, ?)", (name, ts))
-        session = cur.lastrowid
-        assert session is not None
-        conn.execute(_INSERT, (seq, session, ts, "session_start", None, None, None, "", name, None, "{}"))
-        return session
-
-    @staticmethod
-    def _info(
-        conn: sqlite3.Connection, session: int, name: str, resumed: bool, song: str, last_seq: int
-    ) -> SessionInfo:
-        last_take = _take_counters(conn)
-        next_take = {song_: n + 1 for song_, n in last_take.items()}
-        return SessionInfo(session, name, resumed, song, next_take, last_take, last_seq)
+        return _info(conn, session, name, False, "", last_seq + 1)
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         q = self._queue
@@ -484,71 +535,65 @@ class SessionLog:
                 except sqlite3.Error as exc:
                     log.warning("session log %s: final checkpoint failed: %s", self.path, exc)
                 # Anything queued after the stop (a race with close()) is refused, never lost silently.
-                rest = _drain(q)
-                fail = SessionLogError(f"{self.path}: the session log was closed")
-                self._post([(item[2], fail) for item in rest if item[0] != _STOP], [])
-                self._post([(stop[1], None)], [])
+                rest = [item for item in _drain(q) if item[0] != _STOP]
+                if rest:
+                    self._post(rest, SessionLogError(f"{self.path}: the session log was closed"), [])
+                self._post([stop], None, [])
                 return
 
-    def _write(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
+    def _write(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         if not batch:
             return
         if self._broken is not None:
-            self._post([(item[2], self._broken) for item in batch], [])
+            self._post(batch, self._broken, [])
             return
-        session_before = self._session
-        deliveries: _Deliveries = []
-        records: list[Record] = []
         rows: list[tuple[Any, ...]] = []
+        infos: list[SessionInfo] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                if item[0] == _APPEND:
-                    _, seq, fut, kind, song, take, daw, source, text, amends, data, when = item
-                    data_text = _encode_data(data)
-                    row = (seq, self._session, format_ts(when), kind, song, take, daw, source, text, amends)
-                    rows.append((*row, data_text))
-                    records.append(Record(*row, _decode_data(data_text) if data else {}))
-                    deliveries.append((fut, records[-1]))
-                else:  # _NEW_SESSION
-                    _, seq, fut, name, when = item
-                    if rows:
-                        conn.executemany(_INSERT, rows)
-                        rows = []
-                    self._session = self._insert_session(conn, seq, name, when)
-                    start = (
-                        seq,
-                        self._session,
-                        format_ts(when),
-                        "session_start",
-                        None,
-                        None,
-                        None,
-                        "",
-                        name,
-                        None,
-                    )
-                    records.append(Record(*start, {}))
-                    info = self._info(conn, self._session, name, False, "", seq)
-                    deliveries.append((fut, info))
+            for tag, row, _fut, extra in batch:
+                if tag == _APPEND:
+                    rows.append(row)
+                    continue
+                if rows:  # _NEW_SESSION: keep the order of the inserts
+                    conn.executemany(_INSERT, rows)
+                    rows = []
+                _insert_session(conn, row)
+                infos.append(_info(conn, row[1], extra, False, "", row[0]))
             if rows:
                 conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")
         except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            self._session = session_before
             self._broken = SessionLogError(
                 f"{self.path}: writing the session log failed ({exc}); {len(batch)} record(s) from seq "
-                f"{batch[0][1]} were not stored and the log accepts no more records until restarted"
+                f"{batch[0][1][0]} were not stored and the log accepts no more records until restarted"
             )
             log.error("%s", self._broken)
-            self._post([(item[2], self._broken) for item in batch], [])
+            self._post(batch, self._broken, [])
             return
-        self._post(deliveries, records)
+        self._post(batch, None, infos)
 
 
-def _drain(q: queue.SimpleQueue[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def _insert_session(conn: sqlite3.Connection, start_row: tuple[Any, ...]) -> None:
+    """Insert a session row and its session_start record (row = the record's 11 column values)."""
+    conn.execute(
+        "INSERT INTO sessions (id, name, started) VALUES (?, ?, ?)",
+        (start_row[1], start_row[8], start_row[2]),
+    )
+    conn.execute(_INSERT, start_row)
+
+
+def _info(
+    conn: sqlite3.Connection, session: int, name: str, resumed: bool, song: str, last_seq: int
+) -> SessionInfo:
+    last_take = _take_counters(conn)
+    next_take = {song_: n + 1 for song_, n in last_take.items()}
+    return SessionInfo(session, name, resumed, song, next_take, last_take, last_seq)
+
+
+def _drain(q: queue.SimpleQueue[_Item]) -> list[_Item]:
     items = []
     while True:
         try:
