@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bridge.devices.base import Device, DeviceContext, FeedbackMode
+from bridge.errors import DeviceLost
 from bridge.vocab import Command, Inbound, Outbound
 
 
@@ -37,15 +38,27 @@ class FakeDevice(Device):
         self.handles = handles  # type: ignore[misc]
         self.feedback = feedback  # type: ignore[misc]
         self.echo = echo
-        self.inbound: asyncio.Queue[Inbound] = asyncio.Queue()
+        self.inbound: asyncio.Queue[Inbound | BaseException] = asyncio.Queue()
         self.sent: list[Outbound] = []
+        self.opened = 0
+
+    async def __aenter__(self) -> FakeDevice:
+        self.opened += 1
+        return self
 
     def report(self, item: Inbound) -> None:
         self.inbound.put_nowait(item)
 
+    def lose(self, reason: str = "link lost") -> None:
+        """Make ``receive`` raise DeviceLost, as a driver does when its peer vanishes."""
+        self.inbound.put_nowait(DeviceLost(reason))
+
     async def receive(self) -> AsyncIterator[Inbound]:
         while True:
-            yield await self.inbound.get()
+            item = await self.inbound.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
     async def send(self, message: Outbound) -> None:
         self.sent.append(message)
