@@ -46,6 +46,7 @@ from bridge.vocab import (
     Locate,
     LogEntry,
     MarkTake,
+    NewSession,
     Outbound,
     Play,
     Request,
@@ -207,7 +208,7 @@ def parse_command(suffix: str, raw: bytes) -> tuple[Command, str | None]:
         case ["transport", "stop"]:
             cmd = Stop()
         case ["transport", "record"]:
-            cmd = SetRecord(on=_bool(value))
+            cmd = SetRecord(on=True if value is None else _bool(value))
         case ["transport", "locate"]:
             seconds = _number(value, "seconds")
             if seconds < 0:
@@ -239,6 +240,8 @@ def parse_command(suffix: str, raw: bytes) -> tuple[Command, str | None]:
         case ["talkback"]:
             channel = _text(extra.get("channel", "A"), "a channel name")
             cmd = SetTalkback(on=_bool(value), channel=channel)
+        case ["session", "new"]:
+            cmd = NewSession(name=_text(value, "a session name", required=False))
         case _:
             raise UnknownCommand(f"unknown command topic cmd/{suffix}")
     return cmd, corr_id
@@ -289,6 +292,7 @@ class MqttBridge(Device):
         self._publisher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._lost: asyncio.Future[str] | None = None
+        self._warned_at = float("-inf")
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "published", "publish_errors", "state", "coalesced", "log_records", "dropped_logs",
@@ -553,7 +557,7 @@ class MqttBridge(Device):
         raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
         if len(raw) > self.opts.max_payload:
             self._stats["oversized"] += 1
-            log.warning(
+            self._warn(
                 "mqtt: %s: payload of %d bytes ignored (max %d)", topic, len(raw), self.opts.max_payload
             )
             return None
@@ -561,11 +565,18 @@ class MqttBridge(Device):
             command, corr_id = parse_command(suffix, raw)
         except CommandParseError as exc:
             self._stats["unknown" if isinstance(exc, UnknownCommand) else "invalid"] += 1
-            log.warning("mqtt: %s: %s", topic, exc)
+            self._warn("mqtt: %s: %s", topic, exc)
             self._reply(suffix, str(exc), None)
             return None
         self._stats["commands"] += 1
         return Request(command, self._replier(suffix, corr_id))
+
+    def _warn(self, fmt: str, *args: object) -> None:
+        """Bad input is logged at most once a second (the counters in stats() keep the total)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._warned_at >= 1.0:
+            self._warned_at = now
+            log.warning(fmt, *args)
 
     def _replier(self, suffix: str, corr_id: str | None) -> Callable[[str | None], None]:
         def done(error: str | None) -> None:
