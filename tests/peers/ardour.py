@@ -213,11 +213,31 @@ class ArdourPeer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Ardour exited ({self.proc.returncode}) during start: {self.log_tail()}")
-            if self.ping(0.3):
+            # Ready = the session is loaded (READY line of this start) and the OSC port is bound.
+            # (Not an OSC query: once a surface has sent /set_surface with a reply port, Ardour
+            # sends every reply for 127.0.0.1 to that port.)
+            if self.log_text().count("READY") >= self.starts and self.port_bound():
                 return
             time.sleep(0.1)
         self.kill()
-        raise RuntimeError(f"Ardour did not answer OSC on {self.port} within {timeout} s: {self.log_tail()}")
+        raise RuntimeError(f"Ardour did not open OSC on {self.port} within {timeout} s: {self.log_tail()}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def port_bound(self) -> bool:
+        """True if some socket is bound to UDP ``self.port`` (from /proc/net/udp{,6})."""
+        hexport = f":{self.port:04X} "
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            with contextlib.suppress(OSError), open(table) as fh:
+                for line in fh.readlines()[1:]:
+                    local = line.split()[1]
+                    if (local + " ").endswith(hexport):
+                        return True
+        return False
 
     def ping(self, timeout: float = 0.5) -> bool:
         """True if Ardour answers an OSC query (``/transport_speed``) on its port."""
