@@ -32,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
+import itertools
 import json
 import logging
 import queue
@@ -54,6 +56,19 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x53424C47  # "SBLG"
 _COLUMNS = "seq, session, ts, kind, song, take, daw_seconds, source, text, amends, data"
 _INSERT = f"INSERT INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_CHUNK = 64  # rows per multi-row INSERT: one sqlite3_step (GIL released) per chunk, not per row
+
+
+@functools.lru_cache(maxsize=_CHUNK)
+def _insert_many(n: int) -> str:
+    return f"INSERT INTO records ({_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * n)
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    for i in range(0, len(rows), _CHUNK):
+        chunk = rows[i : i + _CHUNK]
+        conn.execute(_insert_many(len(chunk)), list(itertools.chain.from_iterable(chunk)))
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -156,10 +171,14 @@ def damaged_message(path: Path, detail: str) -> str:
     )
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # built once: json.dumps with
+# options builds a new encoder per call
+
+
 def _encode_data(data: dict[str, object]) -> tuple[str, dict[str, object]]:
     """JSON text to store and the dict a Record carries (equal to what a reader decodes)."""
     try:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False), data
+        return _ENCODER.encode(data), data
     except TypeError:  # a value JSON does not know (datetime, Path...): stored as str()
         try:
             text = json.dumps(data, default=str, separators=(",", ":"), ensure_ascii=False)
@@ -556,12 +575,12 @@ class SessionLog:
                     rows.append(row)
                     continue
                 if rows:  # _NEW_SESSION: keep the order of the inserts
-                    conn.executemany(_INSERT, rows)
+                    _insert_rows(conn, rows)
                     rows = []
                 _insert_session(conn, row)
                 infos.append(_info(conn, row[1], extra, False, "", row[0]))
             if rows:
-                conn.executemany(_INSERT, rows)
+                _insert_rows(conn, rows)
             conn.execute("COMMIT")
         except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
             with contextlib.suppress(sqlite3.Error):
