@@ -43,7 +43,10 @@ def test_no_duplicate_sends() -> None:
     engine, store = setup()
     apply(engine, store, TrackChanged(2, arm=True))
     # the same value again through another route: nothing new for the LED
-    assert engine.on_changes([S.Change("track/2/armed", True, True)], store.get, resolver(store)).get("nano") is None
+    assert (
+        engine.on_changes([S.Change("track/2/armed", True, True)], store.get, resolver(store)).get("nano")
+        is None
+    )
     assert engine.suppressed >= 1
 
 

@@ -53,7 +53,9 @@ def test_press_momentary_continuous_relative() -> None:
     assert m.resolve(ControlInput("tb", 1.0), get, res) == [SetTalkback(True)]
     assert m.resolve(ControlInput("tb", 0.0), get, res) == [SetTalkback(False)]
     assert m.resolve(ControlInput("f1", 1.0), get, res) == [SetTrackFader(1, 0.5)]
-    assert m.resolve(ControlInput("k1", -2, relative=True), get, res) == [SetTrackFader(2, pytest.approx(0.3))]
+    assert m.resolve(ControlInput("k1", -2, relative=True), get, res) == [
+        SetTrackFader(2, pytest.approx(0.3))
+    ]
     assert m.resolve(ControlInput("k1", 0.7), get, res) == []  # absolute into a relative binding: filtered
     assert m.resolve(ControlInput("mark", 1.0), get, res) == [MarkTake("pedal")]
     assert m.resolve(ControlInput("unknown", 1.0), get, res) == []
@@ -76,7 +78,10 @@ def test_feedback_values() -> None:
         ({"control": "x", "command": "transport.play", "glue": "sticky"}, "binding[0].glue: expected one of"),
         ({"control": "x", "command": "transport.play", "colour": 1}, "binding[0].colour: unknown key"),
         ({"control": "x"}, "binding[0]: needs a command, a feedback key, or both"),
-        ({"control": "x", "command": "track.fader", "track": 1, "min": "low"}, "binding[0].min: expected a number"),
+        (
+            {"control": "x", "command": "track.fader", "track": 1, "min": "low"},
+            "binding[0].min: expected a number",
+        ),
     ],
 )
 def test_mapping_errors_name_file_key_and_expectation(table: dict, message: str) -> None:

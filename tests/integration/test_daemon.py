@@ -51,7 +51,11 @@ def test_default_config_session_end_to_end(tmp_path: Path) -> None:
 
     sheet = export_json(daemon.data_dir)
     takes = sheet["takes"]
-    assert [(t["song"], t["take"]) for t in takes] == [("Blue Monday", 1), ("Blue Monday", 2), ("Blue Monday", 3)]
+    assert [(t["song"], t["take"]) for t in takes] == [
+        ("Blue Monday", 1),
+        ("Blue Monday", 2),
+        ("Blue Monday", 3),
+    ]
     assert [t["label"] for t in takes] == ["", "tight", "best"]
     assert all(t["daw_seconds"] is not None for t in takes)
     cues = sheet["talkback"]
@@ -183,7 +187,14 @@ allow = ["127.0.0.1/32"]
         outsider.sock.settimeout(0.5)
         try:
             # malformed packets
-            for junk in (b"", b"\x00\x01\x02", b"/no/typetag\0", b"/bad\0\0\0\0,i\0\0\x01", b"#bundle\0garbage", b"\xff" * 100):
+            for junk in (
+                b"",
+                b"\x00\x01\x02",
+                b"/no/typetag\0",
+                b"/bad\0\0\0\0,i\0\0\x01",
+                b"#bundle\0garbage",
+                b"\xff" * 100,
+            ):
                 client.send_raw(junk)
             # wrong argument types
             assert client.command("/track/2/arm", "banana")[0] == "/error"
@@ -191,7 +202,10 @@ allow = ["127.0.0.1/32"]
             assert client.command("/take/circle", -3)[0] == "/error"
             assert client.command("/track/0/arm", 1)[0] == "/error"
             # unknown addresses
-            assert client.command("/launch/missiles", 1) == ("/error", ["/launch/missiles", "unknown address"])
+            assert client.command("/launch/missiles", 1) == (
+                "/error",
+                ["/launch/missiles", "unknown address"],
+            )
             # a 64 KiB datagram (as large as UDP allows)
             client.send_raw(encode("/note", "x" * 65000))
             client.send_raw(b"/" + b"a" * 65000)
@@ -235,14 +249,20 @@ BROKEN_CONFIGS = [
     ("[osc]\nport = 70000\n", "osc.port: expected an integer 1-65535, got 70000"),
     ('[devices.desk]\nkind = "teleporter"\n', "devices.desk.kind: unknown device kind 'teleporter'"),
     ("[devices.desk]\nport = 1\n", "devices.desk.kind: required"),
-    ('[devices.x]\nkind = "internal"\nrole = "boss"\n', "devices.x.role: expected one of daw, mixer, talkback"),
-    ('[bridge]\nlog_level = "loud"\n', 'bridge.log_level: expected one of "debug", "info", "warning", "error"'),
+    (
+        '[devices.x]\nkind = "internal"\nrole = "boss"\n',
+        "devices.x.role: expected one of daw, mixer, talkback",
+    ),
+    (
+        '[bridge]\nlog_level = "loud"\n',
+        'bridge.log_level: expected one of "debug", "info", "warning", "error"',
+    ),
     ("[bridge\nroom = 1\n", "not valid TOML"),
     ('[osc]\nallow = ["not-a-net"]\n', "osc.allow: expected IP networks"),
     ("[osc]\nprot = 9000\n", "osc.prot: unknown key"),
     ('[roles]\ndaw = "nothing"\n', 'roles.daw: expected the name of a configured device, got "nothing"'),
     ("[internal]\ntracks = 0\n", "internal.tracks: expected a number 1-512, got 0"),
-    ('[wat]\nx = 1\n', "wat: unknown section"),
+    ("[wat]\nx = 1\n", "wat: unknown section"),
 ]
 
 

@@ -1,11 +1,11 @@
 """Run the real daemon as a subprocess and talk to it over real UDP (loopback only).
 
-    from peers.daemon import Daemon, OscClient, free_udp_port
+from peers.daemon import Daemon, OscClient, free_udp_port
 
-    with Daemon(tmp_path, config="...toml text...") as d:     # or config=None: built-in default
-        client = OscClient(d.osc_port)
-        assert client.command("/ping") == ("/pong", [])
-        assert client.command("/take/mark") == ("/ok", ["/take/mark"])
+with Daemon(tmp_path, config="...toml text...") as d:     # or config=None: built-in default
+    client = OscClient(d.osc_port)
+    assert client.command("/ping") == ("/pong", [])
+    assert client.command("/take/mark") == ("/ok", ["/take/mark"])
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ class Daemon:
     def start(self) -> Daemon:
         env = dict(os.environ, **(self.env or {}))
         self._ready.clear()
-        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(
+            self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+        )
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()
         if not self._ready.wait(self.ready_timeout):
