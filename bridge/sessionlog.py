@@ -30,6 +30,7 @@ can run while a daemon writes (WAL). ``recover`` moves a damaged file aside and 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -229,6 +230,7 @@ def _row_to_record(row: tuple[Any, ...]) -> Record:
 #   (_NEW_SESSION, row, future, name)      row = the session_start record (its session id is new)
 #   (_STOP, None, future, None)
 # The writer hands a batch back to the loop as (items, error, infos); the loop builds the Records.
+_RESOLVE_CHUNK = 32  # futures resolved per loop callback (a 256-record batch would stall the loop)
 _APPEND = 0
 _NEW_SESSION = 1
 _STOP = 2
@@ -310,6 +312,10 @@ class SessionLog:
         self._closing: asyncio.Future[None] | None = None
         self._callbacks: list[Callable[[Record], None]] = []
         self._broken: SessionLogError | None = None  # set by the writer after a failed commit
+        self._pending: collections.deque[tuple[_Item, SessionLogError | None, SessionInfo | None]] = (
+            collections.deque()
+        )
+        self._draining = False
 
     # ---------------------------------------------------------------- loop side
     async def open(self, session_name: str | None = None, new_session: bool = False) -> SessionInfo:
@@ -435,10 +441,21 @@ class SessionLog:
             self._closing.set_result(None)
 
     def _deliver(self, items: list[_Item], error: SessionLogError | None, infos: list[SessionInfo]) -> None:
-        """On the loop: resolve a committed (or failed) batch, then run the on_durable callbacks."""
-        durable: list[Record] = []
+        """On the loop: queue a committed (or failed) batch for resolution, in order."""
         info_iter = iter(infos)
-        for tag, row, fut, extra in items:
+        for item in items:
+            info = next(info_iter) if item[0] == _NEW_SESSION and error is None else None
+            self._pending.append((item, error, info))
+        if not self._draining:
+            self._draining = True
+            self._resolve_some()
+
+    def _resolve_some(self) -> None:
+        """Resolve up to _RESOLVE_CHUNK futures, then let the loop run timers and I/O before the rest."""
+        pending = self._pending
+        durable: list[Record] = []
+        for _ in range(min(_RESOLVE_CHUNK, len(pending))):
+            (tag, row, fut, extra), error, info = pending.popleft()
             value: object
             if tag == _STOP:
                 value = None
@@ -449,7 +466,7 @@ class SessionLog:
                 durable.append(value)
             else:  # _NEW_SESSION
                 durable.append(_record(row, {}))
-                value = next(info_iter)
+                value = info
             if fut.done():
                 continue
             if isinstance(value, BaseException):
@@ -462,6 +479,11 @@ class SessionLog:
                     callback(record)
                 except Exception:
                     log.exception("session log on_durable callback failed for seq %d", record.seq)
+        if pending:
+            assert self._loop is not None
+            self._loop.call_soon(self._resolve_some)
+        else:
+            self._draining = False
 
     # ------------------------------------------------------------- writer thread
     def _post(self, items: list[_Item], error: SessionLogError | None, infos: list[SessionInfo]) -> None:
