@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from peers.mosquitto import Broker, Seen, Subscriber, free_port, mosquitto  # noqa: F401
 
+from bridge.devices.base import DeviceContext
 from bridge.devices.mqtt import MqttBridge, MqttOptions, encode_value, parse_command
 from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
 from bridge.vocab import (
@@ -405,3 +408,32 @@ async def test_clean_exit_publishes_offline_and_rooms_stay_apart(broker: Broker)
     assert payloads(dash.on("studio-bridge/room-a/state/song")) == [b'"A song"']
     assert payloads(dash.on("studio-bridge/room-b/state/song")) == [b'"B song"']
     assert a.client_id != b.client_id
+
+
+async def test_secrets_stay_out_of_logs_and_errors(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("SB_TEST_MQTT_PASSWORD", "env-s3cret")
+    secret_file = tmp_path / "mqtt.secret"
+    secret_file.write_text("file-s3cret\n")
+    # the test broker allows anonymous clients and ignores credentials: the connect succeeds
+    bridge = make(broker, username="studio", password_env="SB_TEST_MQTT_PASSWORD")
+    async with running(bridge):
+        await bridge.send(Feedback("song", "x"))
+        await flush(bridge)
+    ctx = DeviceContext(config_dir=tmp_path)
+    gone = MqttBridge(
+        "mqtt", MqttOptions(port=free_port(), password_file="mqtt.secret", room="r", timeout=3.0), ctx
+    )
+    with pytest.raises(DeviceUnavailable) as info:
+        async with asyncio.timeout(T):
+            await gone.__aenter__()
+    missing = MqttBridge(
+        "mqtt", MqttOptions(port=broker.port, password_env="SB_TEST_UNSET_VARIABLE", room="r")
+    )
+    with pytest.raises(ConfigError, match="SB_TEST_UNSET_VARIABLE"):
+        await missing.__aenter__()
+    text = caplog.text + str(info.value) + repr(bridge.opts) + repr(gone.opts)
+    assert "env-s3cret" not in text and "file-s3cret" not in text
+    assert "connected" in caplog.text  # the log was captured at all
