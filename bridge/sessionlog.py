@@ -13,12 +13,17 @@ Storage (schema version 1, ``PRAGMA user_version = 1``, ``PRAGMA application_id 
     records whose ``amends`` is the seq they correct. Triggers make UPDATE and DELETE fail on
     both tables. Indexes: ``(session, kind)``, ``(kind, song, take)``, ``(amends)``.
 
-Writing: ``SessionLog.append`` runs on the event loop, assigns the seq and puts the record on a
-``queue.SimpleQueue``; it never touches the disk. The writer thread owns the only connection
-(``journal_mode=WAL``, ``synchronous=FULL``). It takes everything queued (up to ``max_batch``
-records), inserts it in one transaction, commits, and only then resolves the futures, with one
-``call_soon_threadsafe`` per batch (group commit). WAL checkpoints (SQLite's automatic ones and a
-``TRUNCATE`` checkpoint on close) happen in the writer thread as part of its commits.
+Writing: ``SessionLog.append`` runs on the event loop and never touches the disk: it assigns the seq
+(and the session id: ``new_session`` numbers sessions itself), formats the timestamp and the JSON, and
+puts the finished row on a ``queue.SimpleQueue`` (a few µs). The writer thread owns the only
+connection (``journal_mode=WAL``, ``synchronous=FULL``, ``busy_timeout`` 5 s). It takes everything
+queued (up to ``max_batch`` records, optionally after waiting ``commit_window`` seconds), inserts it
+in one transaction with multi-row INSERTs (one GIL release per 64 rows), commits, and only then hands
+the batch back with one ``call_soon_threadsafe`` (group commit). The loop resolves the futures and runs
+the ``on_durable`` callbacks in seq order, 32 per loop callback, so a big batch never stalls the loop.
+WAL checkpoints (SQLite's automatic ones and a ``TRUNCATE`` checkpoint on close) happen in the writer
+thread. If a commit fails, that batch's futures fail with ``SessionLogError`` and so does every later
+append until the log is reopened: the seqs that reach the file never have a gap.
 
 Take numbers: ``SessionInfo.last_take``/``next_take`` are computed per song over the whole file
 (all sessions), so a song's take numbers never repeat within one log file.
@@ -319,6 +324,11 @@ class SessionLog:
 
     # ---------------------------------------------------------------- loop side
     async def open(self, session_name: str | None = None, new_session: bool = False) -> SessionInfo:
+        """Open or create the file and start the writer thread (all disk work happens there).
+
+        Resumes the last session when it has no ``session_end`` (a crash) unless ``new_session``;
+        ``session_name`` only names a new session. Raises SessionLogDamaged (integrity check failed,
+        with the recovery command) or SessionLogError."""
         if self._open or self._thread is not None:
             raise SessionLogError(f"{self.path}: the session log is already open")
         self._loop = asyncio.get_running_loop()

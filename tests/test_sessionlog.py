@@ -306,6 +306,23 @@ def test_not_sqlite_is_damaged_with_way_out(tmp_path: Path) -> None:
     assert path.read_bytes().startswith(b"this is not")  # untouched
 
 
+def test_recover_a_file_that_is_not_sqlite_at_all(tmp_path: Path) -> None:
+    path = tmp_path / "session.db"
+    junk = b"\x00garbage" * 1000
+    path.write_bytes(junk)
+    backup = recover(path)
+    assert backup.read_bytes() == junk and backup.parent == tmp_path
+    assert list_sessions(path) == []  # a fresh, valid, empty log
+
+    async def reopen() -> None:
+        slog = SessionLog(path)
+        info = await slog.open("after")
+        assert (info.session_id, info.last_seq, info.resumed) == (1, 1, False)
+        await slog.close()
+
+    asyncio.run(asyncio.wait_for(reopen(), 30))
+
+
 def test_foreign_or_newer_sqlite_file_refused(tmp_path: Path) -> None:
     foreign = tmp_path / "other.db"
     conn = sqlite3.connect(foreign)
