@@ -356,6 +356,7 @@ class MqttBridge(Device):
         self._latest.clear()
         self._discrete.extend(self._unacked_logs[seq] for seq in sorted(self._unacked_logs))
         self._publisher = asyncio.create_task(self._publish_loop(client), name=f"mqtt-{self.name}")
+        self._publisher.add_done_callback(self._publisher_done)
         self._wake.set()
         log.info("mqtt: connected to %s as %s, root %s", where, self.client_id, self.root)
         return self
@@ -459,6 +460,15 @@ class MqttBridge(Device):
         while self._discrete or self._latest or self._inflight:
             self._idle.clear()
             await self._idle.wait()
+
+    def _publisher_done(self, task: asyncio.Task[None]) -> None:
+        """A publisher that dies unexpectedly ends the connection (the supervisor reconnects)."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        log.error("mqtt: publisher failed: %r", exc)
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(f"publisher failed: {exc!r}")
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         loop = asyncio.get_running_loop()

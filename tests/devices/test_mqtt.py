@@ -11,7 +11,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from peers.mosquitto import Broker, Seen, Subscriber, free_port, mosquitto  # noqa: F401
+from peers.mosquitto import (  # noqa: F401
+    Broker,
+    Seen,
+    Subscriber,
+    free_port,
+    make_tls_files,
+    mosquitto,
+    mosquitto_tls,
+)
 
 from bridge.devices.base import DeviceContext
 from bridge.devices.mqtt import MqttBridge, MqttOptions, encode_value, parse_command
@@ -44,6 +52,11 @@ T = 15.0  # generous bound for every wait (2 shared cores)
 @pytest.fixture
 def broker(mosquitto: Broker) -> Broker:  # noqa: F811
     return mosquitto
+
+
+@pytest.fixture
+def tls_broker(mosquitto_tls: Broker) -> Broker:  # noqa: F811
+    return mosquitto_tls
 
 
 def make(broker: Broker, **kw: object) -> MqttBridge:
@@ -437,3 +450,19 @@ async def test_secrets_stay_out_of_logs_and_errors(
     text = caplog.text + str(info.value) + repr(bridge.opts) + repr(gone.opts)
     assert "env-s3cret" not in text and "file-s3cret" not in text
     assert "connected" in caplog.text  # the log was captured at all
+
+
+async def test_tls_with_the_broker_ca_and_rejects_an_unknown_ca(tls_broker: Broker, tmp_path: Path) -> None:
+    broker = tls_broker
+    assert broker.ca_file is not None
+    bridge = make(broker, tls=True, ca_file=str(broker.ca_file))
+    async with Subscriber(broker, f"{bridge.root}/state/#") as sub, running(bridge):
+        await bridge.send(Feedback("transport/recording", True))
+        hits = await sub.wait_for(lambda m: m.topic.endswith("/state/transport/recording"), T)
+    assert hits[0].payload == b"true"
+    # a CA that did not sign the broker's certificate: refused, reported as unavailable
+    other = await asyncio.to_thread(make_tls_files, tmp_path / "other-pki")
+    stranger = make(broker, tls=True, ca_file=str(other[0]))
+    with pytest.raises(DeviceUnavailable):
+        async with asyncio.timeout(T):
+            await stranger.__aenter__()

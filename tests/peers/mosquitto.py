@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +67,12 @@ class Broker:
     host: str = HOST
     binary: str = field(default_factory=mosquitto_binary)
     proc: subprocess.Popen[bytes] | None = None
+    #: (ca, cert, key) PEM files: the listener speaks TLS only
+    tls: tuple[Path, Path, Path] | None = None
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self.tls[0] if self.tls else None
 
     @property
     def conf(self) -> Path:
@@ -78,8 +85,12 @@ class Broker:
     def start(self, timeout: float = 10.0) -> None:
         assert self.proc is None, "already running"
         self.workdir.mkdir(parents=True, exist_ok=True)
+        tls = ""
+        if self.tls:
+            ca, cert, key = self.tls
+            tls = f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
         self.conf.write_text(
-            f"listener {self.port} {self.host}\n"
+            f"listener {self.port} {self.host}\n{tls}"
             "allow_anonymous true\npersistence false\nlog_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\nconnection_messages true\n"
         )
@@ -138,6 +149,46 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
         broker.stop(signal.SIGKILL)
 
 
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1/localhost (openssl CLI)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        if os.environ.get("CI"):
+            pytest.fail("openssl is not installed")
+        pytest.skip("openssl is not installed")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o755)  # mosquitto may read them after dropping root privileges
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True, timeout=30)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "2", "-extfile", "san.ext")  # fmt: skip
+    for name in ("ca.crt", "server.crt", "server.key"):
+        os.chmod(directory / name, 0o644)
+    return directory / "ca.crt", directory / "server.crt", directory / "server.key"
+
+
+@pytest.fixture
+def mosquitto_tls() -> Iterator[Broker]:
+    """A TLS-only broker; its CA certificate is ``broker.ca_file``."""
+    directory = Path(tempfile.mkdtemp(prefix="sb-mqtt-tls-"))
+    os.chmod(directory, 0o755)  # traversable for the unprivileged mosquitto user
+    try:
+        broker = Broker(directory / "broker", tls=make_tls_files(directory / "pki"))
+        broker.start()
+        try:
+            yield broker
+        finally:
+            broker.stop(signal.SIGKILL)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- subscriber helper
 
 
@@ -168,7 +219,10 @@ class Subscriber:
     async def __aenter__(self) -> Subscriber:
         import aiomqtt
 
-        self.client = aiomqtt.Client(self.broker.host, self.broker.port, identifier=self.client_id)
+        tls = aiomqtt.TLSParameters(ca_certs=str(self.broker.ca_file)) if self.broker.ca_file else None
+        self.client = aiomqtt.Client(
+            self.broker.host, self.broker.port, identifier=self.client_id, tls_params=tls
+        )
         await self._stack.enter_async_context(self.client)
         for topic in self.topics:
             await self.client.subscribe(topic, qos=1)
