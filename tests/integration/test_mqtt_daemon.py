@@ -21,17 +21,21 @@ def broker(mosquitto: Broker) -> Broker:  # noqa: F811
     return mosquitto
 
 
-def config(broker: Broker, room: str, commands: bool) -> str:
+def config(broker: Broker, room: str, commands: bool, mqtt_room: bool = True) -> str:
+    """``mqtt_room=False`` leaves [mqtt] room out: the driver takes [bridge] room."""
     return (
         f'[bridge]\nroom = "{room}"\n\n'
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nroom = "{room}"\n'
-        f"commands = {'true' if commands else 'false'}\n"
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        + (f'room = "{room}"\n' if mqtt_room else "")
+        + f"commands = {'true' if commands else 'false'}\n"
     )
 
 
-async def start(tmp: Path, broker: Broker, room: str, commands: bool = True) -> Daemon:
+async def start(
+    tmp: Path, broker: Broker, room: str, commands: bool = True, mqtt_room: bool = True
+) -> Daemon:
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
-    daemon = Daemon(tmp, config(broker, room, commands))
+    daemon = Daemon(tmp, config(broker, room, commands, mqtt_room))
     return await asyncio.to_thread(daemon.start)
 
 
@@ -152,7 +156,7 @@ async def test_broker_restart_then_state_republished(tmp_path: Path, broker: Bro
 
 async def test_two_rooms_share_a_broker(tmp_path: Path, broker: Broker) -> None:
     a = await start(tmp_path / "a", broker, "room-a")
-    b = await start(tmp_path / "b", broker, "room-b")
+    b = await start(tmp_path / "b", broker, "room-b", mqtt_room=False)  # room from [bridge]
     try:
         async with Subscriber(broker, "studio-bridge/+/state/#", "studio-bridge/+/reply/#") as dash:
             await dash.wait_for(
