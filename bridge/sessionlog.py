@@ -321,6 +321,7 @@ class SessionLog:
             collections.deque()
         )
         self._draining = False
+        self._dead = False  # the writer thread ended unexpectedly
 
     # ---------------------------------------------------------------- loop side
     async def open(self, session_name: str | None = None, new_session: bool = False) -> SessionInfo:
@@ -334,6 +335,7 @@ class SessionLog:
         self._loop = asyncio.get_running_loop()
         self._closing = None
         self._broken = None
+        self._dead = False
         started: concurrent.futures.Future[tuple[SessionInfo, int]] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run, args=(session_name, new_session, started), name="sessionlog-writer", daemon=True
@@ -376,6 +378,8 @@ class SessionLog:
         TypeError for a non-str kind/text/source or a non-datetime ts."""
         if not self._open or self._loop is None:
             raise SessionLogError(f"{self.path}: the session log is not open")
+        if self._dead:
+            raise self._broken or SessionLogError(f"{self.path}: the session log writer stopped")
         if type(kind) is not str or type(text) is not str or type(source) is not str:
             raise TypeError("session log: kind, text and source must be str")
         if ts is None:
@@ -424,8 +428,12 @@ class SessionLog:
             None,
         )
         self._queue.put((_NEW_SESSION, (*row, "{}"), fut, name))
-        await end
-        return await fut
+        ended, started = await asyncio.gather(end, fut, return_exceptions=True)
+        for result in (ended, started):
+            if isinstance(result, BaseException):
+                raise result
+        assert isinstance(started, SessionInfo)
+        return started
 
     async def close(self) -> None:
         """Append ``session_end``, flush, stop the writer and close the file. Idempotent."""
@@ -436,13 +444,14 @@ class SessionLog:
             return
         self._closing = self._loop.create_future()
         try:
-            end = self.append("session_end")
-            self._open = False
-            stopped: asyncio.Future[None] = self._loop.create_future()
-            self._queue.put((_STOP, None, stopped, None))
-            with contextlib.suppress(SessionLogError):
-                await end
-            await stopped
+            if not self._dead:
+                end = self.append("session_end")
+                self._open = False
+                stopped: asyncio.Future[None] = self._loop.create_future()
+                self._queue.put((_STOP, None, stopped, None))
+                with contextlib.suppress(SessionLogError):
+                    await end
+                await stopped
             if self._thread is not None:
                 await asyncio.to_thread(self._thread.join, 10)
             self._thread = None
@@ -524,9 +533,13 @@ class SessionLog:
         started.set_result((info, int(max_session)))
         try:
             self._serve(conn)
-        except BaseException:
+        except BaseException as exc:
             log.exception("session log writer crashed")
-            raise
+            self._broken = SessionLogError(f"{self.path}: the session log writer stopped: {exc!r}")
+            self._dead = True
+            rest = _drain(self._queue)  # fail what is queued; a pending close() still completes
+            self._post([item for item in rest if item[0] != _STOP], self._broken, [])
+            self._post([item for item in rest if item[0] == _STOP], None, [])
         finally:
             conn.close()
 
