@@ -442,3 +442,21 @@ async def test_kill_9_mid_burst_loses_nothing_acknowledged(tmp_path: Path) -> No
         assert info.resumed and info.session_id == 1 and info.last_seq == len(seqs)
         assert info.next_take["Blue"] == len(takes) + 1
         await slog.close()
+
+
+async def test_records_after_new_session_call_belong_to_it(tmp_path: Path) -> None:
+    slog = SessionLog(tmp_path / "s.db")
+    durable: list[tuple[int, str, int]] = []
+    async with asyncio.timeout(30):
+        await slog.open("one")
+        slog.on_durable(lambda r: durable.append((r.seq, r.kind, r.session)))
+        before = slog.append("note", text="before")
+        switching = asyncio.ensure_future(slog.new_session("two"))
+        await asyncio.sleep(0)  # new_session has queued its records; this append comes after them
+        after = slog.append("note", text="after")
+        info = await switching
+        assert (await before).session == 1 and (await after).session == info.session_id == 2
+        await slog.close()
+    assert [k for _, k, _ in durable] == ["note", "session_end", "session_start", "note", "session_end"]
+    assert [s for _, _, s in durable] == [1, 1, 2, 2, 2]
+    assert [q for q, _, _ in durable] == list(range(2, 7))
