@@ -1,0 +1,738 @@
+"""Mackie Control surface (MCU, Logic Control, X-Touch in MC mode, XT extenders).
+
+The desk surface renders the studio state (``feedback = "state"``) and turns buttons and
+faders into absolute commands computed from its local mirror of the state:
+
+* REC ARM / SOLO / MUTE n -> ``SetTrackArm|Solo|Mute(track, not mirror)``; PLAY -> ``Play``,
+  STOP -> ``Stop``, RECORD -> ``SetRecord(not recording)``, MARKER -> ``MarkTake``,
+  REWIND / FAST FWD -> ``Locate(position -/+ seek_seconds)``, User switch A (footswitch)
+  -> momentary ``SetTalkback``. Every named button (``f1``..``f8``, ``cycle``, ``user_b``,
+  ...) or note number can be rebound with the ``keys`` table (actions: see ``ACTIONS``).
+* BANK / CHANNEL LEFT / RIGHT shift the local bank by 8 / 1 strips (never sent to the DAW).
+* Faders (pitch bend, only while touched unless ``touch_required = false``) ->
+  ``SetTrackFader``, coalesced per input batch (latest wins). The master fader is ignored.
+* V-Pots trim the strip's fader by ``vpot_step`` per tick (summed per batch; 0 = ignored);
+  the ring shows the fader level (wrap mode, 0-11). The jog wheel is ignored.
+
+Rendering: LEDs of the banked strips, PLAY / STOP / RECORD (RECORD flashes while record is
+enabled but the transport is stopped), talkback keys; motor faders; LCD top line = track
+names (6 characters + space), lower line = ``REC <song> take <n>`` while recording and the
+strip's track numbers (``#9``) otherwise; timecode = position (``hhh.mm.ss.fff`` frames at ``fps``)
+or the take number (``display = "take"``); assignment display = first track of the bank
+(or the take). X-Touch scribble strips are white, red when armed. Only changed LEDs /
+fader positions (10-bit) / LCD cells / digits are sent; a (re)connect clears that cache
+and replays everything. ``blackout()`` turns LEDs off, clears the LCD and the displays
+and moves the faders to the bottom (a surface without the bridge shows nothing stale).
+
+A motor fader never fights the hand: no fader feedback while touched and for
+``touch_guard`` seconds after release, then the state's value is sent once.
+Echo guard: pitch bend equal (10-bit, +-1) to the last fader value sent for that strip
+within ``echo_window`` seconds is an echo, and untouched pitch bend is ignored anyway.
+A Note On identical to an LED message sent within ``echo_window`` would look exactly like
+a press, so notes are matched only once the output is known to loop back to the input
+(MIDI thru, a wrong JACK connection): that is detected from messages only the host sends
+(our own SysEx, LED ring / 7-segment CCs, LED "flash" velocity 01) coming back, logged
+as a warning, and kept until the next connect. A fast double press on a normal link is
+never taken for an echo.
+
+Extenders (XT): configure one ``[devices.*]`` per unit with ``extender = true`` and
+``strip_offset = 8`` (16, ...); each unit banks on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from bridge import state as st
+from bridge.devices import mackie_codec as mc
+from bridge.devices._midi import MidiLink, check_pattern
+from bridge.devices.base import Device, DeviceContext
+from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
+from bridge.options import in_range, non_negative, positive
+from bridge.vocab import (
+    AddMarker,
+    CircleTake,
+    Command,
+    FalseStart,
+    Feedback,
+    Inbound,
+    Locate,
+    MarkTake,
+    Outbound,
+    Play,
+    SetRecord,
+    SetTalkback,
+    SetTrackArm,
+    SetTrackFader,
+    SetTrackMute,
+    SetTrackSolo,
+    Stop,
+    Value,
+)
+
+log = logging.getLogger(__name__)
+
+ACTIONS = (
+    "none",
+    "play",
+    "stop",
+    "record",
+    "mark_take",
+    "add_marker",
+    "circle_take",
+    "false_start",
+    "talkback",
+    "talkback_latch",
+    "rewind",
+    "fast_fwd",
+    "locate_start",
+)
+DEFAULT_KEYS = {
+    "play": "play",
+    "stop": "stop",
+    "record": "record",
+    "marker": "mark_take",
+    "rewind": "rewind",
+    "fast_fwd": "fast_fwd",
+    "user_a": "talkback",
+}
+MODELS = {"mcu": mc.MODEL_MCU, "xtouch": mc.MODEL_MCU, "logic": mc.MODEL_LOGIC}
+
+
+def key_note(name: str) -> int | None:
+    """A ``keys`` table key: a button name (``f1``) or a note number (``"0x66"``, ``"102"``)."""
+    if name in mc.BUTTONS:
+        return mc.BUTTONS[name]
+    try:
+        note = int(name, 0)
+    except ValueError:
+        return None
+    return note if 0 <= note <= 0x7F else None
+
+
+def _check_keys(keys: Any) -> str | None:
+    for name, action in keys.items():
+        if key_note(name) is None:
+            return f"button names ({', '.join(sorted(mc.BUTTONS))}) or note numbers, not {name!r}"
+        if action not in ACTIONS:
+            return f"actions ({', '.join(ACTIONS)}), not {action!r}"
+    return None
+
+
+def _check_pattern(value: Any) -> str | None:
+    return check_pattern(value)
+
+
+class MackieSurface(Device):
+    kind: ClassVar[str] = "mackie"
+    feedback: ClassVar[Literal["state"]] = "state"
+    min_interval: ClassVar[float] = 0.02
+    max_backoff: ClassVar[float] = 0.5
+
+    @dataclass(frozen=True)
+    class Options:
+        #: Port name patterns (substring, or ``re:`` regex); ``output`` defaults to ``input``.
+        input: str = field(default="re:x-touch|mcu|mackie", metadata={"check": _check_pattern})
+        output: str | None = field(default=None, metadata={"check": _check_pattern})
+        api: Literal["jack", "alsa", "auto"] = "auto"
+        #: JACK/ALSA client name of the bridge's ports (default ``bridge-<device name>``).
+        client_name: str = ""
+        model: Literal["mcu", "xtouch", "logic"] = "mcu"
+        extender: bool = False
+        #: First track of strip 1 minus one (8 for the first XT beside a main unit).
+        strip_offset: int = field(default=0, metadata={"check": non_negative})
+        touch_guard: float = field(default=0.1, metadata={"check": non_negative})
+        touch_required: bool = True
+        echo_window: float = field(default=0.2, metadata={"check": non_negative})
+        handshake_timeout: float = field(default=0.5, metadata={"check": positive})
+        display: Literal["position", "take"] = "position"
+        assignment: Literal["bank", "take"] = "bank"
+        fps: int = field(default=30, metadata={"check": in_range(1, 999)})
+        vpot_step: float = field(default=0.01, metadata={"check": in_range(0, 1)})
+        seek_seconds: float = field(default=5.0, metadata={"check": non_negative})
+        talkback_channel: str = "A"
+        #: Button -> action, merged over DEFAULT_KEYS (action "none" unbinds).
+        keys: dict[str, str] = field(default_factory=dict, metadata={"check": _check_keys})
+
+    def __init__(self, name: str, options: Any, ctx: DeviceContext | None = None) -> None:
+        super().__init__(name, options, ctx)
+        o = options
+        base = MODELS[o.model]
+        self.model = base + 1 if o.extender else base
+        self.is_xtouch = o.model == "xtouch"
+        self.actions: dict[int, str] = {}
+        for name_, action in {**DEFAULT_KEYS, **o.keys}.items():
+            note = key_note(name_)
+            if note is not None:
+                self.actions[note] = action
+        self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
+        self._mirror: dict[str, Value] = {}
+        self.bank = 0
+        self._link: MidiLink | None = None
+        self._gen: AsyncIterator[list[bytes]] | None = None
+        self._next: asyncio.Future[list[bytes]] | None = None
+        self._pending: list[bytes] = []
+        self._touched = [False] * mc.STRIPS
+        self._guard_until = [0.0] * mc.STRIPS
+        self._settle: list[asyncio.TimerHandle | None] = [None] * mc.STRIPS
+        self._recent_fader: dict[int, tuple[float, float]] = {}  # strip -> (value, time) we commanded
+        self._echo: dict[bytes, deque[float]] = {}
+        self._echo_fader: dict[int, tuple[int, float]] = {}
+        self.looped = False
+        self._clear_cache()
+        self._stats = dict.fromkeys(
+            ("messages", "buttons", "fader_moves", "commands", "echo_dropped", "untouched_dropped",
+             "ignored", "sent", "resyncs", "looped"),
+            0,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _clear_cache(self) -> None:
+        self._sent_led: dict[int, int] = {}
+        self._sent_fader: dict[int, int] = {}
+        self._sent_ring: dict[int, int] = {}
+        self._sent_lcd: list[str | None] = [None] * (2 * mc.STRIPS)
+        self._sent_digits: dict[int, int] = {}
+        self._sent_assign: dict[int, int] = {}
+        self._sent_colors: tuple[int, ...] | None = None
+
+    async def __aenter__(self) -> MackieSurface:
+        o = self.options
+        link = MidiLink(o.client_name or f"bridge-{self.name}", o.input, o.output or o.input, o.api)
+        await link.open()
+        self._link = link
+        self._gen = link.messages()
+        self._next = None
+        self._pending = []
+        self.looped = False
+        self._echo.clear()
+        try:
+            await self._handshake()
+            self.resync()
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        for i, handle in enumerate(self._settle):
+            if handle is not None:
+                handle.cancel()
+                self._settle[i] = None
+        self._touched = [False] * mc.STRIPS
+        if self._next is not None and not self._next.done():
+            self._next.cancel()
+        self._next = None
+        self._gen = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+    async def _read(self, wait: float | None) -> list[bytes] | None:
+        """Next batch from the link, or None after ``wait`` seconds (the read stays pending)."""
+        if self._gen is None:
+            raise DeviceLost("Mackie link is closed")
+        if self._next is None:
+            self._next = asyncio.ensure_future(anext(self._gen))
+        done, _ = await asyncio.wait({self._next}, timeout=wait)
+        if not done:
+            return None
+        fut, self._next = self._next, None
+        return fut.result()
+
+    async def _handshake(self) -> None:
+        o = self.options
+        self._out(mc.device_query(self.model))
+        logic = o.model == "logic"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + o.handshake_timeout
+        while True:
+            left = deadline - loop.time()
+            batch = await self._read(max(0.0, left)) if left > 0 else None
+            if batch is None:
+                if logic:
+                    raise DeviceUnavailable(f"Logic Control on {o.input!r} did not answer the device query")
+                log.info("%s: no answer to the device query; assuming an MC-mode surface", self.name)
+                return
+            done = False
+            for msg in batch:
+                sx = mc.parse_sysex(msg) if msg[0] == 0xF0 else None
+                if sx is None:
+                    self._pending.append(msg)
+                    continue
+                if self._host_sysex(sx):
+                    continue
+                if sx.command == mc.SX_HOST_QUERY and logic:
+                    self._out(mc.host_connection_reply(self.model, sx.payload[:7], sx.payload[7:11]))
+                elif (
+                    sx.command in (mc.SX_HOST_QUERY, mc.SX_DEVICE_READY) and not logic
+                ) or sx.command == mc.SX_HOST_CONFIRM:
+                    done = True
+                elif sx.command == mc.SX_HOST_ERROR:
+                    raise DeviceUnavailable(f"{o.model} on {o.input!r} rejected the host connection reply")
+            if done:
+                log.info("%s: Mackie handshake done (model %#x)", self.name, self.model)
+                return
+
+    def resync(self) -> None:
+        """Forget what the surface shows and send the full current state."""
+        self._stats["resyncs"] += 1
+        self._clear_cache()
+        if self.ctx.state is not None:
+            for key in list(self._mirror):
+                value = self.ctx.state(key)
+                if value is None:
+                    self._mirror.pop(key, None)
+                else:
+                    self._mirror[key] = value
+        self._clamp_bank()
+        self._render_all()
+
+    async def blackout(self) -> None:
+        if self._link is None:
+            return
+        try:
+            for note in sorted(self._sent_led):
+                self._out(mc.led(note, mc.LED_OFF))
+            self._out(mc.lcd(self.model, 0, " " * (2 * mc.LCD_WIDTH)))
+            for i in range(mc.STRIPS):
+                self._out(mc.fader(i, 0.0))
+                self._out(mc.vpot_ring(i, 0))
+            if not self.options.extender:
+                for d in range(mc.TIMECODE_DIGITS):
+                    self._out(mc.timecode_digit(d, 0x20))
+                for msg in mc.assignment("  "):
+                    self._out(msg)
+            if self.is_xtouch:
+                self._out(mc.xtouch_colors(self.model, [mc.COLOR_OFF] * mc.STRIPS))
+        except DeviceError as exc:
+            log.info("%s: blackout incomplete: %s", self.name, exc)
+        self._clear_cache()
+
+    def stats(self) -> dict[str, int]:
+        out = dict(self._stats)
+        if self._link is not None:
+            link = self._link.stats()
+            out["dropped"] = link["dropped"]
+            out["received"] = link["received"]
+        return out
+
+    # ------------------------------------------------------------------ output
+
+    def _out(self, data: bytes) -> None:
+        if self._link is None:
+            raise DeviceLost("Mackie link is closed")
+        self._link.send(data)
+        self._stats["sent"] += 1
+        status = data[0] & 0xF0
+        if status == 0x90:
+            now = self._clock()
+            times = self._echo.setdefault(data, deque(maxlen=8))
+            times.append(now)
+        elif status == 0xE0:
+            self._echo_fader[data[0] & 0x0F] = (((data[2] << 7) | data[1]) >> 4, self._clock())
+
+    async def send(self, message: Outbound) -> None:
+        if not isinstance(message, Feedback):
+            return
+        key, value = message.control, message.value
+        if value is None:
+            self._mirror.pop(key, None)
+        else:
+            self._mirror[key] = value
+        parsed = st.parse_track_key(key)
+        if parsed is not None:
+            strip = self._strip_of(parsed[0])
+            if strip is not None:
+                self._render_strip(strip)
+                self._render_lcd()
+                self._render_colors()
+            return
+        if key == st.POSITION:
+            self._render_timecode()
+        elif key.startswith("device/"):
+            return
+        else:
+            self._render_transport()
+            self._render_lcd()
+            self._render_timecode()
+            self._render_assignment()
+
+    # ------------------------------------------------------------------ rendering
+
+    def _track(self, strip: int) -> int:
+        return int(self.options.strip_offset) + self.bank + strip + 1
+
+    def _strip_of(self, track: int) -> int | None:
+        strip = track - 1 - int(self.options.strip_offset) - self.bank
+        return strip if 0 <= strip < mc.STRIPS else None
+
+    def _get(self, key: str) -> Value:
+        return self._mirror.get(key)
+
+    def _led(self, note: int, state: int) -> None:
+        if self._sent_led.get(note) != state:
+            self._out(mc.led(note, state))
+            self._sent_led[note] = state
+
+    def _render_all(self) -> None:
+        for i in range(mc.STRIPS):
+            self._render_strip(i)
+        self._render_transport()
+        self._render_lcd()
+        self._render_colors()
+        self._render_timecode()
+        self._render_assignment()
+
+    def _render_strip(self, i: int) -> None:
+        t = self._track(i)
+        self._led(mc.REC_ARM + i, mc.led_state(self._get(st.track_key(t, "armed")) is True))
+        self._led(mc.SOLO + i, mc.led_state(self._get(st.track_key(t, "solo")) is True))
+        self._led(mc.MUTE + i, mc.led_state(self._get(st.track_key(t, "mute")) is True))
+        self._render_fader(i)
+        ring = round(self._fader_value(t) * 11)
+        if self._sent_ring.get(i) != ring:
+            self._out(mc.vpot_ring(i, ring, mode=2))
+            self._sent_ring[i] = ring
+
+    def _fader_value(self, track: int) -> float:
+        v = self._get(st.track_key(track, "fader"))
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+
+    def _render_fader(self, i: int, force: bool = False) -> None:
+        if self._touched[i] or self._clock() < self._guard_until[i]:
+            return  # never fight the hand; _settle sends the truth after release
+        v14 = mc.fader_to_14bit(self._fader_value(self._track(i)))
+        sig = mc.fader_significant(v14)
+        if force or self._sent_fader.get(i) != sig:
+            self._out(mc.fader(i, v14 / 16383))
+            self._sent_fader[i] = sig
+
+    def _render_transport(self) -> None:
+        playing = self._get(st.PLAYING) is True
+        recording = self._get(st.RECORDING) is True
+        talkback = self._get(st.TALKBACK) is True
+        for note, action in self.actions.items():
+            if action == "play":
+                self._led(note, mc.led_state(playing))
+            elif action == "stop":
+                self._led(note, mc.led_state(not playing))
+            elif action == "record":
+                self._led(note, mc.led_state(recording, flash=recording and not playing))
+            elif action in ("talkback", "talkback_latch"):
+                self._led(note, mc.led_state(talkback))
+
+    def _take_number(self) -> int:
+        key = st.TAKE if self._get(st.RECORDING) is True else st.NEXT_TAKE
+        v = self._get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+    def _lcd_lines(self) -> tuple[str, str]:
+        names = []
+        numbers = []
+        for i in range(mc.STRIPS):
+            t = self._track(i)
+            name = self._get(st.track_key(t, "name"))
+            names.append(name if isinstance(name, str) else "")
+            numbers.append(f"#{t}")
+        top = mc.lcd_line(names)
+        if self._get(st.RECORDING) is True:
+            song = self._get(st.SONG)
+            song_text = f"{song}  " if isinstance(song, str) and song else ""
+            bottom = f"REC  {song_text}take {self._take_number()}"[: mc.LCD_WIDTH].ljust(mc.LCD_WIDTH)
+        else:
+            bottom = mc.lcd_line(numbers)
+        return top, bottom
+
+    def _render_lcd(self) -> None:
+        lines = self._lcd_lines()
+        for line, text in enumerate(lines):
+            run_start: int | None = None
+            for cell in range(mc.STRIPS + 1):
+                changed = False
+                if cell < mc.STRIPS:
+                    piece = text[cell * mc.CELL : (cell + 1) * mc.CELL]
+                    idx = line * mc.STRIPS + cell
+                    changed = self._sent_lcd[idx] != piece
+                    if changed:
+                        self._sent_lcd[idx] = piece
+                        if run_start is None:
+                            run_start = cell
+                if not changed and run_start is not None:
+                    chunk = text[run_start * mc.CELL : cell * mc.CELL]
+                    self._out(mc.lcd(self.model, mc.lcd_offset(run_start, line), chunk))
+                    run_start = None
+
+    def _render_colors(self) -> None:
+        if not self.is_xtouch:
+            return
+        colors = tuple(
+            mc.COLOR_RED if self._get(st.track_key(self._track(i), "armed")) is True else mc.COLOR_WHITE
+            for i in range(mc.STRIPS)
+        )
+        if colors != self._sent_colors:
+            self._out(mc.xtouch_colors(self.model, colors))
+            self._sent_colors = colors
+
+    def _render_timecode(self) -> None:
+        if self.options.extender:
+            return
+        if self.options.display == "take":
+            codes = mc.timecode_codes(mc.format_take(self._take_number()))
+        else:
+            pos = self._get(st.POSITION)
+            seconds = float(pos) if isinstance(pos, int | float) and not isinstance(pos, bool) else 0.0
+            codes = mc.timecode_codes(mc.format_position(seconds, self.options.fps), mc.POSITION_DOTS)
+        for digit, code in enumerate(codes):
+            if self._sent_digits.get(digit) != code:
+                self._out(mc.timecode_digit(digit, code))
+                self._sent_digits[digit] = code
+
+    def _render_assignment(self) -> None:
+        if self.options.extender:
+            return
+        text = str(self._take_number() if self.options.assignment == "take" else self._track(0))
+        for msg in mc.assignment(text):
+            if self._sent_assign.get(msg[1]) != msg[2]:
+                self._out(msg)
+                self._sent_assign[msg[1]] = msg[2]
+
+    def _clamp_bank(self) -> None:
+        tracks = [p[0] for k in self._mirror if (p := st.parse_track_key(k)) is not None]
+        highest = max(tracks, default=0) - int(self.options.strip_offset)
+        self.bank = max(0, min(self.bank, max(0, highest - 1)))
+
+    def _shift_bank(self, step: int) -> None:
+        before = self.bank
+        tracks = [p[0] for k in self._mirror if (p := st.parse_track_key(k)) is not None]
+        highest = max(tracks, default=0) - int(self.options.strip_offset)
+        target = self.bank + step
+        if step > 0 and target >= highest:
+            return
+        self.bank = max(0, target)
+        if self.bank != before:
+            for i in range(mc.STRIPS):
+                self._guard_until[i] = 0.0
+            self._render_all()
+
+    # ------------------------------------------------------------------ input
+
+    async def receive(self) -> AsyncIterator[Inbound]:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            for item in self._handle(pending):
+                yield item
+        while True:
+            batch = await self._read(None)
+            if batch is None:  # pragma: no cover - no timeout given
+                continue
+            for item in self._handle(batch):
+                yield item
+
+    def _handle(self, batch: list[bytes]) -> list[Inbound]:
+        """One input batch -> commands; fader / V-Pot moves coalesced, buttons in order."""
+        out: list[Inbound] = []
+        faders: dict[int, float] = {}
+        vpots: dict[int, int] = {}
+        now = self._clock()
+        window = self.options.echo_window
+        for msg in batch:
+            self._stats["messages"] += 1
+            status = msg[0]
+            kind = status & 0xF0
+            if status == 0xF0:
+                self._sysex(msg)
+            elif kind in (0x80, 0x90) and len(msg) == 3:
+                if kind == 0x90 and msg[2] == mc.LED_FLASH:
+                    self._loop_seen("LED flash note")
+                if kind == 0x90 and self.looped and self._is_echo(msg, now, window):
+                    continue
+                self._button(msg[1], kind == 0x90 and msg[2] > 0x40, out, now)
+            elif kind == 0xE0 and len(msg) == 3:
+                strip, value = mc.decode_pitchbend(msg)
+                if strip >= mc.STRIPS:
+                    self._stats["ignored"] += 1
+                    continue
+                sent = self._echo_fader.get(strip)
+                sig = mc.fader_significant((msg[2] << 7) | msg[1])
+                if sent is not None and abs(sent[0] - sig) <= 1 and now - sent[1] <= window:
+                    self._echo_fader.pop(strip, None)
+                    self._stats["echo_dropped"] += 1
+                    continue
+                if self.options.touch_required and not self._touched[strip]:
+                    self._stats["untouched_dropped"] += 1
+                    continue
+                self._stats["fader_moves"] += 1
+                faders[strip] = value
+            elif kind == 0xB0 and len(msg) == 3 and mc.VPOT_CC <= msg[1] < mc.VPOT_CC + mc.STRIPS:
+                strip = msg[1] - mc.VPOT_CC
+                vpots[strip] = vpots.get(strip, 0) + mc.vpot_delta(msg[2])
+            else:
+                if kind == 0xB0 and len(msg) == 3 and (mc.RING_CC <= msg[1] <= mc.ASSIGN_LEFT_CC):
+                    self._loop_seen("LED ring / display CC")
+                self._stats["ignored"] += 1
+        for strip, value in faders.items():
+            track = self._track(strip)
+            self._recent_fader[strip] = (value, now)
+            out.append(SetTrackFader(track, value))
+        step = self.options.vpot_step
+        if step > 0:
+            for strip, ticks in vpots.items():
+                track = self._track(strip)
+                recent = self._recent_fader.get(strip)
+                base = recent[0] if recent and now - recent[1] < 1.0 else self._fader_value(track)
+                value = min(1.0, max(0.0, base + ticks * step))
+                self._recent_fader[strip] = (value, now)
+                out.append(SetTrackFader(track, value))
+        self._stats["commands"] += len(out)
+        return out
+
+    def _is_echo(self, msg: bytes, now: float, window: float) -> bool:
+        times = self._echo.get(msg)
+        if not times:
+            return False
+        while times and now - times[0] > window:
+            times.popleft()
+        if not times:
+            del self._echo[msg]
+            return False
+        times.popleft()
+        self._stats["echo_dropped"] += 1
+        return True
+
+    def _loop_seen(self, what: str) -> None:
+        if not self.looped:
+            log.warning(
+                "%s: the surface input receives the bridge's own output (%s): MIDI thru or a "
+                "wrong connection; echoes are filtered",
+                self.name,
+                what,
+            )
+            self.looped = True
+            self._stats["looped"] += 1
+
+    def _host_sysex(self, sx: mc.Sysex) -> bool:
+        """True for SysEx only a host sends (a loop): device query, LCD, displays, colours."""
+        if sx.command in (
+            mc.SX_DEVICE_QUERY,
+            mc.SX_HOST_REPLY,
+            mc.SX_TIMECODE,
+            mc.SX_ASSIGNMENT,
+            mc.SX_LCD,
+            mc.SX_XTOUCH_COLORS,
+        ):
+            self._loop_seen(f"SysEx {sx.command:02X}")
+            return True
+        return False
+
+    def _sysex(self, msg: bytes) -> None:
+        sx = mc.parse_sysex(msg)
+        if sx is None or self._host_sysex(sx):
+            self._stats["ignored"] += 1
+            return
+        if sx.command == mc.SX_HOST_QUERY:
+            # the unit rebooted (power cycle behind a MIDI interface): answer and replay everything
+            log.info("%s: surface announced itself again; resyncing", self.name)
+            if self.options.model == "logic":
+                self._out(mc.host_connection_reply(self.model, sx.payload[:7], sx.payload[7:11]))
+            self.resync()
+        elif sx.command == mc.SX_HOST_CONFIRM:
+            self.resync()
+        else:
+            self._stats["ignored"] += 1
+
+    def _button(self, note: int, pressed: bool, out: list[Inbound], now: float) -> None:
+        if pressed:
+            self._stats["buttons"] += 1
+        if mc.FADER_TOUCH <= note < mc.FADER_TOUCH + mc.STRIPS:
+            self._touch(note - mc.FADER_TOUCH, pressed, now)
+            return
+        if not pressed:
+            if self.actions.get(note) == "talkback":
+                out.append(SetTalkback(False, self.options.talkback_channel))
+            return
+        if note < mc.SELECT:
+            group, strip = divmod(note, mc.STRIPS)
+            track = self._track(strip)
+            field_, cls = (("armed", SetTrackArm), ("solo", SetTrackSolo), ("mute", SetTrackMute))[group]
+            current = self._get(st.track_key(track, field_)) is True
+            out.append(cls(track, not current))
+        elif note == mc.BANK_LEFT:
+            self._shift_bank(-mc.STRIPS)
+        elif note == mc.BANK_RIGHT:
+            self._shift_bank(mc.STRIPS)
+        elif note == mc.CHANNEL_LEFT:
+            self._shift_bank(-1)
+        elif note == mc.CHANNEL_RIGHT:
+            self._shift_bank(1)
+        else:
+            command = self._action(self.actions.get(note, "none"))
+            if command is not None:
+                out.append(command)
+            else:
+                self._stats["ignored"] += 1
+
+    def _action(self, action: str) -> Command | None:
+        pos = self._get(st.POSITION)
+        seconds = float(pos) if isinstance(pos, int | float) and not isinstance(pos, bool) else 0.0
+        seek = self.options.seek_seconds
+        match action:
+            case "play":
+                return Play()
+            case "stop":
+                return Stop()
+            case "record":
+                return SetRecord(self._get(st.RECORDING) is not True)
+            case "mark_take":
+                return MarkTake()
+            case "add_marker":
+                return AddMarker("marker")
+            case "circle_take":
+                return CircleTake()
+            case "false_start":
+                return FalseStart()
+            case "talkback":
+                return SetTalkback(True, self.options.talkback_channel)
+            case "talkback_latch":
+                return SetTalkback(self._get(st.TALKBACK) is not True, self.options.talkback_channel)
+            case "rewind":
+                return Locate(max(0.0, seconds - seek))
+            case "fast_fwd":
+                return Locate(seconds + seek)
+            case "locate_start":
+                return Locate(0.0)
+        return None
+
+    def _touch(self, strip: int, touched: bool, now: float) -> None:
+        self._touched[strip] = touched
+        handle = self._settle[strip]
+        if handle is not None:
+            handle.cancel()
+            self._settle[strip] = None
+        if touched:
+            return
+        guard = self.options.touch_guard
+        self._guard_until[strip] = now + guard
+        loop = asyncio.get_running_loop()
+        self._settle[strip] = loop.call_later(guard, self._settle_fader, strip)
+
+    def _settle_fader(self, strip: int) -> None:
+        """After release + guard: send the state's value once so the fader shows the truth."""
+        self._settle[strip] = None
+        if self._touched[strip] or self._link is None:
+            return
+        self._guard_until[strip] = 0.0
+        try:
+            self._render_fader(strip, force=True)
+        except DeviceError as exc:
+            log.info("%s: fader settle not sent: %s", self.name, exc)
