@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Self
 from bridge import __version__
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
-from bridge.options import port_check, positive
+from bridge.options import non_negative, port_check, positive
 from bridge.state import is_continuous_key
 from bridge.vocab import (
     AddNote,
@@ -104,6 +104,9 @@ class MqttOptions:
     max_payload: int = field(default=4096, metadata={"check": positive})
     keepalive: int = field(default=30, metadata={"check": positive})
     timeout: float = field(default=5.0, metadata={"check": positive})
+    #: Seconds after connecting during which retained state topics left on the broker by an
+    #: earlier run are collected; those the current state does not publish are cleared (0: off).
+    stale_window: float = field(default=2.0, metadata={"check": non_negative})
 
 
 # --------------------------------------------------------------------------- encoding
@@ -293,6 +296,9 @@ class MqttBridge(Device):
         self._inflight: set[asyncio.Task[None]] = set()
         self._lost: asyncio.Future[str] | None = None
         self._warned_at = float("-inf")
+        self._fresh: set[str] = set()  # state topics published since connecting
+        self._retained_seen: set[str] | None = None  # retained state topics found on the broker
+        self._cleanup: asyncio.Task[None] | None = None
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "published", "publish_errors", "state", "coalesced", "log_records", "dropped_logs",
@@ -340,6 +346,9 @@ class MqttBridge(Device):
             async with asyncio.timeout(opts.timeout):
                 if opts.commands:
                     await client.subscribe(f"{self.root}/cmd/#", qos=1)
+                if opts.stale_window > 0:
+                    self._retained_seen = set()
+                    await client.subscribe(f"{self.root}/state/#", qos=0)
                 await client.publish(f"{self.root}/status", b"online", qos=1, retain=True)
                 if opts.homeassistant:
                     for topic, payload in discovery_configs(self).items():
@@ -353,10 +362,13 @@ class MqttBridge(Device):
         # Queued state is re-derived from the core's full dump after (re)connect; log
         # records not yet acknowledged by the broker are sent again, oldest first.
         self._discrete.clear()
+        self._fresh.clear()
         self._latest.clear()
         self._discrete.extend(self._unacked_logs[seq] for seq in sorted(self._unacked_logs))
         self._publisher = asyncio.create_task(self._publish_loop(client), name=f"mqtt-{self.name}")
         self._publisher.add_done_callback(self._publisher_done)
+        if opts.stale_window > 0:
+            self._cleanup = asyncio.create_task(self._clear_stale(client))
         self._wake.set()
         log.info("mqtt: connected to %s as %s, root %s", where, self.client_id, self.root)
         return self
@@ -372,7 +384,7 @@ class MqttBridge(Device):
                 async with asyncio.timeout(1.0):
                     await self.flush()
         client, self._client = self._client, None
-        tasks = [t for t in (self._publisher, *self._inflight) if t is not None]
+        tasks = [t for t in (self._publisher, self._cleanup, *self._inflight) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -426,6 +438,7 @@ class MqttBridge(Device):
                     return
                 topic = self._topics[key] = f"{self.root}/state/{key}"
             self._stats["state"] += 1
+            self._fresh.add(topic)
             if value is not None and (message.continuous or is_continuous_key(key)):
                 # hot path (fader floods): encoded only when the rate cap lets it out
                 if key in self._latest:
@@ -460,6 +473,21 @@ class MqttBridge(Device):
         while self._discrete or self._latest or self._inflight:
             self._idle.clear()
             await self._idle.wait()
+
+    async def _clear_stale(self, client: aiomqtt.Client) -> None:
+        """Clear retained state topics of keys that no longer exist (left by an earlier run on
+        a broker with persistence, or removed while the broker was unreachable)."""
+        import aiomqtt
+
+        await asyncio.sleep(self.opts.stale_window)
+        seen, self._retained_seen = self._retained_seen or set(), None
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.unsubscribe(f"{self.root}/state/#")
+        stale = sorted(seen - self._fresh)
+        for topic in stale:
+            self._enqueue(_Pub(topic, b"", 1, True, key=topic.removeprefix(f"{self.root}/state/")))
+        if stale:
+            log.info("mqtt: cleared %d stale retained state topics", len(stale))
 
     def _publisher_done(self, task: asyncio.Task[None]) -> None:
         """A publisher that dies unexpectedly ends the connection (the supervisor reconnects)."""
@@ -554,7 +582,12 @@ class MqttBridge(Device):
                 message = nxt.result()
             except aiomqtt.MqttError as exc:
                 raise DeviceLost(f"{where}: {exc}") from None
-            request = self._command(str(message.topic), message.payload)
+            topic = str(message.topic)
+            if topic.startswith(f"{self.root}/state/"):  # only while looking for stale topics
+                if self._retained_seen is not None and message.retain and message.payload:
+                    self._retained_seen.add(topic)
+                continue
+            request = self._command(topic, message.payload)
             if request is not None:
                 yield request
 

@@ -466,3 +466,21 @@ async def test_tls_with_the_broker_ca_and_rejects_an_unknown_ca(tls_broker: Brok
     with pytest.raises(DeviceUnavailable):
         async with asyncio.timeout(T):
             await stranger.__aenter__()
+
+
+async def test_stale_retained_state_from_an_earlier_run_is_cleared(broker: Broker) -> None:
+    bridge = make(broker, stale_window=0.5)
+    root = bridge.root
+    async with Subscriber(broker, f"{root}/#") as earlier:  # what a previous run left on the broker
+        for key, payload in (("track/9/armed", b"true"), ("song", b'"Old"'), ("device/gone/status", b'"ok"')):
+            await earlier.client.publish(f"{root}/state/{key}", payload, qos=1, retain=True)
+    async with running(bridge):
+        await bridge.send(Feedback("song", "New"))  # the core's dump: track 9 and device "gone" are no more
+        await bridge.send(Feedback("take", 2))
+        await asyncio.sleep(1.0)
+        await flush(bridge)
+        async with Subscriber(broker, f"{root}/state/#") as late:
+            await late.wait_for(lambda m: m.topic.endswith("/state/take"), T)
+            await late.quiet(0.3)
+    state = {m.topic.removeprefix(f"{root}/state/"): m.payload for m in late.messages}
+    assert state == {"song": b'"New"', "take": b"2"}
