@@ -388,17 +388,25 @@ class MqttBridge(Device):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._publisher = None
+        self._publisher = self._cleanup = None
         if client is None:
             return
+        # A clean disconnect does not fire the last will: say it ourselves (fails at once if
+        # the connection is already gone).
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(2.0):
-                if not (self._lost and self._lost.done()):
-                    await client.publish(f"{self.root}/status", b"offline", qos=1, retain=True)
+            async with asyncio.timeout(1.0):
+                await client.publish(f"{self.root}/status", b"offline", qos=1, retain=True)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
                 await client.__aexit__(None, None, None)
 
     def _password(self) -> str | None:
+        """Read the secret and check the TLS files (runs in a worker thread)."""
         opts = self.opts
+        for key in ("ca_file", "cert_file", "key_file"):
+            name = self._path(getattr(opts, key))
+            if opts.tls and name is not None and not os.path.isfile(name):
+                raise ConfigError(f"mqtt.{key}: no such file: {name}")
         if opts.password_env is not None:
             value = os.environ.get(opts.password_env)
             if value is None:

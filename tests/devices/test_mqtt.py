@@ -466,6 +466,9 @@ async def test_tls_with_the_broker_ca_and_rejects_an_unknown_ca(tls_broker: Brok
     with pytest.raises(DeviceUnavailable):
         async with asyncio.timeout(T):
             await stranger.__aenter__()
+    # a missing CA file is a configuration error (the supervisor stops retrying), not an outage
+    with pytest.raises(ConfigError, match="ca_file"):
+        await make(broker, tls=True, ca_file=str(tmp_path / "missing.pem")).__aenter__()
 
 
 async def test_stale_retained_state_from_an_earlier_run_is_cleared(broker: Broker) -> None:
