@@ -275,6 +275,11 @@ async def test_append_validation_and_not_open(tmp_path: Path) -> None:
             slog.append("note", text=123)  # type: ignore[arg-type]
         rec = await slog.append("note", data={"when": datetime(2026, 1, 1, tzinfo=UTC)})  # not JSON: str()
         assert rec.data == {"when": "2026-01-01 00:00:00+00:00"}
+        circular: dict[str, object] = {}
+        circular["self"] = circular
+        rec = await slog.append("note", data=circular)  # stored as a note, never breaks the log
+        assert "unencodable" in rec.data
+        assert (await slog.append("note", text="still fine")).text == "still fine"
         await slog.close()
 
 
