@@ -1,0 +1,232 @@
+"""Generic MIDI controllers driven by a device profile (``kind = "generic_midi"``, ``feedback = "mapped"``).
+
+Input: each MIDI message is looked up in the profile (:mod:`bridge.profiles`) and becomes a
+``ControlInput(control, value)``. Per batch of messages from the port:
+
+* continuous controls are coalesced: an absolute control keeps only its latest value, a
+  relative encoder the sum of its steps; pending continuous values are flushed before the
+  next discrete input so the relative order of faders and buttons is kept;
+* buttons and other discrete inputs pass in order and are never dropped (a momentary
+  button's repeated press or release, e.g. an echo of its LED message, is a duplicate and
+  is skipped; a hardware-toggle button gives a press and a release for every message).
+
+Echo guard: some controllers send our feedback back. An input equal to the last feedback
+value sent to that control within ``echo_window`` seconds (100 ms) is ignored; for
+momentary buttons only presses are checked, a release is always real.
+
+Feedback: ``Feedback(control, value)`` is encoded by the profile (LED on/off/blink values,
+value echo for rings and motor faders). ``blackout()`` turns every LED off.
+
+Config::
+
+    [devices.nano]
+    kind = "generic_midi"
+    profile = "korg_nanokontrol2"      # a shipped profile name or a path to a .toml profile
+    mapping = "mappings/nanokontrol2-tracking.toml"   # studio mapping (the core's)
+    # input = "nanoKONTROL2"           # port patterns, default from the profile
+    # output = "nanoKONTROL2"          # "" = never send feedback
+    # api = "auto"                     # jack | alsa | auto
+    # echo_window = 0.1
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from bridge.devices._midi import MidiLink, check_pattern
+from bridge.devices.base import Device, DeviceContext
+from bridge.errors import ConfigError
+from bridge.options import in_range
+from bridge.profiles import ControlSpec, Profile, load_profile
+from bridge.vocab import ControlInput, Feedback, Inbound, Outbound
+
+log = logging.getLogger(__name__)
+
+
+def _pattern_check(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return check_pattern(value)
+    return None
+
+
+@dataclass(frozen=True)
+class GenericMidiOptions:
+    #: Shipped profile name ("korg_nanokontrol2") or path to a profile .toml (relative to the config).
+    profile: str
+    #: Input port pattern (substring or "re:<regex>"); default: the profile's.
+    input: str | None = field(default=None, metadata={"check": _pattern_check})
+    #: Output port pattern for feedback; default: the profile's; "" = no feedback output.
+    output: str | None = field(default=None, metadata={"check": _pattern_check})
+    api: Literal["jack", "alsa", "auto"] = "auto"
+    #: JACK/ALSA client name (default "sb-<device name>").
+    client_name: str = ""
+    #: Seconds during which an input equal to the last feedback for that control is an echo (0 = off).
+    echo_window: float = field(default=0.1, metadata={"check": in_range(0.0, 5.0)})
+    #: Send the profile's init messages after connecting.
+    send_init: bool = True
+
+
+class GenericMidiSurface(Device):
+    kind: ClassVar[str] = "generic_midi"
+    feedback: ClassVar[Literal["mapped"]] = "mapped"
+    max_backoff: ClassVar[float] = 0.5
+    min_interval: ClassVar[float] = 0.005
+    Options: ClassVar[type[Any]] = GenericMidiOptions
+
+    def __init__(self, name: str, options: GenericMidiOptions, ctx: DeviceContext | None = None) -> None:
+        super().__init__(name, options, ctx)
+        self.profile: Profile = load_profile(options.profile, self.ctx.config_dir)  # raises MappingError
+        in_pattern = options.input if options.input is not None else self.profile.input
+        out_pattern = options.output if options.output is not None else self.profile.output
+        if not in_pattern:
+            raise ConfigError(
+                f"devices.{name}.input: expected a port name pattern (profile {self.profile.file} has no "
+                "device.input)"
+            )
+        self.link = MidiLink(
+            options.client_name or f"sb-{name}", in_pattern, out_pattern or None, options.api
+        )
+        self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
+        self._last_fb: dict[str, tuple[int, float]] = {}
+        self._pressed: dict[str, bool] = {}
+        self._counts = {
+            "inputs": 0,
+            "unmapped": 0,
+            "echoes": 0,
+            "duplicates": 0,
+            "coalesced": 0,
+            "feedback": 0,
+        }
+
+    async def __aenter__(self) -> GenericMidiSurface:
+        await self.link.open()
+        if self.options.send_init and self.link.can_send:
+            for msg in self.profile.init:
+                self.link.send(msg)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.link.close()
+
+    # ------------------------------------------------------------------ input
+
+    def decode_batch(self, batch: list[bytes]) -> list[ControlInput]:
+        """Turn one batch of MIDI messages into control inputs (coalescing continuous ones)."""
+        out: list[ControlInput] = []
+        absolute: dict[str, float] = {}
+        relative: dict[str, float] = {}
+        counts = self._counts
+        find = self.profile.find
+        window = self.options.echo_window
+        last_fb = self._last_fb
+        now = self._clock() if window > 0 and last_fb else 0.0
+        for msg in batch:
+            spec = find(msg)
+            if spec is None:
+                counts["unmapped"] += 1
+                continue
+            raw = spec.raw_value(msg)
+            kind = spec.input
+            if kind == "button":
+                if not self._button(spec, raw, now, out, absolute, relative):
+                    continue
+            else:
+                if window > 0:
+                    fb = last_fb.get(spec.name)
+                    if fb is not None and fb[0] == raw and now - fb[1] < window:
+                        counts["echoes"] += 1
+                        continue
+                if kind == "absolute":
+                    if spec.name in absolute:
+                        counts["coalesced"] += 1
+                    absolute[spec.name] = spec.decode(raw)
+                else:
+                    if spec.name in relative:
+                        counts["coalesced"] += 1
+                    relative[spec.name] = relative.get(spec.name, 0.0) + spec.decode(raw)
+        if absolute or relative:
+            self._flush(out, absolute, relative)
+        counts["inputs"] += len(out)
+        return out
+
+    def _button(
+        self,
+        spec: ControlSpec,
+        raw: int,
+        now: float,
+        out: list[ControlInput],
+        absolute: dict[str, float],
+        relative: dict[str, float],
+    ) -> bool:
+        value = spec.decode(raw)
+        toggle = spec.button == "toggle" or spec.type == "program"
+        if value >= 1.0 or toggle:
+            fb = self._last_fb.get(spec.name) if self.options.echo_window > 0 else None
+            if fb is not None and fb[0] == raw and now - fb[1] < self.options.echo_window:
+                self._counts["echoes"] += 1
+                return False
+        if not toggle:
+            pressed = value >= 1.0
+            if self._pressed.get(spec.name, False) == pressed:
+                self._counts["duplicates"] += 1
+                return False
+            self._pressed[spec.name] = pressed
+        if absolute or relative:
+            self._flush(out, absolute, relative)
+        if toggle:
+            out.append(ControlInput(spec.name, 1.0))
+            out.append(ControlInput(spec.name, 0.0))
+        else:
+            out.append(ControlInput(spec.name, value))
+        return True
+
+    @staticmethod
+    def _flush(out: list[ControlInput], absolute: dict[str, float], relative: dict[str, float]) -> None:
+        for name, v in absolute.items():
+            out.append(ControlInput(name, v))
+        for name, steps in relative.items():
+            if steps:
+                out.append(ControlInput(name, steps, relative=True))
+        absolute.clear()
+        relative.clear()
+
+    async def receive(self) -> AsyncIterator[Inbound]:
+        async for batch in self.link.messages():
+            for item in self.decode_batch(batch):
+                yield item
+
+    # ------------------------------------------------------------------ feedback
+
+    def encode_feedback(self, message: Feedback) -> bytes | None:
+        spec = self.profile.controls.get(message.control)
+        if spec is None:
+            self._counts["unmapped"] += 1
+            log.debug("%s: feedback for unknown control %r", self.name, message.control)
+            return None
+        raw = spec.feedback_raw(message.value)
+        if raw is None:
+            return None
+        self._last_fb[spec.name] = (raw, self._clock())
+        return spec.encode_raw(raw)
+
+    async def send(self, message: Outbound) -> None:
+        if not isinstance(message, Feedback) or not self.link.can_send:
+            return
+        data = self.encode_feedback(message)
+        if data is not None:
+            self.link.send(data)
+            self._counts["feedback"] += 1
+
+    async def blackout(self) -> None:
+        if not self.link.can_send:
+            return
+        for spec in self.profile.controls.values():
+            if spec.led_on is not None and spec.fb_type is not None:
+                self.link.send(spec.encode_raw(spec.led_off or 0))
+
+    def stats(self) -> dict[str, int]:
+        return {**self.link.stats(), **self._counts}
