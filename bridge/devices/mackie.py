@@ -204,8 +204,7 @@ class MackieSurface(Device):
         self._sent_colors: tuple[int, ...] | None = None
 
     async def __aenter__(self) -> MackieSurface:
-        o = self.options
-        link = MidiLink(o.client_name or f"bridge-{self.name}", o.input, o.output or o.input, o.api)
+        link = self.make_link()
         await link.open()
         self._link = link
         self._gen = link.messages()
@@ -220,6 +219,11 @@ class MackieSurface(Device):
             self._close()
             raise
         return self
+
+    def make_link(self) -> MidiLink:
+        """The MIDI link of one connection (benchmarks override it with a port-less link)."""
+        o = self.options
+        return MidiLink(o.client_name or f"bridge-{self.name}", o.input, o.output or o.input, o.api)
 
     async def __aexit__(self, *exc: object) -> None:
         self._close()

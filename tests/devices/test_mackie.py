@@ -407,3 +407,16 @@ def test_options_validation() -> None:
     driver = MackieSurface("desk", opts)
     assert driver.actions[0x36] == "talkback" and driver.actions[0x56] == "add_marker"
     assert driver.actions[mc.PLAY] == "play"
+
+
+def test_example_config_is_valid() -> None:
+    import tomllib
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "mackie-room.toml"
+    table = dict(tomllib.loads(path.read_text())["devices"]["desk"])
+    assert table.pop("kind") == "mackie"
+    opts = parse_options(MackieSurface.Options, table, where="devices.desk", file=str(path))
+    driver = MackieSurface("desk", opts)
+    assert driver.is_xtouch and driver.actions[0x36] == "talkback"
+    assert driver.actions[mc.CYCLE] == "locate_start"
