@@ -469,3 +469,72 @@ async def test_flood_keeps_every_button_press(jack_server: JackServer, midi_peer
         if clean:
             break
     assert clean, f"no xrun-free run in 3 tries: {notes}; jackd log: {jack_server.log_text()[-800:]}"
+
+
+# --------------------------------------------------------------------------- studio-bridge learn
+
+
+@pytest.mark.jack
+async def test_learn_against_a_jack_controller(
+    jack_server: JackServer, midi_peer: PeerFactory, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    dev = unique_name("LearnPad")
+    peer = midi_peer(dev, "LearnPad MIDI 1", with_in=False)
+    out = tmp_path / "learned.toml"
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a separate process on purpose; waits go through to_thread
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "learn",
+            "--input",
+            dev,
+            "--api",
+            "jack",
+            "--seconds",
+            "4",
+            "-o",
+            str(out),
+            "--client-name",
+            unique_name("learn"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 20)
+        assert "listening on" in line, line
+        await peer.asend(
+            [[0xB1, 41, 127], [0xB1, 41, 0], [0xB1, 41, 127], [0xB1, 41, 0]]  # a momentary CC button
+            + [[0xB1, 0, v] for v in range(0, 128, 9)]  # a fader
+            + [[0xB1, 16, 1], [0xB1, 16, 1], [0xB1, 16, 127], [0xB1, 16, 2]]  # a two's complement encoder
+            + [[0x92, 36, 100], [0x82, 36, 0]]  # a pad on channel 3
+            + [[0xE0, 0, 0x40], [0xE0, 0x7F, 0x7F]]  # a pitch-bend fader
+            + [[0xB1, 41, 127]]  # seen again: not printed twice
+        )
+        stdout, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, stderr
+    new = [ln for ln in stdout.splitlines() if ln.startswith("new ")]
+    assert len(new) == 5, stdout
+    assert "cc" in new[0] and " 41" in new[0]
+    summary = stdout.split("# 5 control(s) seen")[1]
+    assert "[ch2.cc41]" in summary and "button (0 off / 127 on)" in summary
+    assert "[ch2.cc0]" in summary and "fader/knob (absolute, 0..126)" in summary
+    assert "[ch2.cc16]" in summary and "relative encoder (two's complement)" in summary
+    assert "[ch3.note36]" in summary and "[ch1.pitchbend]" in summary
+    profile = load_profile(str(out))
+    assert profile.input == dev
+    assert set(profile.controls) == {"ch2.cc41", "ch2.cc0", "ch2.cc16", "ch3.note36", "ch1.pitchbend"}
+    assert profile.controls["ch2.cc16"].input == "relative"
+    assert profile.controls["ch2.cc41"].input == "button"
+    assert profile.controls["ch2.cc0"].hi == 126
+    assert profile.find(bytes((0x92, 36, 1))) is profile.controls["ch3.note36"]
