@@ -138,6 +138,9 @@ async def one_run(port: int, run: int, n: int, flood_seconds: float) -> dict[str
             await asyncio.sleep(0.004)
     await bridge.__aenter__()
     try:
+        # steady state: after connecting, the bridge looks at retained state topics for
+        # stale_window seconds (and so also gets its own publishes back); measure after that
+        await asyncio.sleep(bridge.opts.stale_window + 0.2)
         # latency through the bridge
         for i in range(n):
             sent_bridge[str(i)] = time.monotonic()
@@ -170,12 +173,14 @@ async def one_run(port: int, run: int, n: int, flood_seconds: float) -> dict[str
     lat_bridge = [(t - sent_bridge[p]) * 1000 for topic, p, t in seen if topic == f"{root}/state/take"]
     lat_raw = [(t - sent_raw[p]) * 1000 for topic, p, t in seen if topic == f"{raw_root}/state/take"]
     assert len(lat_bridge) == n and len(lat_raw) == n, (len(lat_bridge), len(lat_raw))
-    rates, counts = [], []
+    rates, counts, windows = [], [], []
     for key, value in final.items():
         msgs = [(p, t) for topic, p, t in seen if topic == f"{root}/state/{key}"]
         assert float(msgs[-1][0]) == round(value, 6), (key, msgs[-1], value)  # latest value wins, exactly
         rates.append((len(msgs) - 1) / (msgs[-1][1] - msgs[0][1]))
         counts.append(len(msgs))
+        times = [t for _, t in msgs]
+        windows.append(max(sum(1 for u in times if t <= u < t + 1.0) for t in times))
     return {
         "bridge_p50": statistics.median(lat_bridge),
         "bridge_p99": pct(lat_bridge, 0.99),
@@ -184,6 +189,7 @@ async def one_run(port: int, run: int, n: int, flood_seconds: float) -> dict[str
         "flood_offered": offered,
         "flood_topic_rate": max(rates),
         "flood_topic_count": max(counts),
+        "flood_window_max": max(windows),
         "flood_cpu": cpu * 100,
         "flood_cpu_idle": cpu_idle * 100,
     }
@@ -215,15 +221,15 @@ async def main(args: argparse.Namespace) -> int:
     print(f"ratio bridge/baseline p50          : {ratio}")
     print(f"fader flood offered                : {show('flood_offered', 'msg/s', 0)} over 2 topics")
     print(f"broker rate per fader topic        : {show('flood_topic_rate', 'msg/s', 1)} (cap 20/s)")
-    print(
-        f"messages per fader topic           : {show('flood_topic_count', '', 0)} in {args.flood_seconds:g} s"
-    )
+    count = show("flood_topic_count", "", 0)
+    print(f"messages per fader topic           : {count} in {args.flood_seconds:g} s")
+    print(f"most in any 1 s window (subscriber): {show('flood_window_max', '', 0)}")
     cpu = show("flood_cpu", "% of one core", 1)
     print(f"process CPU during flood, bridge   : {cpu} (incl. generating the flood)")
     print(f"same flood loop, no-op send        : {show('flood_cpu_idle', '% of one core', 1)}")
-    worst = max(r["flood_topic_count"] for r in results)
-    if worst > 20 * args.flood_seconds + 2:
-        print(f"FAIL: {worst} messages on one topic in {args.flood_seconds:g} s exceed the cap")
+    worst = max(r["flood_window_max"] for r in results)
+    if worst > 20:
+        print(f"FAIL: {worst:.0f} messages on one topic within one second exceed the cap of 20")
         return 1
     return 0
 

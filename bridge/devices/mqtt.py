@@ -283,7 +283,8 @@ class MqttBridge(Device):
         self.room = room
         self.root = options.root or f"studio-bridge/{room}"
         self.client_id = options.client_id or f"studio-bridge-{room}-{secrets.token_hex(3)}"
-        self._interval = 1.0 / options.rate
+        # 5 % spacing margin: network jitter never lets rate + 1 messages into one second
+        self._interval = 1.05 / options.rate
         self._client: aiomqtt.Client | None = None
         self._discrete: deque[_Pub] = deque()
         self._latest: dict[str, Value] = {}  # continuous keys -> newest value, not yet sent
