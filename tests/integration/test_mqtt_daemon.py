@@ -177,3 +177,19 @@ async def test_two_rooms_share_a_broker(tmp_path: Path, broker: Broker) -> None:
     finally:
         await stop(a)
         await stop(b)
+
+
+async def test_password_never_in_daemon_logs(tmp_path: Path, broker: Broker) -> None:
+    root = "studio-bridge/secret"
+    cfg = config(broker, "secret", commands=False) + 'username = "studio"\npassword = "cfg-s3cret"\n'
+    daemon = Daemon(tmp_path, cfg, extra_args=("--log-level", "debug"))
+    async with Subscriber(broker, f"{root}/status") as sub:
+        await asyncio.to_thread(daemon.start)
+        try:
+            await sub.wait_for(lambda m: m.payload == b"online", T)  # the test broker ignores credentials
+        finally:
+            await stop(daemon)
+    check = cli("check", "-c", str(daemon.config_path))
+    assert check.returncode == 0, check.stderr
+    assert "mqtt: connected" in daemon.log()
+    assert "cfg-s3cret" not in daemon.log() + check.stdout + check.stderr
