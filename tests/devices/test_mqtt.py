@@ -489,3 +489,27 @@ async def test_stale_retained_state_from_an_earlier_run_is_cleared(broker: Broke
             await late.quiet(0.3)
     state = {m.topic.removeprefix(f"{root}/state/"): m.payload for m in late.messages}
     assert state == {"song": b'"New"', "take": b"2"}
+
+
+async def test_queue_overflow_keeps_logs_and_final_state(broker: Broker) -> None:
+    bridge = make(broker, max_queue=100)
+    root = bridge.root
+    async with Subscriber(broker, f"{root}/log", f"{root}/state/#") as sub, running(bridge):
+        final: dict[str, bool] = {}
+        for i in range(2000):  # far faster than any broker: send() never waits
+            key = f"track/{i % 5 + 1}/armed"
+            final[key] = i % 3 == 0
+            await bridge.send(Feedback(key, final[key]))
+            if i % 200 == 0:
+                await bridge.send(LogEntry(i, {"kind": "note", "text": f"n{i}"}))
+        await flush(bridge)
+        logs = await sub.wait_for(lambda m: m.topic == f"{root}/log", T, count=10)
+        assert [json.loads(m.payload)["seq"] for m in logs] == list(range(0, 2000, 200))
+        assert bridge.stats()["overflows"] > 0
+        assert len(sub.messages) < 2000
+        async with Subscriber(broker, f"{root}/state/#") as late:
+            await late.wait_for(lambda m: True, T, count=5)
+            await late.quiet(0.3)
+        assert {m.topic.removeprefix(f"{root}/state/"): m.payload for m in late.messages} == {
+            k: encode_value(v) for k, v in final.items()
+        }
