@@ -65,7 +65,8 @@ class App:
         self.hub = Hub(self.session_log, confirm_timeout=config.bridge.confirm_timeout)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._specs: dict[str, DeviceSpec] = {}
-        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._stop_requested = False
         self._reload_requested = False
         self._hub_task: asyncio.Task[None] | None = None
         self.started_at = time.monotonic()
@@ -122,7 +123,7 @@ class App:
     async def run(self, exit_when_ready: bool = False, ready: Callable[[], None] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         info = await self.hub.start(
@@ -147,13 +148,12 @@ class App:
             sd_notify("READY=1")
             if ready is not None:
                 ready()
-            if not exit_when_ready:
-                while not self._stop.is_set():
-                    await self._stop.wait()
-                    if self._reload_requested and not self._stop.is_set():
-                        self._stop.clear()
-                        self._reload_requested = False
-                        await self.reload()
+            while not exit_when_ready and not self._stop_requested:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._reload_requested and not self._stop_requested:
+                    self._reload_requested = False
+                    await self.reload()
             return 0
         finally:
             sd_notify("STOPPING=1")
@@ -161,9 +161,13 @@ class App:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
     def _request_reload(self) -> None:
         self._reload_requested = True
-        self._stop.set()
+        self._wake.set()
 
     async def reload(self) -> None:
         path = self.config.path

@@ -268,7 +268,9 @@ class Hub:
         was_recording = self.store.get(S.RECORDING)
         if isinstance(event, PositionChanged):
             self._position_base, self._position_at = float(event.seconds), self.clock()
-        elif isinstance(event, TransportChanged) and event.playing is not None and event.playing != was_playing:
+        elif (
+            isinstance(event, TransportChanged) and event.playing is not None and event.playing != was_playing
+        ):
             # the playhead starts (or stops) moving now, from where it was
             self._position_base, self._position_at = self.position_now(), self.clock()
         changes = self.store.apply(event)
@@ -338,7 +340,11 @@ class Hub:
     # ------------------------------------------------------------------ log helpers
 
     def _append(self, kind: str, **fields: Any) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = self.log.append(kind, **fields)
+        try:
+            fut: asyncio.Future[Any] = self.log.append(kind, **fields)
+        except Exception as exc:  # closed or broken log: the caller still gets an answer
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
         fut.add_done_callback(self._report_log_failure)
         return fut
 
@@ -448,12 +454,12 @@ class Hub:
         if slot.status != DeviceStatus.OK:
             raise CommandError(f"{slot.role or 'device'} '{target}' is {slot.status}")
         command = self._resolve_track(command)
-        if slot.device.kind == "internal" and isinstance(
+        if slot.device.reports_all_tracks and isinstance(
             command, SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader
         ):
             known = self.store.tracks()
             if known and command.track not in known:
-                raise CommandError(f"no track {command.track} (tracks are {known[0]}-{known[-1]})")
+                raise CommandError(f"no track {command.track} in {target} (it has {_ranges(known)})")
         check = self._confirmation(command)
         slot.outbox.put(command)
         if check is None or check(None):
@@ -686,6 +692,20 @@ class Hub:
 
     def state(self) -> dict[str, Value]:
         return self.store.snapshot()
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> "tracks 1-3, 5"."""
+    parts: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+        if n is not None:
+            start = prev = n
+    return "tracks " + ", ".join(parts)
 
 
 def _describe(command: Command) -> str:

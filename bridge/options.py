@@ -153,8 +153,20 @@ def parse_options(cls: type[T], table: dict[str, Any], where: str, file: str) ->
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{file}: {key}: required, expected {describe(hints[name])}")
             continue
-        value = _convert(hints[name], table[name], key, file)
         check = f.metadata.get("check")
+        try:
+            value = _convert(hints[name], table[name], key, file)
+        except ConfigError:
+            if check is not None:  # say what the check wants ("an integer 1-65535"), if it can tell
+                try:
+                    expected = check(table[name])
+                except TypeError:
+                    expected = None
+                if expected:
+                    raise ConfigError(
+                        f"{file}: {key}: expected {expected}, got {show(table[name])}"
+                    ) from None
+            raise
         if check is not None and value is not None:
             problem = check(value)
             if problem:

@@ -128,6 +128,7 @@ class ArdourOsc(Device):
     min_interval: ClassVar[float] = 0.02
     #: Ardour restarts in ~1 s: retry often so the bridge resyncs within 2 s of its return.
     max_backoff: ClassVar[float] = 1.0
+    reports_all_tracks: ClassVar[bool] = True
 
     @dataclass(frozen=True)
     class Options:
@@ -337,6 +338,13 @@ class ArdourOsc(Device):
             self._stats["ignored"] += 1
 
     def _set_record(self, on: bool) -> None:
+        """Record means "record now", as on the internal transport, REAPER and MMC record
+        strobe: enable Ardour's global record and, when stopped, roll. Off punches out."""
+        self._set_global_record(on)
+        if on and not self._playing:
+            self._tx(encode("/transport_play"))
+
+    def _set_global_record(self, on: bool) -> None:
         now = self._clock()
         effective = self._recording
         if self._rec_wanted is not None and now - self._rec_wanted[1] < 1.0:

@@ -62,6 +62,9 @@ class Device(abc.ABC):
     handles: ClassVar[frozenset[type[Command]]] = frozenset()
     #: See the module docstring.
     feedback: ClassVar[FeedbackMode] = "none"
+    #: The DAW reports every track it has (so a command for another track number fails at once
+    #: instead of waiting for a confirmation that cannot come).
+    reports_all_tracks: ClassVar[bool] = False
     #: Minimum seconds between two sends of coalesced (continuous) messages.
     min_interval: ClassVar[float] = 0.0
     #: Longest wait between reconnect attempts (backoff starts at 0.25 s and doubles).

@@ -51,6 +51,7 @@ class InternalTransport(Device):
         {Play, Stop, SetRecord, Locate, SetTrackArm, SetTrackMute, SetTrackSolo, SetTrackFader, AddMarker}
     )
     Options: ClassVar[type[InternalOptions]] = InternalOptions
+    reports_all_tracks: ClassVar[bool] = True
 
     def __init__(
         self, name: str, options: InternalOptions | None = None, ctx: DeviceContext | None = None

@@ -263,12 +263,16 @@ class _RateLimitedLog:
         self._count = 0
         self._suppressed = 0
 
+    def flush(self) -> None:
+        if self._suppressed:
+            log.warning("osc api: %d more like this in the last %.0f s", self._suppressed, self.window)
+            self._suppressed = 0
+
     def warn(self, msg: str, *args: object) -> None:
         now = time.monotonic()
         if now - self._start > self.window:
-            if self._suppressed:
-                log.warning("osc api: %d more bad packets in the last %.0f s", self._suppressed, self.window)
-            self._start, self._count, self._suppressed = now, 0, 0
+            self.flush()
+            self._start, self._count = now, 0
         if self._count < self.per_window:
             self._count += 1
             log.warning(msg, *args)
@@ -294,7 +298,10 @@ class OscApi(Device):
         self._wake = asyncio.Event()
         self._endpoint: UdpEndpoint | None = None
         self._allowed_cache: dict[str, bool] = {}
-        self._bad = _RateLimitedLog()
+        # one limiter per kind of problem, so a flood of garbage cannot hide a denied client
+        self._bad_packet = _RateLimitedLog()
+        self._bad_command = _RateLimitedLog()
+        self._denied = _RateLimitedLog()
         self._state: dict[str, Value] = {}
         self.counters = {
             "packets": 0,
@@ -316,6 +323,15 @@ class OscApi(Device):
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        for limiter in (self._bad_packet, self._bad_command, self._denied):
+            limiter.flush()
+        bad = {
+            k: v
+            for k, v in self.counters.items()
+            if k in ("malformed", "bad_args", "unknown_address", "denied")
+        }
+        if any(bad.values()):
+            log.info("osc api: dropped input so far: %s", ", ".join(f"{k} {v}" for k, v in bad.items()))
         if self._endpoint is not None:
             self._endpoint.close()
             self._endpoint = None
@@ -358,13 +374,13 @@ class OscApi(Device):
         self.counters["packets"] += 1
         if not self._allowed(addr[0]):
             self.counters["denied"] += 1
-            self._bad.warn("osc api: ignored a packet from %s (not in the allowlist)", addr[0])
+            self._denied.warn("osc api: ignored a packet from %s (not in the allowlist)", addr[0])
             return
         try:
             messages = decode(data)
         except OscDecodeError as exc:
             self.counters["malformed"] += 1
-            self._bad.warn(
+            self._bad_packet.warn(
                 "osc api: malformed packet (%d bytes) from %s:%d: %s", len(data), addr[0], addr[1], exc
             )
             return
@@ -401,12 +417,12 @@ class OscApi(Device):
             command = self._parse(address, args)
         except KeyError:
             self.counters["unknown_address"] += 1
-            self._bad.warn("osc api: unknown address %s from %s:%d", address, addr[0], addr[1])
+            self._bad_command.warn("osc api: unknown address %s from %s:%d", address, addr[0], addr[1])
             self._reply(addr, "/error", address, "unknown address")
             return
         except ValueError as exc:
             self.counters["bad_args"] += 1
-            self._bad.warn("osc api: bad arguments for %s from %s: %s", address, addr[0], exc)
+            self._bad_command.warn("osc api: bad arguments for %s from %s: %s", address, addr[0], exc)
             self._reply(addr, "/error", address, f"bad arguments: {exc}")
             return
         self.counters["commands"] += 1
@@ -432,7 +448,9 @@ class OscApi(Device):
                 if build is not None:
                     if which == "name":
                         return build(_text(args), args, 1)
-                    if which.isdigit() and int(which) >= 1:
+                    if which.isdigit():
+                        if int(which) < 1:
+                            raise ValueError("track numbers start at 1")
                         return build(int(which), args, 0)
                     if which and not which.isdigit():
                         return build(which, args, 0)
