@@ -76,7 +76,11 @@ class App:
     def _context(self) -> DeviceContext:
         base = self.config.path.parent if self.config.path else Path.cwd()
         return DeviceContext(
-            config_dir=base, data_dir=self.data_dir, clock=time.monotonic, state=self.hub.store.get
+            config_dir=base,
+            data_dir=self.data_dir,
+            clock=time.monotonic,
+            state=self.hub.store.get,
+            room=self.config.bridge.room,
         )
 
     def _build(self, spec: DeviceSpec) -> Device:

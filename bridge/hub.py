@@ -76,6 +76,9 @@ DAW_COMMANDS: frozenset[type[Command]] = frozenset(
     {Play, Stop, SetRecord, Locate, SetTrackArm, SetTrackMute, SetTrackSolo, SetTrackFader, AddMarker}
 )
 
+#: how many durable log records a reconnecting wants_log device can catch up on
+RECENT_LOG = 4096
+
 _TRACK_FIELD: dict[type[Command], str] = {SetTrackArm: "armed", SetTrackMute: "mute", SetTrackSolo: "solo"}
 
 
@@ -140,6 +143,9 @@ class Hub:
         self._talkback_start: float = 0.0
         self._position_at = clock()
         self._position_base = 0.0
+        #: durable log records kept to replay to a wants_log device that was down (MQTT)
+        self._recent_log: deque[LogEntry] = deque(maxlen=RECENT_LOG)
+        self._log_resume: dict[str, int] = {}
         self.processed = 0
         self.failed = 0
 
@@ -283,7 +289,10 @@ class Hub:
             if slot is not None:
                 slot.status = event.status
                 if event.status != DeviceStatus.OK:
-                    slot.outbox.clear()
+                    unsent = slot.outbox.clear()
+                    if slot.device.wants_log and event.device not in self._log_resume:
+                        seqs = [m.seq for m in unsent if isinstance(m, LogEntry)]
+                        self._log_resume[event.device] = min(seqs) if seqs else self.log.next_seq()
                     self._fail_pending(event.device, f"device '{event.device}' is {event.status}")
             if changes:
                 futures.append(
@@ -328,13 +337,18 @@ class Hub:
         slot.outbox.clear()
         for message in self.feedback.resync(name, self.store.items(), self.track_number):
             slot.outbox.put(message)
+        resume = self._log_resume.pop(name, None)
+        if slot.device.wants_log and resume is not None:
+            # log records that became durable while the device was down (or never got sent)
+            for entry in self._recent_log:
+                if entry.seq >= resume:
+                    slot.outbox.put(entry)
 
     def _on_durable(self, record: Record) -> None:
-        entry: LogEntry | None = None
+        entry = LogEntry(record.seq, record.to_json())
+        self._recent_log.append(entry)
         for slot in self.slots.values():
             if slot.device.wants_log and slot.status == DeviceStatus.OK:
-                if entry is None:
-                    entry = LogEntry(record.seq, record.to_json())
                 slot.outbox.put(entry)
 
     # ------------------------------------------------------------------ log helpers

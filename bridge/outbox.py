@@ -43,9 +43,12 @@ class Outbox:
             self._discrete.append(message)
         self._wakeup.set()
 
-    def clear(self) -> None:
+    def clear(self) -> list[Outbound]:
+        """Drop everything queued; return the discrete messages that were never sent."""
+        dropped = list(self._discrete)
         self._discrete.clear()
         self._continuous.clear()
+        return dropped
 
     def take(self, now: float | None = None) -> tuple[list[Outbound], float | None]:
         """Messages due now, and the seconds until held continuous messages are due

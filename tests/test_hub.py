@@ -163,3 +163,37 @@ async def test_mapped_surface_gets_feedback_and_resync_after_reconnect(hub: Hub)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert nano.sent[-1] == Feedback("rec", 0.0)  # lights off on shutdown
+
+
+async def test_log_records_missed_while_down_are_replayed(hub: Hub) -> None:
+    daw = FakeDevice("daw", handles=DAW_COMMANDS)
+    await start(hub, daw, "daw")
+    bus = FakeDevice("bus", feedback="state")
+    bus.wants_log = True  # type: ignore[misc]
+    task = await start(hub, bus)
+    answers = Answers()
+    hub.submit("tablet", Request(MarkTake("before"), answers))
+    assert await answers.next() is None
+    await settle()
+    seen = [
+        m.record["text"]
+        for m in bus.sent
+        if type(m).__name__ == "LogEntry" and m.record["kind"] == "take_marker"
+    ]
+    assert seen == ["before"]
+    # the bus drops; a take is marked while it is down
+    bus.lose("broker gone")
+    await asyncio.sleep(0.05)
+    assert hub.store.get("device/bus/status") == "disconnected"
+    hub.submit("tablet", Request(MarkTake("during"), answers))
+    assert await answers.next() is None
+    bus.sent.clear()
+    await asyncio.sleep(0.6)  # reconnect
+    assert hub.store.get("device/bus/status") == "ok"
+    replayed = [
+        m.record["text"]
+        for m in bus.sent
+        if type(m).__name__ == "LogEntry" and m.record["kind"] == "take_marker"
+    ]
+    assert replayed == ["during"]
+    task.cancel()

@@ -51,6 +51,8 @@ class DeviceContext:
     clock: Callable[[], float] | None = None
     #: Read-only view of the studio state: key -> value (None if unknown).
     state: Callable[[str], Value] | None = None
+    #: The room name from ``[bridge] room`` (MQTT topic roots, client ids).
+    room: str = "studio"
 
 
 class Device(abc.ABC):
