@@ -214,7 +214,7 @@ class MidiLink:
         self._queue: deque[list[int] | bytes] = deque()
         self._parser = MidiStreamParser()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._event: asyncio.Event | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._watch: asyncio.TimerHandle | None = None
         self._lost: str | None = None
         self._open = False
@@ -229,7 +229,7 @@ class MidiLink:
         if self._open:
             return
         self._loop = asyncio.get_running_loop()
-        self._event = asyncio.Event()
+        self._waiter = None
         self._lost = None
         self._queue.clear()
         self._parser.reset()
@@ -307,8 +307,11 @@ class MidiLink:
         self._on_midi((list(data) if isinstance(data, bytes) else data, 0.0))
 
     def _wake(self) -> None:
-        if self._event is not None:
-            self._event.set()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _on_error(self, etype: int, message: str, _data: object = None) -> None:
         # rtmidi errors can come from any thread; check the port list on the loop.
@@ -319,17 +322,20 @@ class MidiLink:
 
     async def messages(self) -> AsyncIterator[list[bytes]]:
         """Yield batches of complete messages; raise DeviceLost when the port vanishes."""
-        if not self._open or self._event is None:
+        if not self._open or self._loop is None:
             raise DeviceLost(f"MIDI link {self.client_name!r} is not open")
-        event = self._event
+        loop = self._loop
         q = self._queue
         parser = self._parser
         while True:
             if self._lost is not None:
                 raise DeviceLost(self._lost)
             if not q:
-                await event.wait()
-            event.clear()
+                waiter = self._waiter = loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
             if self._lost is not None:
                 raise DeviceLost(self._lost)
             batch: list[bytes] = []
@@ -380,8 +386,7 @@ class MidiLink:
         if self._lost is None:
             log.warning("%s: %s", self.client_name, reason)
             self._lost = reason
-            if self._event is not None:
-                self._event.set()
+            self._wake()
 
     # ------------------------------------------------------------------ output
 
@@ -434,8 +439,7 @@ class MidiLink:
         self._release()
         if was_open:
             self._lost = self._lost or "closed"
-            if self._event is not None:
-                self._event.set()
+            self._wake()
         self.in_port = None
         self.out_port = None
 
