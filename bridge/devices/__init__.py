@@ -8,7 +8,6 @@ Third-party drivers register through the entry-point group ``studio_bridge.devic
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from typing import cast
 
 from bridge.devices.base import Device
@@ -28,9 +27,16 @@ BUILTIN: dict[str, str] = {
 }
 
 
+def _plugins() -> list[tuple[str, str]]:
+    """Third-party drivers (imported lazily: importlib.metadata costs ~20 ms at start-up)."""
+    from importlib.metadata import entry_points
+
+    return [(ep.name, ep.value) for ep in entry_points(group="studio_bridge.devices")]
+
+
 def known_kinds() -> list[str]:
     kinds = set(BUILTIN)
-    kinds.update(ep.name for ep in entry_points(group="studio_bridge.devices"))
+    kinds.update(name for name, _ in _plugins())
     return sorted(kinds)
 
 
@@ -38,9 +44,9 @@ def load_driver(kind: str) -> type[Device]:
     """Import and return the driver class for ``kind``; raise ConfigError if unknown."""
     target = BUILTIN.get(kind)
     if target is None:
-        for ep in entry_points(group="studio_bridge.devices"):
-            if ep.name == kind:
-                target = ep.value
+        for name, value in _plugins():
+            if name == kind:
+                target = value
                 break
     if target is None:
         raise ConfigError(f"unknown device kind {kind!r} (known: {', '.join(known_kinds())})")
