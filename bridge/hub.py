@@ -33,6 +33,7 @@ from bridge.vocab import (
     SESSION_COMMANDS,
     AddMarker,
     AddNote,
+    AudioCaptured,
     CircleTake,
     Command,
     ControlInput,
@@ -140,6 +141,7 @@ class Hub:
         self._takes = _Takes()
         self._marker_tags: deque[int] = deque(maxlen=64)
         self._talkback_seq: int | None = None
+        self._last_talkback_seq: int | None = None
         self._talkback_start: float = 0.0
         self._position_at = clock()
         self._position_base = 0.0
@@ -318,6 +320,16 @@ class Hub:
             futures.append(self._talkback(source, event.on, event.channel))
         elif isinstance(event, MarkerAdded):
             futures.append(self._daw_marker(source, event))
+        elif isinstance(event, AudioCaptured):
+            futures.append(
+                self._append(
+                    "talkback_audio",
+                    source=source,
+                    amends=self._last_talkback_seq,
+                    text=event.path,
+                    data={"seconds": round(event.seconds, 3), "channel": event.channel},
+                )
+            )
         self._check_pending(event)
         return futures
 
@@ -384,7 +396,7 @@ class Hub:
         take = self._takes.last_take.get(song) or None
         if on:
             self._talkback_start = self.clock()
-            self._talkback_seq = self.log.next_seq()
+            self._talkback_seq = self._last_talkback_seq = self.log.next_seq()
             return self._append(
                 "talkback_start",
                 song=song,

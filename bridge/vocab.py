@@ -236,6 +236,16 @@ class DeviceStatusChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class AudioCaptured(Event):
+    """A recorder device saved audio (e.g. the talkback mic of one cue). ``path`` is the file,
+    ``seconds`` its length; the hub logs it against the talkback cue it belongs to."""
+
+    path: str
+    seconds: float
+    channel: str = "A"
+
+
+@dataclass(frozen=True, slots=True)
 class SessionChanged(Event):
     """Emitted by the core: session/song/take counters changed (partial update)."""
 
