@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from peers.daemon import Daemon, OscClient  # noqa: E402
+from peers.daemon import Daemon, OscClient
 
-from bridge.devices._osc import encode  # noqa: E402
+from bridge.devices._osc import encode
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -39,7 +39,7 @@ def fmt(values: list[float], unit: str = "", scale: float = 1.0) -> str:
 
 def pct(data: list[float], q: float) -> float:
     data = sorted(data)
-    return data[min(len(data) - 1, int(round(q * (len(data) - 1))))]
+    return data[min(len(data) - 1, round(q * (len(data) - 1)))]
 
 
 def startup(runs: int) -> tuple[list[float], list[float]]:
@@ -75,14 +75,13 @@ def rss_mb(pid: int) -> float:
 
 
 def idle(seconds: float) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        with Daemon(Path(tmp)) as d:
-            assert d.proc is not None
-            time.sleep(2.0)
-            c0, t0 = proc_cpu_seconds(d.proc.pid), time.monotonic()
-            time.sleep(seconds)
-            c1, t1 = proc_cpu_seconds(d.proc.pid), time.monotonic()
-            return 100.0 * (c1 - c0) / (t1 - t0), rss_mb(d.proc.pid)
+    with tempfile.TemporaryDirectory() as tmp, Daemon(Path(tmp)) as d:
+        assert d.proc is not None
+        time.sleep(2.0)
+        c0, t0 = proc_cpu_seconds(d.proc.pid), time.monotonic()
+        time.sleep(seconds)
+        c1, t1 = proc_cpu_seconds(d.proc.pid), time.monotonic()
+        return 100.0 * (c1 - c0) / (t1 - t0), rss_mb(d.proc.pid)
 
 
 def round_trips(client: OscClient, address: str, args: tuple[object, ...], n: int, reply: str) -> list[float]:
@@ -135,17 +134,16 @@ def echo_baseline(n: int) -> list[float]:
 
 
 def marks(n: int) -> tuple[list[float], list[float]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        with Daemon(Path(tmp)) as d:
-            client = OscClient(d.osc_port)
-            try:
-                client.command("/song", "Bench")
-                round_trips(client, "/ping", (), 100, "/pong")  # warm-up
-                ping = round_trips(client, "/ping", (), n, "/pong")
-                mark = round_trips(client, "/take/mark", (), n, "/ok")
-                return mark, ping
-            finally:
-                client.close()
+    with tempfile.TemporaryDirectory() as tmp, Daemon(Path(tmp)) as d:
+        client = OscClient(d.osc_port)
+        try:
+            client.command("/song", "Bench")
+            round_trips(client, "/ping", (), 100, "/pong")  # warm-up
+            ping = round_trips(client, "/ping", (), n, "/pong")
+            mark = round_trips(client, "/take/mark", (), n, "/ok")
+            return mark, ping
+        finally:
+            client.close()
 
 
 def main() -> None:

@@ -36,8 +36,8 @@ class Answers:
         self.results.append(error)
         self.event.set()
 
-    async def next(self, timeout: float = 5.0) -> str | None:
-        async with asyncio.timeout(timeout):
+    async def next(self, limit: float = 5.0) -> str | None:
+        async with asyncio.timeout(limit):
             while not self.results:
                 self.event.clear()
                 await self.event.wait()
@@ -97,7 +97,7 @@ async def test_disconnected_daw_fails_at_once(hub: Hub) -> None:
     assert hub.store.get("device/daw/status") == "disconnected"
     answers = Answers()
     hub.submit("tablet", Request(Play(), answers))
-    error = await answers.next(timeout=0.1)
+    error = await answers.next(limit=0.1)
     assert error == "daw 'daw' is disconnected"
     task.cancel()
 
