@@ -155,9 +155,8 @@ def main() -> None:
     args = parser.parse_args()
     idle_seconds = 10.0 if args.quick else 60.0
     n_marks = 300 if args.quick else 1000
-    print(
-        f"# bench_core  python {sys.version.split()[0]}  load {os.getloadavg()[0]:.2f}  cores {os.cpu_count()}"
-    )
+    load = os.getloadavg()[0]
+    print(f"# bench_core  python {sys.version.split()[0]}  load {load:.2f}  cores {os.cpu_count()}")
 
     ours, base = startup(5 if args.quick else 10)
     print(f"start-up to ready (wall, incl. interpreter): {fmt(ours, ' ms', 1000)}   target <= 300 ms")
