@@ -24,6 +24,7 @@ BUILTIN: dict[str, str] = {
     "mackie": "bridge.devices.mackie:MackieSurface",
     "mqtt": "bridge.devices.mqtt:MqttBridge",
     "fake": "bridge.devices.fake:FakeDevice",
+    "talkback_recorder": "bridge.devices.talkback_audio:TalkbackRecorder",
 }
 
 
