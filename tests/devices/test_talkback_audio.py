@@ -279,3 +279,15 @@ async def test_daemon_logs_talkback_audio_against_the_cue(
     assert path.parent == daemon.data_dir / "talkback"
     channels, rate, width, samples = read_wav(str(path))
     assert (channels, width) == (1, 2) and len(samples) > 0.5 * rate
+
+
+def test_example_room_config_is_valid_and_typos_are_named(tmp_path: Path) -> None:
+    room = Path(__file__).resolve().parents[2] / "configs" / "talkback-room.toml"
+    ok = cli("check", "-c", str(room))
+    assert ok.returncode == 0, ok.stderr
+    assert "talkback_mic (talkback_recorder)" in ok.stdout + ok.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[devices.tb]\nkind = "talkback_recorder"\npreroll = -1\n')
+    out = cli("check", "-c", str(bad))
+    assert out.returncode != 0
+    assert "devices.tb.preroll" in out.stdout + out.stderr
