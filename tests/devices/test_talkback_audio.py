@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from peers.daemon import Daemon, OscClient, cli
-from peers.jack_audio import JackAudio, ToneProcess, audio_env, jack_audio, start_private_jackd  # noqa: F401
+from peers.jack_audio import JackAudio, ToneProcess, audio_env, jack_audio  # noqa: F401
 
 from bridge.devices.base import DeviceContext
 from bridge.devices.talkback_audio import TalkbackOptions, TalkbackRecorder
@@ -212,27 +212,22 @@ async def test_no_audio_host_is_unavailable(tmp_path: Path, monkeypatch: pytest.
 
 
 async def test_jack_server_stopped_mid_press_finishes_the_file_then_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    audio_env: JackAudio,  # noqa: F811
 ) -> None:
-    server = await asyncio.to_thread(start_private_jackd, tmp_path)
+    dev = make(tmp_path)
+    async with asyncio.timeout(T):
+        await dev.__aenter__()
+    events = Events(dev)
     try:
-        monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
-        monkeypatch.setenv("JACK_NO_START_SERVER", "1")
-        dev = make(tmp_path)
-        async with asyncio.timeout(T):
-            await dev.__aenter__()
-        events = Events(dev)
-        try:
-            await dev.send(Feedback("talkback", True))
-            await asyncio.sleep(0.6)
-            await asyncio.to_thread(server.stop)  # SIGTERM: clients get JACK's shutdown notice
-            got = await events.next()
-            lost = await events.next()
-        finally:
-            await events.close()
-            await dev.__aexit__(None, None, None)
+        await dev.send(Feedback("talkback", True))
+        await asyncio.sleep(0.6)
+        await asyncio.to_thread(audio_env.stop)  # SIGTERM: clients get JACK's shutdown notice
+        got = await events.next()
+        lost = await events.next()
     finally:
-        await asyncio.to_thread(server.stop)
+        await events.close()
+        await dev.__aexit__(None, None, None)
     assert isinstance(got, AudioCaptured), got
     assert isinstance(lost, DeviceLost), lost
     channels, rate, _, samples = read_wav(got.path)  # a complete, readable WAV

@@ -2,11 +2,12 @@
 
     from peers.jack_audio import JackAudio, audio_env, jack_audio  # noqa: F401
 
-* ``jack_audio`` (session scope): ``jackd -n <unique> --no-realtime -d dummy -r 48000 -p 256``
-  (dummy capture = silence). It does not touch ``os.environ``; ``audio_env`` (function scope) sets
-  ``JACK_DEFAULT_SERVER``/``JACK_NO_START_SERVER`` for one test, so processes started then
+* ``jack_audio`` (function scope): ``jackd -n <unique> --no-realtime -d dummy -r 48000 -p 256``
+  (dummy capture = silence), stopped with SIGTERM after the test. Per test, not per session, because
+  JACK allows only 8 servers per machine, shared by every parallel test run: this holds one slot at a
+  time, and a test may stop it. It does not touch ``os.environ``; ``audio_env`` sets
+  ``JACK_DEFAULT_SERVER``/``JACK_NO_START_SERVER`` for the test, so processes started then
   (PortAudio scans host APIs once, at ``import sounddevice``) join that server.
-* ``start_private_jackd()``: one more server for a test that kills it.
 * ``ToneProcess``: ``python tests/peers/jack_audio.py --tone HZ`` plays a sine through PortAudio on
   the server; ``connect_to()`` wires its output to an input port with ``jack_connect``.
 
@@ -65,10 +66,11 @@ class JackAudio:
         subprocess.run(["jack_connect", src, dst], env=self.env, check=True, timeout=10, capture_output=True)
 
     def stop(self) -> None:
+        """SIGTERM; jackd may wait its client timeout (5 s) per stuck client before it exits."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
@@ -98,9 +100,9 @@ def start_private_jackd(log_dir: Path) -> JackAudio:
     raise RuntimeError(f"jackd -n {name} did not start: {log_path.read_text(errors='replace')[-2000:]}")
 
 
-@pytest.fixture(scope="session")
-def jack_audio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JackAudio]:
-    server = start_private_jackd(tmp_path_factory.mktemp("jack-audio"))
+@pytest.fixture
+def jack_audio(tmp_path: Path) -> Iterator[JackAudio]:
+    server = start_private_jackd(tmp_path)
     try:
         yield server
     finally:
