@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from peers.procs import die_with_parent
+
 LUASESSION = "/usr/lib/ardour7/luasession"
 ARDOUR_LIB = "/usr/lib/ardour7"
 
@@ -205,6 +207,7 @@ class ArdourPeer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.devices._osc import decode, encode
+from peers.procs import die_with_parent
 
 REPLIES = ("/ok", "/error", "/pong")
 
@@ -78,7 +79,12 @@ class Daemon:
         env = dict(os.environ, **(self.env or {}))
         self._ready.clear()
         self.proc = subprocess.Popen(
-            self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+            self.args,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            preexec_fn=die_with_parent,
         )
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()

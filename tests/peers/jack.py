@@ -42,6 +42,9 @@ from typing import Any
 
 import pytest
 
+from peers import jack_registry
+from peers.procs import die_with_parent
+
 SURFACE_PROC = Path(__file__).resolve().parent.parent / "midi_surface_proc.py"
 _counter = itertools.count(1)
 
@@ -86,11 +89,19 @@ class JackServer:
 
 def start_jackd(name: str, period: int, log_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     jackd = need_binary("jackd")
+    jack_registry.reclaim()
     need_binary("jack_lsp")
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
     cmd = [jackd, "-n", name, "--no-realtime", "-t", "5000", "-d", "dummy", "-r", "48000", "-p", str(period)]
     with log_path.open("wb") as logf:
-        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -143,7 +154,13 @@ class MidiPeer:
         if not with_in:
             args.append("--no-in")
         self.proc = subprocess.Popen(
-            args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            args,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent,
         )
         self._replies: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._rx: queue.SimpleQueue[list[int]] = queue.SimpleQueue()

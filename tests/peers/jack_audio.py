@@ -29,6 +29,13 @@ from pathlib import Path
 
 import pytest
 
+try:
+    from peers import jack_registry
+    from peers.procs import die_with_parent
+except ImportError:  # run as a script (the tone player process): tests/peers is on sys.path
+    import jack_registry  # type: ignore[no-redef]
+    from procs import die_with_parent  # type: ignore[no-redef]
+
 HERE = Path(__file__).resolve()
 
 
@@ -83,13 +90,21 @@ class JackAudio:
 
 
 def start_private_jackd(log_dir: Path) -> JackAudio:
+    jack_registry.reclaim()
     need_audio()
     name = f"sbtalk-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     log_path = log_dir / f"jackd-{name}.log"
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
     cmd = ["jackd", "-n", name, "--no-realtime", "-t", "5000", "-d", "dummy", "-r", "48000", "-p", "256"]
     with log_path.open("wb") as logf:
-        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
     server = JackAudio(name, proc, log_path)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and proc.poll() is None:
@@ -128,6 +143,7 @@ class ToneProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            preexec_fn=die_with_parent,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # "playing" once the stream runs

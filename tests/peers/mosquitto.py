@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from peers.procs import die_with_parent
+
 HOST = "127.0.0.1"
 
 
@@ -102,6 +104,7 @@ class Broker:
                 stdout=logf,
                 stderr=logf,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
