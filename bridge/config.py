@@ -129,6 +129,7 @@ def _device(
     options = parse_options(driver.Options, table, where, file)
     if not enabled:
         return None
+    driver.validate(options, base_dir)
     mapping = None
     if mapping_path is not None:
         path = Path(mapping_path)

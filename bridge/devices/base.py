@@ -77,6 +77,12 @@ class Device(abc.ABC):
     #: The driver's options dataclass (frozen); subclasses override.
     Options: ClassVar[type[Any]]
 
+    @classmethod
+    def validate(cls, options: Any, config_dir: Path) -> None:
+        """Check what the options refer to (profile files...) at config load, so that
+        ``studio-bridge check`` finds it; raise ConfigError / MappingError."""
+        return None
+
     def __init__(self, name: str, options: Any, ctx: DeviceContext | None = None) -> None:
         self.name = name
         self.options = options

@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from bridge.devices._midi import MidiLink, check_pattern
@@ -76,6 +77,10 @@ class GenericMidiSurface(Device):
     max_backoff: ClassVar[float] = 0.5
     min_interval: ClassVar[float] = 0.005
     Options: ClassVar[type[Any]] = GenericMidiOptions
+
+    @classmethod
+    def validate(cls, options: GenericMidiOptions, config_dir: Path) -> None:
+        load_profile(options.profile, config_dir)  # raises MappingError naming the profile file
 
     def __init__(self, name: str, options: GenericMidiOptions, ctx: DeviceContext | None = None) -> None:
         super().__init__(name, options, ctx)

@@ -347,3 +347,12 @@ def test_damaged_log_gives_clear_error_and_way_out(tmp_path: Path) -> None:
     assert list(data.glob("session-log.sqlite3.damaged-*"))
     again = cli("run", "--osc-port", str(free_udp_port()), "--data-dir", str(data), "--exit-when-ready")
     assert again.returncode == 0, again.stderr
+
+
+def test_check_finds_a_missing_controller_profile(tmp_path: Path) -> None:
+    (tmp_path / "map.toml").write_text('[[binding]]\ncontrol = "play"\ncommand = "transport.play"\n')
+    path = tmp_path / "studio.toml"
+    path.write_text('[devices.nano]\nkind = "generic_midi"\nprofile = "nope.toml"\nmapping = "map.toml"\n')
+    result = cli("check", "-c", str(path))
+    assert result.returncode == 2
+    assert "nope.toml" in result.stderr and len(result.stderr.strip().splitlines()) == 1
