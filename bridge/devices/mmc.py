@@ -264,10 +264,13 @@ class MmcTransport(_MmcBase):
             data = deferred_play(dev) if o.deferred_play else play(dev)
             return data, TransportChanged(playing=True, assumed=True)
         if isinstance(message, Stop):
-            return stop(dev), TransportChanged(playing=False, assumed=True)
+            return stop(dev), TransportChanged(playing=False, recording=False, assumed=True)
         if isinstance(message, SetRecord):
             data = record_strobe(dev) if message.on else record_exit(dev)
-            return data, TransportChanged(recording=message.on, assumed=True)
+            # record strobe from stop rolls in record (MMC); record exit punches out, still rolling
+            return data, TransportChanged(
+                playing=True if message.on else None, recording=message.on, assumed=True
+            )
         if isinstance(message, Locate):
             data = locate(message.seconds, o.frame_rate, dev, o.locate_type_bits)
             return data, PositionChanged(message.seconds)

@@ -119,10 +119,10 @@ def test_transport_encodes_and_assumes() -> None:
     opts = parse_options(MmcTransportOptions, {"output": "x", "device_id": 5}, "devices.mmc", "t.toml")
     drv = MmcTransport("rec", opts)
     assert drv.encode(Play()) == (mmc.play(5), TransportChanged(playing=True, assumed=True))
-    assert drv.encode(Stop()) == (mmc.stop(5), TransportChanged(playing=False, assumed=True))
+    assert drv.encode(Stop()) == (mmc.stop(5), TransportChanged(playing=False, recording=False, assumed=True))
     assert drv.encode(SetRecord(True)) == (
         mmc.record_strobe(5),
-        TransportChanged(recording=True, assumed=True),
+        TransportChanged(playing=True, recording=True, assumed=True),
     )
     assert drv.encode(SetRecord(False)) == (
         mmc.record_exit(5),
@@ -186,11 +186,11 @@ async def test_transport_bytes_reach_a_reader_process(
     ]
     assert events == [
         TransportChanged(playing=True, assumed=True),
-        TransportChanged(recording=True, assumed=True),
+        TransportChanged(playing=True, recording=True, assumed=True),
         TrackChanged(3, arm=True, assumed=True),
         PositionChanged(61.0),
         TransportChanged(recording=False, assumed=True),
-        TransportChanged(playing=False, assumed=True),
+        TransportChanged(playing=False, recording=False, assumed=True),
     ]
 
 
