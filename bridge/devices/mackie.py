@@ -216,7 +216,7 @@ class MackieSurface(Device):
             await self._handshake()
             self.resync()
         except BaseException:
-            self._close()
+            await self._aclose()
             raise
         return self
 
@@ -226,6 +226,20 @@ class MackieSurface(Device):
         return MidiLink(o.client_name or f"bridge-{self.name}", o.input, o.output or o.input, o.api)
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._aclose()
+
+    async def _aclose(self) -> None:
+        # Work-around for a deadlock seen in MidiLink.close() with the JACK API: rtmidi's
+        # close_port()/delete() keep the GIL while JACK waits for its process thread, which
+        # may be inside the Python input callback waiting for the GIL. Stop the callback
+        # first and yield the GIL for a few JACK periods before closing.
+        midi_in = getattr(self._link, "_in", None)
+        if midi_in is not None:
+            try:
+                midi_in.cancel_callback()
+            except Exception as exc:  # closing never raises
+                log.debug("%s: cancel_callback failed: %s", self.name, exc)
+            await asyncio.sleep(0.05)
         self._close()
 
     def _close(self) -> None:
@@ -356,8 +370,18 @@ class MackieSurface(Device):
             self._mirror[key] = value
         parsed = st.parse_track_key(key)
         if parsed is not None:
-            strip = self._strip_of(parsed[0])
-            if strip is not None:
+            track, field_ = parsed
+            strip = self._strip_of(track)
+            if strip is None:
+                return
+            if field_ == "fader":
+                self._render_fader(strip)
+                self._render_ring(strip)
+            elif field_ in ("armed", "solo", "mute"):
+                self._render_strip_leds(strip)
+                if field_ == "armed":
+                    self._render_colors()
+            else:
                 self._render_strip(strip)
                 self._render_lcd()
                 self._render_colors()
@@ -399,12 +423,18 @@ class MackieSurface(Device):
         self._render_assignment()
 
     def _render_strip(self, i: int) -> None:
+        self._render_strip_leds(i)
+        self._render_fader(i)
+        self._render_ring(i)
+
+    def _render_strip_leds(self, i: int) -> None:
         t = self._track(i)
         self._led(mc.REC_ARM + i, mc.led_state(self._get(st.track_key(t, "armed")) is True))
         self._led(mc.SOLO + i, mc.led_state(self._get(st.track_key(t, "solo")) is True))
         self._led(mc.MUTE + i, mc.led_state(self._get(st.track_key(t, "mute")) is True))
-        self._render_fader(i)
-        ring = round(self._fader_value(t) * 11)
+
+    def _render_ring(self, i: int) -> None:
+        ring = round(self._fader_value(self._track(i)) * 11)
         if self._sent_ring.get(i) != ring:
             self._out(mc.vpot_ring(i, ring, mode=2))
             self._sent_ring[i] = ring
