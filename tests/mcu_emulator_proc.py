@@ -71,11 +71,28 @@ def run(client: str, model: int, echo: bool) -> int:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
+    full: list[str] = []
+
+    def on_error(_etype: int, text: str, _data: object = None) -> None:
+        full.append(text)  # called synchronously from send_message (e.g. JACK ring buffer full)
+
     def send(msg: list[int]) -> None:
-        with lock:
-            out = ports.get("out")
-            if out is not None:
+        # never lose a message on the emulator side: when rtmidi's JACK ring buffer is full
+        # (the JACK thread is starved on a loaded machine), wait and send it again
+        deadline = time.monotonic() + 10
+        while True:
+            with lock:
+                out = ports.get("out")
+                if out is None:
+                    return
+                full.clear()
                 out.send_message(msg)
+                if not full:
+                    return
+            if time.monotonic() > deadline:
+                sys.stderr.write(f"emulator: gave up sending {msg}: {full}\n")
+                return
+            time.sleep(0.002)
 
     def on_midi(event: tuple[list[int], float], _data: object = None) -> None:
         inbox.put(event[0])  # the JACK thread only queues
@@ -97,6 +114,7 @@ def run(client: str, model: int, echo: bool) -> int:
     def open_ports() -> None:
         with lock:
             out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=client)
+            out.set_error_callback(on_error)
             out.open_virtual_port("out")
             inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=f"{client}-fb", queue_size_limit=65536)
             inp.ignore_types(sysex=False, timing=False, active_sense=False)

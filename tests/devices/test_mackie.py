@@ -338,12 +338,15 @@ async def test_bad_input_and_flood_lose_no_button(emulator: EmuFactory) -> None:
         t0 = time.monotonic()
         await emu.send(*msgs, burst=10)  # ~10 messages per ms
         arms = 0
-        async with asyncio.timeout(60):
-            while arms < presses:
-                item = await run.next(timeout=60)
-                if isinstance(item, SetTrackArm):
-                    assert item == SetTrackArm(3, True)
-                    arms += 1
+        try:
+            async with asyncio.timeout(60):
+                while arms < presses:
+                    item = await run.next(timeout=60)
+                    if isinstance(item, SetTrackArm):
+                        assert item == SetTrackArm(3, True)
+                        arms += 1
+        finally:
+            print("driver stats", run.driver.stats(), "emulator stderr", "".join(emu.stderr_tail)[-2000:])
         assert arms == presses
         extra = await run.quiet(0.5)
         assert not [x for x in extra if isinstance(x, SetTrackArm)]
