@@ -132,6 +132,15 @@ async def test_desk_drives_internal_transport_and_survives_replug(
         await emu.press(mc.STOP)
         await wait_value(client, "/transport/play", [0])
         await emu.wait_for(lambda r: last_led(r, mc.STOP) == mc.LED_ON, timeout=T)
+        # a clean shutdown leaves the desk dark: LEDs off, LCD and displays blank
+        emu.clear()
+        assert await asyncio.to_thread(daemon.stop) == 0
+        got = await emu.wait_for(
+            lambda r: lcd_image(r) == (" " * 56, " " * 56) and last_led(r, mc.REC_ARM + 1) == mc.LED_OFF,
+            timeout=T,
+        )
+        assert last_led(got, mc.STOP) == mc.LED_OFF and last_led(got, mc.RECORD) == mc.LED_OFF
+        assert mc.timecode_digit(0, 0x20) in got
     finally:
         print(daemon.log()[-6000:])  # shown when the test fails
         client.close()
