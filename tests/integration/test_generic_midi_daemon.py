@@ -29,8 +29,8 @@ def wait_bytes(peer: MidiPeer, *wanted: list[int], timeout: float = 10.0) -> Non
 @pytest.mark.jack
 def test_nanokontrol2_drives_the_daemon_and_leds_follow_the_state(
     tmp_path: Path,
-    jack_server: JackServer,
-    midi_peer: PeerFactory,  # noqa: F811 - pytest fixtures
+    jack_server: JackServer,  # noqa: F811 - pytest fixture
+    midi_peer: PeerFactory,  # noqa: F811 - pytest fixture
 ) -> None:
     peer = midi_peer("nanoKONTROL2", "nanoKONTROL2 MIDI 1")
     config = f"""
