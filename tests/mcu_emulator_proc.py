@@ -24,15 +24,19 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import queue
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 SERIAL = b"EMU0001"
 CHALLENGE = bytes((0x01, 0x02, 0x03, 0x04))
@@ -297,6 +301,47 @@ class McuEmulator:
             with contextlib.suppress(OSError, ValueError):
                 if stream is not None:
                     stream.close()
+
+
+@pytest.fixture(scope="module")
+def jack_sync(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Like ``peers.jack.jack_server`` but jackd runs in synchronous mode (``-S``).
+
+    In JACK2's default asynchronous mode, MIDI events between late (non-realtime, GIL-bound
+    Python) clients were seen duplicated and swapped (e.g. ``90 5E 7F`` three times instead
+    of ``90 5E 7F, 90 5D 00, 90 5F 7F``; one REC ARM press too many in a flood) in about
+    half of the runs on a loaded machine; with ``-S`` none in a dozen runs. Module scope."""
+    from peers.jack import JackServer, need_binary, stop_process
+
+    jackd = need_binary("jackd")
+    need_binary("jack_lsp")
+    name = f"sbm-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    log_path = tmp_path_factory.mktemp("jack") / f"jackd-{name}.log"
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
+    cmd = [jackd, "-S", "-n", name, "--no-realtime", "-t", "5000", "-d", "dummy", "-r", "48000", "-p", "256"]
+    with log_path.open("wb") as logf:
+        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"jackd -S -n {name} did not start: {log_path.read_text(errors='replace')}"
+                )
+            if subprocess.run(["jack_lsp"], env=env, capture_output=True, timeout=10).returncode == 0:
+                break
+            time.sleep(0.1)
+        os.environ["JACK_DEFAULT_SERVER"] = name
+        os.environ["JACK_NO_START_SERVER"] = "1"
+        yield JackServer(name=name, pid=proc.pid, period=256, log_path=log_path, env=env)
+    finally:
+        stop_process(proc)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def main() -> int:
