@@ -429,8 +429,28 @@ class MidiLink:
             except Exception as exc:  # closing must never raise
                 log.debug("%s: error while closing MIDI port: %s", self.client_name, exc)
 
+    def quiet(self) -> None:
+        """Stop delivering input (the first step of closing)."""
+        if self._in is not None:
+            try:
+                self._in.cancel_callback()
+            except Exception as exc:  # closing must never raise
+                log.debug("%s: cancel_callback failed: %s", self.client_name, exc)
+
+    async def aclose(self) -> None:
+        """Close from the event loop without the JACK close deadlock.
+
+        rtmidi's close_port()/delete() hold the GIL while JACK waits for its process thread,
+        which may be inside our Python input callback waiting for the GIL. So: stop the
+        callback, let the process thread leave Python for a few JACK periods, then close."""
+        if self._in is not None:
+            self.quiet()
+            await asyncio.sleep(0.05)
+        self.close()
+
     def close(self) -> None:
-        """Idempotent; calls rtmidi delete()/close_port so JACK is not stalled."""
+        """Idempotent; calls rtmidi delete()/close_port so JACK is not stalled.
+        From the event loop prefer ``await aclose()``."""
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None

@@ -115,7 +115,7 @@ class GenericMidiSurface(Device):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.link.close()
+        await self.link.aclose()
 
     # ------------------------------------------------------------------ input
 

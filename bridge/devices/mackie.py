@@ -229,16 +229,9 @@ class MackieSurface(Device):
         await self._aclose()
 
     async def _aclose(self) -> None:
-        # Work-around for a deadlock seen in MidiLink.close() with the JACK API: rtmidi's
-        # close_port()/delete() keep the GIL while JACK waits for its process thread, which
-        # may be inside the Python input callback waiting for the GIL. Stop the callback
-        # first and yield the GIL for a few JACK periods before closing.
-        midi_in = getattr(self._link, "_in", None)
-        if midi_in is not None:
-            try:
-                midi_in.cancel_callback()
-            except Exception as exc:  # closing never raises
-                log.debug("%s: cancel_callback failed: %s", self.name, exc)
+        # quiet the input and give JACK a few periods first (see MidiLink.aclose)
+        if self._link is not None:
+            self._link.quiet()
             await asyncio.sleep(0.05)
         self._close()
 

@@ -234,7 +234,7 @@ class _MmcBase(Device):
         return MidiLink(client, in_pattern, out_pattern, api=self.options.api)
 
     async def __aexit__(self, *exc: object) -> None:
-        self.link.close()
+        await self.link.aclose()
 
     link: MidiLink
 

@@ -92,7 +92,23 @@ def start_jackd(name: str, period: int, log_path: Path) -> tuple[subprocess.Pope
     jack_registry.reclaim()
     need_binary("jack_lsp")
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
-    cmd = [jackd, "-n", name, "--no-realtime", "-t", "5000", "-d", "dummy", "-r", "48000", "-p", str(period)]
+    # -S (synchronous mode): in the default asynchronous mode, without realtime scheduling, JACK
+    # was seen to duplicate or swap MIDI events between clients under load
+    cmd = [
+        jackd,
+        "-n",
+        name,
+        "-S",
+        "--no-realtime",
+        "-t",
+        "5000",
+        "-d",
+        "dummy",
+        "-r",
+        "48000",
+        "-p",
+        str(period),
+    ]
     with log_path.open("wb") as logf:
         proc = subprocess.Popen(
             cmd,
