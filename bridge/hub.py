@@ -47,6 +47,7 @@ from bridge.vocab import (
     MarkerAdded,
     MarkTake,
     NewSession,
+    Outbound,
     Play,
     PositionChanged,
     Request,
@@ -90,6 +91,20 @@ class Slot:
     outbox: Outbox
     mapper: Mapper | None = None
     status: DeviceStatus = DeviceStatus.CONNECTING
+    #: the driver implements the synchronous fast path (Device.send_nowait)
+    direct: bool = False
+
+    def deliver(self, message: Outbound, now: float) -> None:
+        """Send at once when the driver can and nothing is queued; else queue for the writer."""
+        box = self.outbox
+        if self.direct and box.may_bypass(message, now):
+            try:
+                if self.device.send_nowait(message):
+                    box.bypassed(message, now)
+                    return
+            except Exception as exc:  # the writer sends it again and reports the failure
+                log.debug("%s: direct send failed (%s); queued", self.device.name, exc)
+        box.put(message)
 
 
 @dataclass(eq=False)
@@ -135,7 +150,7 @@ class Hub:
         #: last status detail per device ("cannot bind udp ...: Address already in use")
         self.details: dict[str, str] = {}
         self._inbox: deque[tuple[str, Inbound | _Connected]] = deque()
-        self._wake = asyncio.Event()
+        self._draining = False
         self._pending: list[_Pending] = []
         self._timer: asyncio.TimerHandle | None = None
         self._takes = _Takes()
@@ -183,6 +198,7 @@ class Hub:
 
     def add_device(self, device: Device, role: str | None, studio_map: StudioMap | None = None) -> Slot:
         slot = Slot(device, role, Outbox(device.outbox_interval(), self.clock))
+        slot.direct = type(device).send_nowait is not Device.send_nowait
         self.slots[device.name] = slot
         if role:
             self.roles[role] = device.name
@@ -206,23 +222,19 @@ class Hub:
 
     # ------------------------------------------------------------------ inbox
 
-    def submit(self, source: str, item: Inbound) -> None:
-        """Queue something a device reported (called on the event loop, never blocks)."""
+    def submit(self, source: str, item: Inbound | _Connected) -> None:
+        """Take something a device reported (called on the event loop, never blocks).
+
+        The item is processed right away, in the caller's task, unless the hub is already
+        processing (an item submitted while processing waits in the inbox and is taken by the
+        same drain): one consumer, one FIFO order, and no extra loop iteration per message."""
         self._inbox.append((source, item))
-        self._wake.set()
+        if not self._draining:
+            self._drain_inbox()
 
-    def device_up(self, name: str) -> None:
-        self.submit(name, DeviceStatusChanged(name, DeviceStatus.OK))
-        self._inbox.append((name, _Connected()))
-
-    def device_down(self, name: str, status: DeviceStatus, detail: str = "") -> None:
-        self.submit(name, DeviceStatusChanged(name, status, detail))
-
-    async def run(self) -> None:
-        while True:
-            if not self._inbox:
-                self._wake.clear()
-                await self._wake.wait()
+    def _drain_inbox(self) -> None:
+        self._draining = True
+        try:
             while self._inbox:
                 source, item = self._inbox.popleft()
                 try:
@@ -230,12 +242,24 @@ class Hub:
                 except Exception:
                     self.failed += 1
                     log.exception("hub failed to process %r from %s", item, source)
+        finally:
+            self._draining = False
+
+    def device_up(self, name: str) -> None:
+        self._inbox.append((name, DeviceStatusChanged(name, DeviceStatus.OK)))
+        self.submit(name, _Connected())
+
+    def device_down(self, name: str, status: DeviceStatus, detail: str = "") -> None:
+        self.submit(name, DeviceStatusChanged(name, status, detail))
+
+    async def run(self) -> None:
+        """Keeps the hub's place in the task tree; the work happens in ``submit``."""
+        await asyncio.Event().wait()
 
     def drain(self) -> None:
-        """Process everything queued now (tests and shutdown)."""
-        while self._inbox:
-            source, item = self._inbox.popleft()
-            self.process(source, item)
+        """Process anything still queued (shutdown)."""
+        if not self._draining:
+            self._drain_inbox()
 
     def process(self, source: str, item: Inbound | _Connected) -> None:
         self.processed += 1
@@ -339,8 +363,9 @@ class Hub:
             slot = self.slots.get(name)
             if slot is None or slot.status != DeviceStatus.OK:
                 continue
+            now = self.clock()
             for message in messages:
-                slot.outbox.put(message)
+                slot.deliver(message, now)
 
     def _resync(self, name: str) -> None:
         slot = self.slots.get(name)
@@ -361,7 +386,7 @@ class Hub:
         self._recent_log.append(entry)
         for slot in self.slots.values():
             if slot.device.wants_log and slot.status == DeviceStatus.OK:
-                slot.outbox.put(entry)
+                slot.deliver(entry, self.clock())
 
     # ------------------------------------------------------------------ log helpers
 
@@ -483,11 +508,12 @@ class Hub:
         if slot.device.reports_all_tracks and isinstance(
             command, SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader
         ):
-            known = self.store.tracks()
-            if known and command.track not in known:
+            assert isinstance(command.track, int)
+            if not self.store.has_track(command.track) and self.store.tracks():
+                known = self.store.tracks()
                 raise CommandError(f"no track {command.track} in {target} (it has {_ranges(known)})")
         check = self._confirmation(command)
-        slot.outbox.put(command)
+        slot.deliver(command, self.clock())
         if check is None or check(None):
             done(None)
             return

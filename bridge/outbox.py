@@ -12,7 +12,6 @@ async wrapper the supervisor's writer task awaits. No timer runs while the outbo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -42,6 +41,22 @@ class Outbox:
         else:
             self._discrete.append(message)
         self._wakeup.set()
+
+    def may_bypass(self, message: Outbound, now: float) -> bool:
+        """Whether ``message`` may be sent right now without queueing. A discrete message may,
+        when no discrete message waits (discrete order is what must hold; held continuous
+        values are sent after discrete ones anyway). A continuous one may when nothing waits
+        and its pacing interval has passed."""
+        if self._discrete:
+            return False
+        if not is_continuous(message):
+            return True
+        return not self._continuous and now - self._last_continuous >= self.min_interval
+
+    def bypassed(self, message: Outbound, now: float) -> None:
+        """Record that ``message`` was sent directly (keeps the pacing of continuous ones)."""
+        if is_continuous(message):
+            self._last_continuous = now
 
     def clear(self) -> list[Outbound]:
         """Drop everything queued; return the discrete messages that were never sent."""
@@ -77,6 +92,9 @@ class Outbox:
                 return out
             if wait is None:
                 await self._wakeup.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), wait)
+            else:  # a timer handle, not wait_for (which costs a task per wait)
+                timer = asyncio.get_running_loop().call_later(wait, self._wakeup.set)
+                try:
+                    await self._wakeup.wait()
+                finally:
+                    timer.cancel()

@@ -146,15 +146,36 @@ class Store:
 
     def __init__(self, initial: Mapping[str, Value] | None = None) -> None:
         self._values: dict[str, Value] = dict(initial or {})
+        self._tracks: dict[int, int] = {}  # track -> number of keys it has
+        for key in self._values:
+            self._count_track(key, 1)
+
+    def _count_track(self, key: str, delta: int) -> None:
+        parsed = parse_track_key(key)
+        if parsed is None:
+            return
+        left = self._tracks.get(parsed[0], 0) + delta
+        if left > 0:
+            self._tracks[parsed[0]] = left
+        else:
+            self._tracks.pop(parsed[0], None)
 
     def apply(self, event: Event) -> list[Change]:
         changes = reduce(self._values, event)
+        values = self._values
         for change in changes:
+            key = change.key
             if change.new is None:
-                self._values.pop(change.key, None)
+                if values.pop(key, None) is not None and key.startswith("track/"):
+                    self._count_track(key, -1)
             else:
-                self._values[change.key] = change.new
+                if key not in values and key.startswith("track/"):
+                    self._count_track(key, 1)
+                values[key] = change.new
         return changes
+
+    def has_track(self, track: int) -> bool:
+        return track in self._tracks
 
     def get(self, key: str, default: Value = None) -> Value:
         return self._values.get(key, default)
@@ -167,12 +188,7 @@ class Store:
 
     def tracks(self) -> list[int]:
         """Track numbers known to the state, ascending."""
-        seen: set[int] = set()
-        for key in self._values:
-            parsed = parse_track_key(key)
-            if parsed:
-                seen.add(parsed[0])
-        return sorted(seen)
+        return sorted(self._tracks)
 
     def track_by_name(self, name: str) -> int | None:
         """Resolve a DAW track name (exact first, then case-insensitive) to its number."""

@@ -55,3 +55,20 @@ def test_log_entries_are_discrete_and_clear() -> None:
     assert len(box) == 2
     box.clear()
     assert box.take(0.0) == ([], None)
+
+
+def test_bypass_rules_keep_discrete_order_and_pacing() -> None:
+    box = Outbox(min_interval=0.1)
+    assert box.may_bypass(Feedback("led", True), 0.0)
+    box.put(Feedback("fader", 0.5, continuous=True))
+    # a held continuous value does not hold back a discrete one
+    assert box.may_bypass(Feedback("led", False), 0.0)
+    # but a continuous one waits for the held one (latest wins in the outbox)
+    assert not box.may_bypass(Feedback("fader", 0.6, continuous=True), 0.0)
+    box.put(Feedback("led", True))
+    # a queued discrete message blocks every bypass: order among discrete messages holds
+    assert not box.may_bypass(Feedback("other", True), 0.0)
+    box.take(0.0)
+    box.bypassed(Feedback("fader", 0.7, continuous=True), 1.0)
+    assert not box.may_bypass(Feedback("fader", 0.8, continuous=True), 1.05)  # paced
+    assert box.may_bypass(Feedback("fader", 0.8, continuous=True), 1.2)

@@ -107,6 +107,13 @@ class Device(abc.ABC):
     async def send(self, message: Outbound) -> None:
         """Encode and write one message; raise DeviceError on failure."""
 
+    def send_nowait(self, message: Outbound) -> bool:
+        """Fast path for drivers whose ``send`` never waits (UDP, MIDI, in-process): send now
+        and return True. The hub calls it only when the device's outbox is empty (so order is
+        kept) and pacing allows; an exception makes the hub queue the message for ``send``
+        instead, which then reports the failure. The default returns False: always queue."""
+        return False
+
     async def blackout(self) -> None:  # noqa: B027 - optional hook
         """Switch the device's lights off (called before ``__aexit__`` on shutdown)."""
 

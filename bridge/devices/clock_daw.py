@@ -120,6 +120,14 @@ class InternalTransport(Device):
             self._stop_ticker()
 
     async def send(self, message: Outbound) -> None:
+        self.send_nowait(message)
+
+    def send_nowait(self, message: Outbound) -> bool:
+        """Synchronous: the hub may call this directly (see Device.send_nowait)."""
+        self._send_now(message)
+        return True
+
+    def _send_now(self, message: Outbound) -> None:
         match message:
             case Play():
                 self._roll(True)

@@ -219,6 +219,14 @@ class GenericMidiSurface(Device):
         return spec.encode_raw(raw)
 
     async def send(self, message: Outbound) -> None:
+        self.send_nowait(message)
+
+    def send_nowait(self, message: Outbound) -> bool:
+        """Synchronous: the hub may call this directly (see Device.send_nowait)."""
+        self._send_now(message)
+        return True
+
+    def _send_now(self, message: Outbound) -> None:
         if not isinstance(message, Feedback) or not self.link.can_send:
             return
         data = self.encode_feedback(message)

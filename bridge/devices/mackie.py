@@ -354,6 +354,14 @@ class MackieSurface(Device):
             self._echo_fader[data[0] & 0x0F] = (((data[2] << 7) | data[1]) >> 4, self._clock())
 
     async def send(self, message: Outbound) -> None:
+        self.send_nowait(message)
+
+    def send_nowait(self, message: Outbound) -> bool:
+        """Synchronous: the hub may call this directly (see Device.send_nowait)."""
+        self._send_now(message)
+        return True
+
+    def _send_now(self, message: Outbound) -> None:
         if not isinstance(message, Feedback):
             return
         key, value = message.control, message.value

@@ -484,6 +484,14 @@ class OscApi(Device):
                 self._reply(addr, address, arg)
 
     async def send(self, message: Outbound) -> None:
+        self.send_nowait(message)
+
+    def send_nowait(self, message: Outbound) -> bool:
+        """Synchronous: the hub may call this directly (see Device.send_nowait)."""
+        self._send_now(message)
+        return True
+
+    def _send_now(self, message: Outbound) -> None:
         if not isinstance(message, Feedback):
             return
         if message.value is None:
