@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.devices._midi import MidiLink
 from bridge.errors import DeviceError, MappingError
-from bridge.profiles import parse_profile
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +148,8 @@ def _toml_value(v: Any) -> str:
 
 async def learn(pattern: str, api: str, seconds: float, client_name: str, order: list[Seen]) -> None:
     """Listen and fill ``order`` with the controls seen (kept even when interrupted)."""
+    from bridge.devices._midi import MidiLink  # imported here: the CLI builds this parser at every start
+
     link = MidiLink(client_name, pattern, None, api)
     await link.open()
     log.warning(
@@ -221,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         text = profile_text(controls, args.input)
         try:
+            from bridge.profiles import parse_profile
+
             parse_profile(text, args.output)  # what we write must load
         except MappingError as exc:  # pragma: no cover - a bug in the writer
             log.error("learn: generated profile is invalid: %s", exc)
