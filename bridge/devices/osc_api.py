@@ -3,8 +3,8 @@
 Commands (n is a 1-based track number; values 1/0 may be int, float, bool or "on"/"off"):
 
 ====================================  =============================================
-``/transport/play``                   roll
-``/transport/stop``                   stop
+``/transport/play``                   roll (trigger: see below)
+``/transport/stop``                   stop (trigger)
 ``/transport/record [1|0]``           record on (default) / off
 ``/transport/locate <seconds>``       move the playhead
 ``/track/<n>/arm <1|0>``              record-enable track n (also ``mute``, ``solo``)
@@ -21,7 +21,16 @@ Commands (n is a 1-based track number; values 1/0 may be int, float, bool or "on
 ``/state``                            the whole state is sent to the sender
 ``/subscribe`` / ``/unsubscribe``     start / stop receiving state feedback
 ``/stats``                            counters: ``/stats <name> <value> ...``
+``/transport/record/toggle``          press flips record (for momentary buttons)
+``/track/<n>/arm/toggle``             press flips arm (also ``mute``, ``solo``; and
+                                      ``/track/name/arm/toggle <name>``)
+``/talkback/toggle``                  press flips talkback (latching talkback)
 ====================================  =============================================
+
+Trigger addresses (``/transport/play``, ``/transport/stop``, ``/take/mark``, ``/take/circle``,
+``/take/falsestart``, ``/session/new``) take a button value as their only argument, as
+TouchOSC and Open Stage Control buttons send it: a float (or T/F) >= 0.5 fires, a release
+(< 0.5) is answered ``/ok`` and does nothing. Take numbers are ints (``/take/circle 3``).
 
 Every command is answered to its sender: ``/ok <address>`` once it has taken effect
 (for anything logged: once durable), or ``/error <address> <reason>``.
@@ -186,7 +195,23 @@ def _text(args: OscArgs, index: int = 0, required: bool = True) -> str:
     raise ValueError(f"expected a string, got {value!r}")
 
 
+class _Release(Exception):
+    """The release of a momentary button on a trigger address: nothing to do."""
+
+
+def _button(args: OscArgs) -> OscArgs:
+    """Trigger addresses accept a button value as their only argument, as TouchOSC and Open
+    Stage Control send it: a float (or T/F) >= 0.5 is the press and fires, a release (< 0.5)
+    does nothing. Returns the remaining (real) arguments."""
+    if len(args) == 1 and isinstance(args[0], float | bool):
+        if float(args[0]) < 0.5:
+            raise _Release
+        return []
+    return args
+
+
 def _take(args: OscArgs, index: int = 0) -> int | None:
+    """A take number: an int (a float is a button value, see ``_button``)."""
     if len(args) <= index:
         return None
     value = args[index]
@@ -205,18 +230,26 @@ _TRACK_COMMANDS: dict[str, Callable[[int | str, OscArgs, int], Command]] = {
 }
 
 _COMMANDS: dict[str, Parser] = {
-    "/transport/play": lambda a: Play(),
-    "/transport/stop": lambda a: Stop(),
+    "/transport/play": lambda a: (_button(a), Play())[1],
+    "/transport/stop": lambda a: (_button(a), Stop())[1],
     "/transport/record": lambda a: SetRecord(_flag(a, 0, True)),
     "/transport/locate": lambda a: Locate(max(0.0, _number(a))),
     "/song": lambda a: SetSong(_text(a)),
-    "/take/mark": lambda a: MarkTake(_text(a, required=False)),
-    "/take/circle": lambda a: CircleTake(_take(a), _flag(a, 1, True)),
-    "/take/falsestart": lambda a: FalseStart(_take(a)),
+    "/take/mark": lambda a: MarkTake(_text(_button(a), required=False)),
+    "/take/circle": lambda a: CircleTake(_take(b := _button(a)), _flag(b, 1, True)),
+    "/take/falsestart": lambda a: FalseStart(_take(_button(a))),
     "/note": lambda a: AddNote(_text(a)),
     "/talkback": lambda a: SetTalkback(_flag(a, 0, True)),
-    "/session/new": lambda a: NewSession(_text(a, required=False)),
+    "/session/new": lambda a: NewSession(_text(_button(a), required=False)),
 }
+
+#: ``<address>/toggle``: for momentary buttons; the press flips the current state, the release
+#: does nothing. Value: the StateKey the toggle reads ("{track}" filled in for tracks).
+_TOGGLES: dict[str, str] = {
+    "/transport/record/toggle": S.RECORDING,
+    "/talkback/toggle": S.TALKBACK,
+}
+_TRACK_TOGGLES: dict[str, str] = {"arm": "armed", "mute": "mute", "solo": "solo"}
 
 
 def _format_time(seconds: float) -> str:
@@ -415,6 +448,9 @@ class OscApi(Device):
             return
         try:
             command = self._parse(address, args)
+        except _Release:
+            self._reply(addr, "/ok", address)
+            return
         except KeyError:
             self.counters["unknown_address"] += 1
             self._bad_command.warn("osc api: unknown address %s from %s:%d", address, addr[0], addr[1])
@@ -440,6 +476,8 @@ class OscApi(Device):
         parser = _COMMANDS.get(address)
         if parser is not None:
             return parser(args)
+        if address.endswith("/toggle"):
+            return self._toggle(address, args)
         if address.startswith("/track/"):
             parts = address.split("/")
             if len(parts) == 4:
@@ -455,6 +493,45 @@ class OscApi(Device):
                     if which and not which.isdigit():
                         return build(which, args, 0)
         raise KeyError(address)
+
+    def _toggle(self, address: str, args: OscArgs) -> Command:
+        """Resolve ``.../toggle`` against the state this API mirrors (commands stay absolute)."""
+        key = _TOGGLES.get(address)
+        if key is not None:
+            _button(args)
+            on = not self._state.get(key)
+            return SetRecord(on) if key == S.RECORDING else SetTalkback(on)
+        parts = address.split("/")  # "", "track", n|name, what, "toggle"
+        if len(parts) != 5 or parts[1] != "track" or parts[3] not in _TRACK_TOGGLES:
+            raise KeyError(address)
+        which, what = parts[2], parts[3]
+        track: int | None
+        if which == "name":
+            name = _text(args)
+            args = args[1:]
+            track = self._track_named(name)
+            if track is None:
+                raise ValueError(f"no track named {name!r}")
+        elif which.isdigit() and int(which) >= 1:
+            track = int(which)
+        else:
+            raise ValueError("track numbers start at 1")
+        _button(args)
+        on = not self._state.get(S.track_key(track, _TRACK_TOGGLES[what]))
+        return _TRACK_COMMANDS[what](track, [on], 0)
+
+    def _track_named(self, name: str) -> int | None:
+        folded = None
+        for key, value in self._state.items():
+            if key.endswith("/name") and isinstance(value, str):
+                parsed = S.parse_track_key(key)
+                if parsed is None:
+                    continue
+                if value == name:
+                    return parsed[0]
+                if folded is None and value.casefold() == name.casefold():
+                    folded = parsed[0]
+        return folded
 
     # ---------------------------------------------------------------- output
 

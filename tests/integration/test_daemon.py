@@ -356,3 +356,44 @@ def test_check_finds_a_missing_controller_profile(tmp_path: Path) -> None:
     result = cli("check", "-c", str(path))
     assert result.returncode == 2
     assert "nope.toml" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_touchosc_style_buttons_press_and_release(tmp_path: Path) -> None:
+    """Tablet buttons send 1.0 on press and 0.0 on release: one tap is one action."""
+    with Daemon(tmp_path) as daemon:
+        tablet = OscClient(daemon.osc_port)
+        try:
+            assert tablet.command("/song", "Tap") == ("/ok", ["/song"])
+            for _ in range(2):  # two taps of a momentary "mark" button
+                assert tablet.command("/take/mark", 1.0) == ("/ok", ["/take/mark"])
+                assert tablet.command("/take/mark", 0.0) == ("/ok", ["/take/mark"])
+            tablet.send("/state")
+            assert tablet.wait_for(lambda m: m == ("/take", [2]))
+            # a float is a button value, an int a take number
+            assert tablet.command("/take/circle", 1.0) == ("/ok", ["/take/circle"])
+            assert tablet.command("/take/circle", 0.0) == ("/ok", ["/take/circle"])
+            assert tablet.command("/take/circle", 1) == ("/ok", ["/take/circle"])
+            assert tablet.command("/take/circle", 9)[0] == "/error"
+            # momentary buttons on toggles
+            assert tablet.command("/transport/record/toggle", 1.0) == ("/ok", ["/transport/record/toggle"])
+            assert tablet.command("/transport/record/toggle", 0.0) == ("/ok", ["/transport/record/toggle"])
+            tablet.send("/state")
+            assert tablet.wait_for(lambda m: m == ("/transport/record", [1]))
+            assert tablet.command("/track/2/arm/toggle", 1.0) == ("/ok", ["/track/2/arm/toggle"])
+            assert tablet.command("/track/name/arm/toggle", "Track 3", 1.0)[0] == "/ok"
+            assert tablet.command("/track/name/arm/toggle", "Nobody", 1.0)[0] == "/error"
+            tablet.send("/state")
+            assert tablet.wait_for(lambda m: m == ("/track/2/arm", [1]))
+            assert tablet.wait_for(lambda m: m == ("/track/3/arm", [1]))
+            assert tablet.command("/transport/record/toggle", 1.0) == ("/ok", ["/transport/record/toggle"])
+            tablet.send("/state")
+            assert tablet.wait_for(lambda m: m == ("/transport/record", [0]))
+            assert tablet.command("/transport/stop", 1.0) == ("/ok", ["/transport/stop"])
+        finally:
+            tablet.close()
+        assert daemon.stop() == 0
+    sheet = export_json(daemon.data_dir)
+    takes = sheet["takes"]
+    assert [t["take"] for t in takes] == [1, 2]
+    assert [t["label"] for t in takes] == ["", ""]
+    assert [t["circled"] for t in takes] == [True, True]
