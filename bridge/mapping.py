@@ -16,6 +16,9 @@ controls to commands::
     feedback = "transport/recording"
     blink = true                       # show "blink" instead of on
 
+Shorthand: ``arm = "Lead Vox"`` (also ``mute``, ``solo``, ``fader``) is
+``command = "track.arm"`` with ``track = "Lead Vox"``.
+
 Optional keys: ``label`` (take.mark), ``text`` (note), ``song`` (song), ``seconds``
 (transport.locate), ``invert`` (bool), ``min``/``max`` (continuous target range),
 ``step`` (relative: value change per encoder step, default 0.01),
@@ -201,9 +204,23 @@ _KEYS = {
 }  # fmt: skip
 
 
+#: shorthand keys: ``arm = "Lead Vox"`` means ``command = "track.arm"``, ``track = "Lead Vox"``
+SHORTHANDS = {"arm": "track.arm", "mute": "track.mute", "solo": "track.solo", "fader": "track.fader"}
+
+
 def parse_binding(table: dict[str, Any], where: str, file: str) -> Binding:
     def err(key: str, expected: str, got: Any) -> MappingError:
         return MappingError(f"{file}: {where}.{key}: expected {expected}, got {show(got)}")
+
+    shorthand = [k for k in SHORTHANDS if k in table]
+    if shorthand:
+        key = shorthand[0]
+        if len(shorthand) > 1 or "command" in table or "track" in table:
+            raise MappingError(
+                f"{file}: {where}.{key}: use either {key} = <track> or command + track, not both"
+            )
+        table = dict(table)
+        table["command"], table["track"] = SHORTHANDS[key], table.pop(key)
 
     unknown = sorted(set(table) - _KEYS)
     if unknown:

@@ -98,3 +98,13 @@ def test_load_mapping_file_errors(tmp_path: Path) -> None:
     bad.write_text("[[binding]\n")
     with pytest.raises(MappingError, match="not valid TOML"):
         load_mapping(bad)
+
+
+def test_shorthand_track_by_name() -> None:
+    m = mapper({"control": "b4", "arm": "Lead Vox"})
+    get, res = resolve({"track/4/name": "Lead Vox", "track/4/armed": False})
+    assert m.resolve(ControlInput("b4", 1.0), get, res) == [SetTrackArm("Lead Vox", True)]
+    with pytest.raises(
+        MappingError, match=r"binding\[0\]\.arm: use either arm = <track> or command \+ track"
+    ):
+        parse_mapping({"binding": [{"control": "b", "arm": 2, "command": "track.arm"}]}, "m.toml")
