@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import rtmidi
 
+from bridge.devices._jackwatch import JackWatch
 from bridge.errors import DeviceLost, DeviceUnavailable
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,7 @@ class MidiLink:
         self.out_port: str | None = None
         self._in: Any = None
         self._out: Any = None
+        self._jack_watch: JackWatch | None = None
         self._sink: Callable[[bytes], None] | None = None
         self._queue: deque[list[int] | bytes] = deque()
         self._parser = MidiStreamParser()
@@ -283,6 +285,10 @@ class MidiLink:
                 index = self._pick("output", self.out_pattern, ports)
                 midi_out.open_port(index, "out")
                 self.out_port = ports[index]
+            if api == rtmidi.API_UNIX_JACK:
+                # JACK drops our connection when the peer re-registers its port; the name check
+                # alone misses a fast replug, so also ask JACK about our own ports' connections
+                self._jack_watch = JackWatch(f"{self.client_name}-watch")
         except DeviceUnavailable:
             self._release()
             raise
@@ -377,6 +383,14 @@ class MidiLink:
                     gone.append(self.out_port)
         except (rtmidi.RtMidiError, RuntimeError, OSError) as exc:
             gone.append(f"port list failed: {exc}")
+        watch = self._jack_watch
+        if not gone and watch is not None:
+            for ours, peer in (
+                (f"{self.client_name}-in:in", self.in_port),
+                (f"{self.client_name}-out:out", self.out_port),
+            ):
+                if peer is not None and watch.connected(ours) is False:
+                    gone.append(f"{peer} (connection dropped: the port was closed and opened again)")
         if gone:
             self._set_lost(f"MIDI port gone: {', '.join(gone)}" + (f" ({why})" if why else ""))
         elif why:
@@ -416,6 +430,9 @@ class MidiLink:
     # ------------------------------------------------------------------ closing
 
     def _release(self) -> None:
+        watch, self._jack_watch = self._jack_watch, None
+        if watch is not None:
+            watch.close()
         midi_in, self._in = self._in, None
         midi_out, self._out = self._out, None
         for port in (midi_in, midi_out):

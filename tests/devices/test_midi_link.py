@@ -224,3 +224,31 @@ async def test_own_ports_are_never_matched(jack_server: JackServer) -> None:
     with pytest.raises(DeviceUnavailable, match=f"no MIDI input port matches '{name}'"):
         await link.open()
     link.close()
+
+
+@pytest.mark.jack
+async def test_fast_replug_is_noticed_by_the_connection_check(
+    jack_server: JackServer,
+    midi_peer: PeerFactory,
+) -> None:
+    """Closed and opened again between two port-list checks: the name is back, but JACK dropped
+    our connection; the link must still report the device lost (so it reconnects)."""
+    dev = unique_name("Quick")
+    peer = midi_peer(dev, "Quick MIDI 1")
+    link = MidiLink(unique_name("lnk"), dev, f"{dev}-fb", api="jack")
+    await link.open()
+    try:
+        await peer.asend([[0x90, 1, 1]])
+        assert await collect(link, 1) == [h("90 01 01")]
+        await peer.aclose_ports()
+        await peer.aopen_ports()  # back at once, same names
+        with pytest.raises(DeviceLost, match="connection dropped"):
+            async with asyncio.timeout(10):
+                async for _ in link.messages():
+                    pass
+        link.close()
+        await link.open()
+        await peer.asend([[0x90, 2, 2]])
+        assert await collect(link, 1) == [h("90 02 02")]
+    finally:
+        link.close()

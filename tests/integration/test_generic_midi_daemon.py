@@ -69,6 +69,10 @@ output = "nanoKONTROL2-fb:"
             peer.drain()
             peer.open_ports()
             wait_bytes(peer, [0xB0, REC, 127], [0xB0, STRIP2_REC, 127], timeout=10)
+            # a replug with no pause at all (faster than the port-list check): still replayed
+            peer.close_ports()
+            peer.open_ports()
+            wait_bytes(peer, [0xB0, REC, 127], [0xB0, STRIP2_REC, 127], timeout=10)
             # STOP: recording ends and the REC LED goes dark
             peer.send([[0xB0, STOP, 127], [0xB0, STOP, 0]])
             assert client.wait_for(lambda m: m == ("/transport/record", [0]), 10)
