@@ -672,27 +672,9 @@ class Hub:
                 self._when_durable(fut, done)
                 self._drop_daw_marker(song, take, label, seq)
             case CircleTake(take=take, on=on):
-                song, number = self._which_take(take)
-                fut = self._append(
-                    "take_flag",
-                    song=song,
-                    take=number,
-                    source=source,
-                    amends=takes.seq.get((song, number)),
-                    data={"circled": on},
-                )
-                self._when_durable(fut, done)
+                self._flag_take(source, take, {"circled": on}, done)
             case FalseStart(take=take):
-                song, number = self._which_take(take)
-                fut = self._append(
-                    "take_flag",
-                    song=song,
-                    take=number,
-                    source=source,
-                    amends=takes.seq.get((song, number)),
-                    data={"false_start": True},
-                )
-                self._when_durable(fut, done)
+                self._flag_take(source, take, {"false_start": True}, done)
             case AddNote(text=text, take=take):
                 if not text.strip():
                     raise CommandError("a note needs text")
@@ -724,6 +706,18 @@ class Hub:
                 task.add_done_callback(started)
             case _:
                 raise CommandError(f"unsupported session command {type(command).__name__}")
+
+    def _flag_take(self, source: str, take: int | None, flags: dict[str, Any], done: Done) -> None:
+        song, number = self._which_take(take)
+        fut = self._append(
+            "take_flag",
+            song=song,
+            take=number,
+            source=source,
+            amends=self._takes.seq.get((song, number)),
+            data=flags,
+        )
+        self._when_durable(fut, done)
 
     def _drop_daw_marker(self, song: str, take: int, label: str, seq: int) -> None:
         target = self._target("daw", AddMarker(""))

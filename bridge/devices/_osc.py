@@ -215,3 +215,61 @@ class UdpEndpoint:
         if self.transport is not None:
             self.transport.close()
         self.closed = True
+
+
+def dispatch(data: bytes, handle: Callable[[str, OscArgs], bool], stats: dict[str, int]) -> bool:
+    """Decode a datagram from a peer and give each message to ``handle`` (True = understood).
+
+    Counts ``rx`` (datagrams), ``bad`` (malformed packets, or arguments ``handle`` choked on:
+    ValueError / IndexError / TypeError) and ``ignored`` (messages ``handle`` did not want).
+    Returns whether any message was understood (the peer is alive)."""
+    stats["rx"] = stats.get("rx", 0) + 1
+    try:
+        messages = decode(data)
+    except OscDecodeError:
+        stats["bad"] = stats.get("bad", 0) + 1
+        return False
+    understood = False
+    for address, args in messages:
+        try:
+            handled = handle(address, args)
+        except (ValueError, IndexError, TypeError):
+            stats["bad"] = stats.get("bad", 0) + 1
+            continue
+        if handled:
+            understood = True
+        else:
+            stats["ignored"] = stats.get("ignored", 0) + 1
+    return understood
+
+
+class PositionLimiter:
+    """Playhead reports from a DAW at most ``rate`` per second. A jump (locate, or a value that
+    is not where the running playhead should be) goes out at once; a value held back by the
+    rate is flushed by the caller when ``flush_in`` reaches 0."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.last: float | None = None
+        self.last_at = -1e9
+        self.dirty = False
+
+    def due(self, seconds: float, playing: bool, now: float, force: bool = False) -> bool:
+        """Whether ``seconds`` should be reported now (and, if so, remember it as reported)."""
+        since = now - self.last_at
+        if not force and self.last is not None:
+            expected = self.last + (since if playing else 0.0)
+            jumped = abs(seconds - expected) > 0.25
+            if not jumped and seconds == self.last:
+                self.dirty = False
+                return False
+            if not jumped and since < self.interval:
+                self.dirty = True
+                return False
+        self.dirty = False
+        self.last, self.last_at = seconds, now
+        return True
+
+    def flush_in(self, now: float) -> float | None:
+        """Seconds until a held-back value is due (<= 0: now); None when nothing is held."""
+        return self.last_at + self.interval - now if self.dirty else None

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from bridge.devices._osc import Address, OscArgs, OscDecodeError, UdpEndpoint, decode, encode
+from bridge.devices._osc import Address, OscArgs, PositionLimiter, UdpEndpoint, dispatch, encode
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, port_check, positive
@@ -174,9 +174,7 @@ class ArdourOsc(Device):
         self._rec_wanted: tuple[bool, float] | None = None
         self._samples: int | None = None
         self._rate = float(self.options.sample_rate)
-        self._pos_emitted_at = -1e9
-        self._pos_emitted: float | None = None
-        self._pos_dirty = False
+        self._pos = PositionLimiter(self.options.position_rate)
         self._frame_waiters: deque[Callable[[int], None]] = deque()
         self._markers: deque[_PendingMarker] = deque()
         self._last_rx = self._clock()
@@ -280,8 +278,8 @@ class ArdourOsc(Device):
             if silent > timeout:
                 raise DeviceLost(f"Ardour silent for {silent:.1f} s (no heartbeat)")
             wait = timeout - silent + 0.05
-            if self._pos_dirty:
-                left = self._pos_emitted_at + 1.0 / self.options.position_rate - now
+            left = self._pos.flush_in(now)
+            if left is not None:
                 if left <= 0:
                     self._emit_position(force=True)
                     continue
@@ -410,39 +408,12 @@ class ArdourOsc(Device):
         if self._samples is None or self._syncing:
             return
         seconds = self._samples / self._rate
-        now = self._clock()
-        since = now - self._pos_emitted_at
-        if not force and self._pos_emitted is not None:
-            expected = self._pos_emitted + (since if self._playing else 0.0)
-            jumped = abs(seconds - expected) > 0.25
-            if not jumped and seconds == self._pos_emitted:
-                self._pos_dirty = False
-                return
-            if not jumped and since < 1.0 / self.options.position_rate:
-                self._pos_dirty = True
-                return
-        self._pos_dirty = False
-        self._pos_emitted_at = now
-        self._pos_emitted = seconds
-        self._emit(PositionChanged(seconds))
+        if self._pos.due(seconds, bool(self._playing), self._clock(), force):
+            self._emit(PositionChanged(seconds))
 
     def _on_datagram(self, data: bytes, addr: Address) -> None:
-        self._stats["rx"] += 1
-        try:
-            messages = decode(data)
-        except OscDecodeError:
-            self._stats["bad"] += 1
-            return
-        for address, args in messages:
-            try:
-                handled = self._handle(address, args)
-            except (ValueError, IndexError, TypeError):
-                self._stats["bad"] += 1
-                continue
-            if handled:
-                self._last_rx = self._clock()
-            else:
-                self._stats["ignored"] += 1
+        if dispatch(data, self._handle, self._stats):
+            self._last_rx = self._clock()
 
     def _handle(self, address: str, args: OscArgs) -> bool:
         """Apply one feedback message; return False if it is not one we use."""

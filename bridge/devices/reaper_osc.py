@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
-from bridge.devices._osc import Address, OscArgs, OscDecodeError, UdpEndpoint, decode, encode
+from bridge.devices._osc import Address, OscArgs, PositionLimiter, UdpEndpoint, dispatch, encode
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, port_check, positive
@@ -154,9 +154,7 @@ class ReaperOsc(Device):
         self._rec_wanted: tuple[bool, float] | None = None
         self._seconds: float | None = None
         self._seconds_at = 0.0
-        self._pos_emitted: float | None = None
-        self._pos_emitted_at = -1e9
-        self._pos_dirty = False
+        self._pos = PositionLimiter(self.options.position_rate)
         self._markers: dict[int, list[Any]] = {}  # marker slot -> [number, name, time]
         self._known_numbers: set[int] = set()
         self._pending: deque[_PendingMarker] = deque()
@@ -242,8 +240,8 @@ class ReaperOsc(Device):
                 wait = self._probe_sent + o.probe_timeout - now + 0.01
             else:
                 wait = self._last_rx + o.probe_interval - now + 0.01
-            if self._pos_dirty:
-                left = self._pos_emitted_at + 1.0 / o.position_rate - now
+            left = self._pos.flush_in(now)
+            if left is not None:
                 if left <= 0:
                     self._emit_position(force=True)
                     continue
@@ -364,40 +362,13 @@ class ReaperOsc(Device):
     def _emit_position(self, force: bool = False) -> None:
         if self._seconds is None or self._syncing:
             return
-        now = self._clock()
-        seconds = self._seconds
-        since = now - self._pos_emitted_at
-        if not force and self._pos_emitted is not None:
-            expected = self._pos_emitted + (since if self._playing else 0.0)
-            jumped = abs(seconds - expected) > 0.25
-            if not jumped and seconds == self._pos_emitted:
-                self._pos_dirty = False
-                return
-            if not jumped and since < 1.0 / self.options.position_rate:
-                self._pos_dirty = True
-                return
-        self._pos_dirty = False
-        self._pos_emitted, self._pos_emitted_at = seconds, now
-        self._emit(PositionChanged(seconds))
+        if self._pos.due(self._seconds, bool(self._playing), self._clock(), force):
+            self._emit(PositionChanged(self._seconds))
 
     def _on_datagram(self, data: bytes, addr: Address) -> None:
-        self._stats["rx"] += 1
-        try:
-            messages = decode(data)
-        except OscDecodeError:
-            self._stats["bad"] += 1
-            return
-        for address, args in messages:
-            try:
-                handled = self._handle(address, args)
-            except (ValueError, IndexError, TypeError):
-                self._stats["bad"] += 1
-                continue
-            if handled:
-                self._last_rx = self._clock()
-                self._got_any.set()
-            else:
-                self._stats["ignored"] += 1
+        if dispatch(data, self._handle, self._stats):
+            self._last_rx = self._clock()
+            self._got_any.set()
 
     def _handle(self, address: str, args: OscArgs) -> bool:
         if address == "/time":
