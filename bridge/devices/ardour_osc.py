@@ -166,6 +166,7 @@ class ArdourOsc(Device):
         self._reset_model()
 
     def _reset_model(self) -> None:
+        self._flooded = False
         self._tracks: dict[int, _Track] = {}
         self._strip_list: list[tuple[int, str, bool, bool, bool]] = []
         self._collecting_list = False
@@ -269,6 +270,9 @@ class ArdourOsc(Device):
         while True:
             if self._endpoint is None or self._endpoint.closed:
                 raise DeviceLost("Ardour OSC socket closed")
+            if self._flooded:
+                # events were not queued: the state may be wrong; reconnect and relearn it all
+                raise DeviceLost(f"Ardour feedback flood ({MAX_QUEUE} events behind); resyncing")
             if not self._queue.empty():
                 yield self._queue.get_nowait()
                 continue
@@ -398,6 +402,7 @@ class ArdourOsc(Device):
     def _emit(self, event: Event) -> None:
         if self._queue.qsize() >= MAX_QUEUE:
             self._stats["overflow"] += 1
+            self._flooded = True  # receive() turns this into DeviceLost (full resync)
             return
         self._queue.put_nowait(event)
 

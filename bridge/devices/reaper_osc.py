@@ -146,6 +146,7 @@ class ReaperOsc(Device):
         self._reset()
 
     def _reset(self) -> None:
+        self._flooded = False
         self._bank = 1
         self._tracks: dict[int, dict[str, Any]] = {}
         self._playing: bool | None = None
@@ -222,6 +223,9 @@ class ReaperOsc(Device):
         while True:
             if self._endpoint is None or self._endpoint.closed:
                 raise DeviceLost("REAPER OSC socket closed")
+            if self._flooded:
+                # events were not queued: the state may be wrong; reconnect and relearn it all
+                raise DeviceLost(f"REAPER feedback flood ({MAX_QUEUE} events behind); resyncing")
             if not self._queue.empty():
                 yield self._queue.get_nowait()
                 continue
@@ -356,6 +360,7 @@ class ReaperOsc(Device):
     def _emit(self, event: Event) -> None:
         if self._queue.qsize() >= MAX_QUEUE:
             self._stats["overflow"] += 1
+            self._flooded = True  # receive() turns this into DeviceLost (full resync)
             return
         self._queue.put_nowait(event)
 

@@ -256,3 +256,43 @@ async def test_silent_reaper_is_lost_and_absent_reaper_unavailable() -> None:
     with pytest.raises(DeviceUnavailable):
         async with asyncio.timeout(WAIT):
             await driver.__aenter__()
+
+
+async def test_feedback_flood_beyond_the_queue_forces_a_full_resync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More events than the driver queues (nobody reading for a while): rather than drop a
+    fact, the driver reports the link lost, so the supervisor reconnects and relearns it all."""
+    from bridge.devices import reaper_osc
+
+    monkeypatch.setattr(reaper_osc, "MAX_QUEUE", 300)  # the same logic, a smaller flood
+    device_port = free_port()
+    fake = FakeReaper(device_port=device_port)
+    await fake.start()
+    driver = ReaperOsc("reaper", ReaperOsc.Options(port=fake.port, local_port=device_port, bank_size=8))
+    try:
+        async with asyncio.timeout(WAIT):
+            await driver.__aenter__()
+        target = ("127.0.0.1", device_port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+            for i in range(1000):
+                s.sendto(encode("/track/1/mute", float(i % 2)), target)
+                if i % 200 == 199:
+                    await asyncio.sleep(0.002)  # let the loop read; nobody drains receive()
+        async with asyncio.timeout(WAIT):
+            while driver.stats()["overflow"] == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        with pytest.raises(DeviceLost, match="feedback flood"):
+            async with asyncio.timeout(WAIT):
+                async for _ in driver.receive():
+                    pass
+        await driver.__aexit__(None, None, None)
+        await asyncio.sleep(0.3)  # the supervisor's first backoff step; the old socket closes
+        # a fresh connect relearns the state and is not flooded any more
+        async with asyncio.timeout(WAIT):
+            await driver.__aenter__()
+        async with asyncio.timeout(WAIT):
+            first = await anext(driver.receive())
+        assert isinstance(first, TracksReset)
+    finally:
+        await driver.__aexit__(None, None, None)
+        await fake.close()
