@@ -126,14 +126,14 @@ async def bridge_run(rate: int, seconds: float) -> dict[str, float]:
                 led_times.append((time.perf_counter_ns(), data))
 
         daw_times: list[tuple[int, int]] = []  # (time, track) when SetTrackArm reaches the DAW driver
-        daw_send = daw._send_now
+        daw_send = daw.send_now
 
         def stamped(message: object) -> None:
             if isinstance(message, SetTrackArm):
                 daw_times.append((time.perf_counter_ns(), int(message.track)))
             daw_send(message)  # type: ignore[arg-type]
 
-        daw._send_now = stamped  # type: ignore[method-assign]
+        daw.send_now = stamped  # type: ignore[method-assign]
         nano.link.attach_sink(sink)
         nano.link.in_pattern = nano.link.out_pattern = None  # no ports: injector in, sink out
         tasks = []

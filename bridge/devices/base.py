@@ -124,3 +124,19 @@ class Device(abc.ABC):
     def stats(self) -> dict[str, int]:
         """Counters (messages in/out, dropped bad input, ...) for logs and benchmarks."""
         return {}
+
+
+class SyncDevice(Device):
+    """A driver whose sending never waits (UDP ``sendto``, rtmidi, in-process state): it
+    implements ``send_now`` and gets ``send`` and the hub's direct path (``send_nowait``)."""
+
+    @abc.abstractmethod
+    def send_now(self, message: Outbound) -> None:
+        """Encode and write one message; raise DeviceError on failure."""
+
+    async def send(self, message: Outbound) -> None:
+        self.send_now(message)
+
+    def send_nowait(self, message: Outbound) -> bool:
+        self.send_now(message)
+        return True

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from bridge.devices.base import Device, DeviceContext
+from bridge.devices.base import DeviceContext, SyncDevice
 from bridge.options import in_range, positive
 from bridge.vocab import (
     AddMarker,
@@ -45,7 +45,7 @@ class InternalOptions:
     position_rate: float = field(default=10.0, metadata={"check": positive})
 
 
-class InternalTransport(Device):
+class InternalTransport(SyncDevice):
     kind: ClassVar[str] = "internal"
     handles: ClassVar[frozenset[type[Command]]] = frozenset(
         {Play, Stop, SetRecord, Locate, SetTrackArm, SetTrackMute, SetTrackSolo, SetTrackFader, AddMarker}
@@ -119,15 +119,7 @@ class InternalTransport(Device):
         else:
             self._stop_ticker()
 
-    async def send(self, message: Outbound) -> None:
-        self.send_nowait(message)
-
-    def send_nowait(self, message: Outbound) -> bool:
-        """Synchronous: the hub may call this directly (see Device.send_nowait)."""
-        self._send_now(message)
-        return True
-
-    def _send_now(self, message: Outbound) -> None:
+    def send_now(self, message: Outbound) -> None:
         match message:
             case Play():
                 self._roll(True)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from bridge.devices._midi import MidiLink, check_pattern
-from bridge.devices.base import Device, DeviceContext
+from bridge.devices.base import DeviceContext, SyncDevice
 from bridge.errors import ConfigError
 from bridge.options import in_range
 from bridge.profiles import ControlSpec, Profile, load_profile
@@ -71,7 +71,7 @@ class GenericMidiOptions:
     send_init: bool = True
 
 
-class GenericMidiSurface(Device):
+class GenericMidiSurface(SyncDevice):
     kind: ClassVar[str] = "generic_midi"
     feedback: ClassVar[Literal["mapped"]] = "mapped"
     max_backoff: ClassVar[float] = 0.5
@@ -218,15 +218,7 @@ class GenericMidiSurface(Device):
         self._last_fb[spec.name] = (raw, self._clock())
         return spec.encode_raw(raw)
 
-    async def send(self, message: Outbound) -> None:
-        self.send_nowait(message)
-
-    def send_nowait(self, message: Outbound) -> bool:
-        """Synchronous: the hub may call this directly (see Device.send_nowait)."""
-        self._send_now(message)
-        return True
-
-    def _send_now(self, message: Outbound) -> None:
+    def send_now(self, message: Outbound) -> None:
         if not isinstance(message, Feedback) or not self.link.can_send:
             return
         data = self.encode_feedback(message)

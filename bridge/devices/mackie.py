@@ -52,7 +52,7 @@ from typing import Any, ClassVar, Literal
 from bridge import state as st
 from bridge.devices import mackie_codec as mc
 from bridge.devices._midi import MidiLink, check_pattern
-from bridge.devices.base import Device, DeviceContext
+from bridge.devices.base import DeviceContext, SyncDevice
 from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, non_negative, positive
 from bridge.vocab import (
@@ -129,7 +129,7 @@ def _check_pattern(value: Any) -> str | None:
     return check_pattern(value)
 
 
-class MackieSurface(Device):
+class MackieSurface(SyncDevice):
     kind: ClassVar[str] = "mackie"
     feedback: ClassVar[Literal["state"]] = "state"
     min_interval: ClassVar[float] = 0.02
@@ -353,15 +353,7 @@ class MackieSurface(Device):
         elif status == 0xE0:
             self._echo_fader[data[0] & 0x0F] = (((data[2] << 7) | data[1]) >> 4, self._clock())
 
-    async def send(self, message: Outbound) -> None:
-        self.send_nowait(message)
-
-    def send_nowait(self, message: Outbound) -> bool:
-        """Synchronous: the hub may call this directly (see Device.send_nowait)."""
-        self._send_now(message)
-        return True
-
-    def _send_now(self, message: Outbound) -> None:
+    def send_now(self, message: Outbound) -> None:
         if not isinstance(message, Feedback):
             return
         key, value = message.control, message.value

@@ -60,7 +60,7 @@ from typing import Any, ClassVar
 
 from bridge import state as S
 from bridge.devices._osc import Address, OscArgs, OscDecodeError, UdpEndpoint, decode, encode
-from bridge.devices.base import Device, DeviceContext, FeedbackMode
+from bridge.devices.base import DeviceContext, FeedbackMode, SyncDevice
 from bridge.errors import ConfigError
 from bridge.options import port_check, positive
 from bridge.vocab import (
@@ -313,7 +313,7 @@ class _RateLimitedLog:
             self._suppressed += 1
 
 
-class OscApi(Device):
+class OscApi(SyncDevice):
     kind: ClassVar[str] = "osc_api"
     feedback: ClassVar[FeedbackMode] = "state"
     Options: ClassVar[type[OscApiOptions]] = OscApiOptions
@@ -560,15 +560,7 @@ class OscApi(Device):
             for address, arg in feedback_messages(key, value):
                 self._reply(addr, address, arg)
 
-    async def send(self, message: Outbound) -> None:
-        self.send_nowait(message)
-
-    def send_nowait(self, message: Outbound) -> bool:
-        """Synchronous: the hub may call this directly (see Device.send_nowait)."""
-        self._send_now(message)
-        return True
-
-    def _send_now(self, message: Outbound) -> None:
+    def send_now(self, message: Outbound) -> None:
         if not isinstance(message, Feedback):
             return
         if message.value is None:
