@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from peers.ardour import ArdourPeer, ardour  # noqa: F401
+from peers.recorder import Recorder, track_state
 
 from bridge.devices._osc import encode
 from bridge.devices.ardour_osc import ArdourOsc
@@ -17,7 +18,6 @@ from bridge.errors import DeviceLost, DeviceUnavailable
 from bridge.vocab import (
     AddMarker,
     Event,
-    Inbound,
     MarkerAdded,
     Play,
     PositionChanged,
@@ -35,62 +35,6 @@ pytestmark = pytest.mark.ardour
 WAIT = 10.0  # generous: 2 shared cores
 
 
-class Recorder:
-    """Runs ``driver.receive()`` in a task and keeps every event."""
-
-    def __init__(self, driver: ArdourOsc) -> None:
-        self.driver = driver
-        self.events: list[Inbound] = []
-        self.error: BaseException | None = None
-        self._changed = asyncio.Event()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            async for ev in self.driver.receive():
-                self.events.append(ev)
-                self._changed.set()
-        except BaseException as exc:
-            self.error = exc
-            self._changed.set()
-            raise
-
-    async def wait_for(self, pred: Callable[[Inbound], bool], within: float = WAIT, start: int = 0) -> Any:
-        async with asyncio.timeout(within):
-            i = start
-            while True:
-                while i < len(self.events):
-                    if pred(self.events[i]):
-                        return self.events[i]
-                    i += 1
-                if self.error is not None:
-                    raise AssertionError(f"receive() failed: {self.error!r}")
-                self._changed.clear()
-                await self._changed.wait()
-
-    def mark(self) -> int:
-        return len(self.events)
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.task
-
-
-def track_state(events: list[Inbound]) -> dict[int, dict[str, Any]]:
-    """Fold TracksReset/TrackChanged events into {track: {field: value}} (what the core does)."""
-    state: dict[int, dict[str, Any]] = {}
-    for ev in events:
-        if isinstance(ev, TracksReset):
-            state = {n: v for n, v in state.items() if n < ev.first}
-        elif isinstance(ev, TrackChanged):
-            t = state.setdefault(ev.track, {})
-            for f in ("name", "arm", "mute", "solo", "fader"):
-                if getattr(ev, f) is not None:
-                    t[f] = getattr(ev, f)
-    return state
-
-
 def opts(peer: ArdourPeer, **kw: Any) -> ArdourOsc.Options:
     return ArdourOsc.Options(port=peer.port, **kw)
 
@@ -100,7 +44,7 @@ async def connected(peer: ArdourPeer, **kw: Any) -> AsyncIterator[tuple[ArdourOs
     driver = ArdourOsc("ardour", opts(peer, **kw))
     async with asyncio.timeout(WAIT):
         await driver.__aenter__()
-    rec = Recorder(driver)
+    rec = Recorder(driver, wait=WAIT)
     try:
         yield driver, rec
     finally:
@@ -221,7 +165,7 @@ async def test_kill_and_restart_raises_lost_then_resyncs(ardour: ArdourPeer) -> 
     driver = ArdourOsc("ardour", opts(ardour, heartbeat_timeout=2.5))
     async with asyncio.timeout(WAIT):
         await driver.__aenter__()
-    rec = Recorder(driver)
+    rec = Recorder(driver, wait=WAIT)
     try:
         await rec.wait_for(lambda e: isinstance(e, TransportChanged))
         await driver.send(SetTrackArm(1, True))
@@ -247,7 +191,7 @@ async def test_kill_and_restart_raises_lost_then_resyncs(ardour: ArdourPeer) -> 
                 break
             except DeviceUnavailable:
                 await asyncio.sleep(0.25)
-    rec = Recorder(driver)
+    rec = Recorder(driver, wait=WAIT)
     try:
         await rec.wait_for(lambda e: isinstance(e, TransportChanged))
         events: list[Event] = [e for e in rec.events if isinstance(e, Event)]

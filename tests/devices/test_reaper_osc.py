@@ -6,18 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from peers.fake_reaper import FakeReaper
+from peers.recorder import Recorder
+from peers.recorder import track_state as tracks_of
 
 from bridge.devices._osc import encode
 from bridge.devices.reaper_osc import ReaperOsc
 from bridge.errors import DeviceLost, DeviceUnavailable
 from bridge.vocab import (
     AddMarker,
-    Inbound,
     Locate,
     MarkerAdded,
     Play,
@@ -42,59 +43,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Recorder:
-    def __init__(self, driver: ReaperOsc) -> None:
-        self.driver = driver
-        self.events: list[Inbound] = []
-        self.error: BaseException | None = None
-        self._changed = asyncio.Event()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            async for ev in self.driver.receive():
-                self.events.append(ev)
-                self._changed.set()
-        except BaseException as exc:
-            self.error = exc
-            self._changed.set()
-            raise
-
-    async def wait_for(self, pred: Callable[[Inbound], bool], within: float = WAIT, start: int = 0) -> Any:
-        async with asyncio.timeout(within):
-            i = start
-            while True:
-                while i < len(self.events):
-                    if pred(self.events[i]):
-                        return self.events[i]
-                    i += 1
-                if self.error is not None:
-                    raise AssertionError(f"receive() failed: {self.error!r}")
-                self._changed.clear()
-                await self._changed.wait()
-
-    def mark(self) -> int:
-        return len(self.events)
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.task
-
-
-def tracks_of(events: list[Inbound]) -> dict[int, dict[str, Any]]:
-    state: dict[int, dict[str, Any]] = {}
-    for ev in events:
-        if isinstance(ev, TracksReset):
-            state = {n: v for n, v in state.items() if n < ev.first}
-        elif isinstance(ev, TrackChanged):
-            t = state.setdefault(ev.track, {})
-            for f in ("name", "arm", "mute", "solo", "fader"):
-                if getattr(ev, f) is not None:
-                    t[f] = getattr(ev, f)
-    return state
-
-
 @contextlib.asynccontextmanager
 async def rig(**kw: Any) -> AsyncIterator[tuple[FakeReaper, ReaperOsc, Recorder]]:
     device_port = free_port()
@@ -105,7 +53,7 @@ async def rig(**kw: Any) -> AsyncIterator[tuple[FakeReaper, ReaperOsc, Recorder]
     try:
         async with asyncio.timeout(WAIT):
             await driver.__aenter__()
-        rec = Recorder(driver)
+        rec = Recorder(driver, wait=WAIT)
         try:
             yield fake, driver, rec
         finally:
