@@ -9,6 +9,7 @@ suffix. Keys:
 ``transport/recording``        bool    global record is enabled (recording when rolling)
 ``transport/position``         float   playhead in seconds (DAW-reported or internal)
 ``transport/assumed``          bool    transport state is assumed (one-way protocol)
+``transport/on_air``           bool    derived: rolling and recording (the on-air light)
 ``track/<n>/name``             str     DAW track name (n is 1-based)
 ``track/<n>/armed``            bool    record-enabled
 ``track/<n>/mute``             bool
@@ -48,6 +49,7 @@ PLAYING = "transport/playing"
 RECORDING = "transport/recording"
 POSITION = "transport/position"
 ASSUMED = "transport/assumed"
+ON_AIR = "transport/on_air"
 TALKBACK = "talkback"
 SESSION = "session"
 SONG = "song"
@@ -105,6 +107,9 @@ def reduce(values: Mapping[str, Value], event: Event) -> list[Change]:
                 _set(values, out, RECORDING, recording)
             if playing is not None or recording is not None:
                 _set(values, out, ASSUMED, assumed)
+                now_playing = values.get(PLAYING) if playing is None else playing
+                now_recording = values.get(RECORDING) if recording is None else recording
+                _set(values, out, ON_AIR, now_playing is True and now_recording is True)
         case PositionChanged(seconds=seconds):
             _set(values, out, POSITION, float(seconds))
         case TrackChanged(track=track) if track >= 1:

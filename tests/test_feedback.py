@@ -70,7 +70,12 @@ def test_resync_clears_cache_and_sends_everything() -> None:
     # no track is called "Vox" yet, so that button shows nothing
     assert controls == {"rec": 1.0, "arm2": 0.0, "onair": "blink"}
     full = engine.resync("tablet", store.items(), resolver(store))
-    assert {f.control for f in full} == {"transport/recording", "transport/playing", "transport/assumed"}
+    assert {f.control for f in full} == {
+        "transport/recording",
+        "transport/playing",
+        "transport/assumed",
+        "transport/on_air",
+    }
 
 
 def test_blackout_turns_every_mapped_control_off() -> None:

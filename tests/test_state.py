@@ -15,7 +15,11 @@ def test_reduce_is_pure_and_reports_changes() -> None:
     values = {S.PLAYING: False}
     changes = S.reduce(values, TransportChanged(playing=True))
     assert values == {S.PLAYING: False}
-    assert [(c.key, c.old, c.new) for c in changes] == [(S.PLAYING, False, True), (S.ASSUMED, None, False)]
+    assert [(c.key, c.old, c.new) for c in changes] == [
+        (S.PLAYING, False, True),
+        (S.ASSUMED, None, False),
+        (S.ON_AIR, None, False),
+    ]
 
 
 def test_no_change_no_changes() -> None:
@@ -76,3 +80,13 @@ def test_continuous_keys() -> None:
     assert not S.is_continuous_key("track/4/armed")
     assert S.parse_track_key("track/12/armed") == (12, "armed")
     assert S.parse_track_key("track/x/armed") is None
+
+
+def test_on_air_is_rolling_and_recording() -> None:
+    store = S.Store()
+    store.apply(TransportChanged(playing=False, recording=True))  # armed, stopped: not on air
+    assert store.get(S.ON_AIR) is False
+    changes = store.apply(TransportChanged(playing=True))
+    assert S.Change(S.ON_AIR, False, True) in changes
+    store.apply(TransportChanged(recording=False))  # punched out, still rolling
+    assert store.get(S.ON_AIR) is False

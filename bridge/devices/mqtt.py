@@ -678,7 +678,7 @@ def discovery_configs(bridge: MqttBridge) -> dict[str, bytes]:
     on_off = {"payload_on": "true", "payload_off": "false"}
     as_json = {"value_template": "{{ value_json }}"}
     entities: list[tuple[str, str, dict[str, object]]] = [
-        ("binary_sensor", "on_air", {"name": "On air", "state_topic": f"{state}/transport/recording",
+        ("binary_sensor", "on_air", {"name": "On air", "state_topic": f"{state}/transport/on_air",
                                      "icon": "mdi:record-rec", **on_off}),
         ("binary_sensor", "talkback", {"name": "Talkback", "state_topic": f"{state}/talkback",
                                        "icon": "mdi:microphone", **on_off}),

@@ -354,7 +354,7 @@ async def test_home_assistant_discovery(broker: Broker) -> None:
         configs = {m.topic: json.loads(m.payload) for m in got}
         assert all(m.retain for m in got)
         on_air = configs[f"homeassistant/binary_sensor/{node}/on_air/config"]
-        assert on_air["state_topic"] == "studio-bridge/studio-b/state/transport/recording"
+        assert on_air["state_topic"] == "studio-bridge/studio-b/state/transport/on_air"
         assert (on_air["payload_on"], on_air["payload_off"]) == ("true", "false")
         assert on_air["availability_topic"] == "studio-bridge/studio-b/status"
         assert on_air["device"]["identifiers"] == [node]
