@@ -22,7 +22,8 @@ from typing import Any
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 
-from bridge.errors import DeviceUnavailable
+from bridge.errors import DeviceLost, DeviceUnavailable
+from bridge.vocab import Event
 
 log = logging.getLogger(__name__)
 
@@ -273,3 +274,26 @@ class PositionLimiter:
     def flush_in(self, now: float) -> float | None:
         """Seconds until a held-back value is due (<= 0: now); None when nothing is held."""
         return self.last_at + self.interval - now if self.dirty else None
+
+
+class EventQueue(asyncio.Queue[Event]):
+    """Events a DAW driver decoded, waiting for ``receive()``. A backlog beyond ``limit`` (the
+    loop far behind a feedback flood) never drops a fact silently: ``put_event`` refuses it and
+    ``raise_if_flooded`` turns that into DeviceLost, so the supervisor reconnects and the
+    driver relearns the full state. A new queue per connection starts unflooded."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.flooded = False
+
+    def put_event(self, event: Event) -> bool:
+        if self.qsize() >= self.limit:
+            self.flooded = True
+            return False
+        self.put_nowait(event)
+        return True
+
+    def raise_if_flooded(self, who: str) -> None:
+        if self.flooded:
+            raise DeviceLost(f"{who} feedback flood ({self.limit} events behind); resyncing")

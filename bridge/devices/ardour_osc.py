@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from bridge.devices._osc import Address, OscArgs, PositionLimiter, UdpEndpoint, dispatch, encode
+from bridge.devices._osc import Address, EventQueue, OscArgs, PositionLimiter, UdpEndpoint, dispatch, encode
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, port_check, positive
@@ -153,7 +153,7 @@ class ArdourOsc(Device):
         self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
         self._endpoint: UdpEndpoint | None = None
         self._target: Address = (options.host, options.port)
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue = EventQueue(MAX_QUEUE)
         self._stats: dict[str, int] = {
             "rx": 0,
             "tx": 0,
@@ -166,7 +166,6 @@ class ArdourOsc(Device):
         self._reset_model()
 
     def _reset_model(self) -> None:
-        self._flooded = False
         self._tracks: dict[int, _Track] = {}
         self._strip_list: list[tuple[int, str, bool, bool, bool]] = []
         self._collecting_list = False
@@ -186,7 +185,7 @@ class ArdourOsc(Device):
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Self:
         self._reset_model()
-        self._queue = asyncio.Queue()
+        self._queue = EventQueue(MAX_QUEUE)  # a fresh, unflooded queue per connection
         opts = self.options
         self._endpoint = await UdpEndpoint.open(self._on_datagram, (opts.local_host, opts.local_port))
         try:
@@ -270,9 +269,7 @@ class ArdourOsc(Device):
         while True:
             if self._endpoint is None or self._endpoint.closed:
                 raise DeviceLost("Ardour OSC socket closed")
-            if self._flooded:
-                # events were not queued: the state may be wrong; reconnect and relearn it all
-                raise DeviceLost(f"Ardour feedback flood ({MAX_QUEUE} events behind); resyncing")
+            self._queue.raise_if_flooded("Ardour")
             if not self._queue.empty():
                 yield self._queue.get_nowait()
                 continue
@@ -400,11 +397,8 @@ class ArdourOsc(Device):
 
     # ------------------------------------------------------------------ feedback
     def _emit(self, event: Event) -> None:
-        if self._queue.qsize() >= MAX_QUEUE:
-            self._stats["overflow"] += 1
-            self._flooded = True  # receive() turns this into DeviceLost (full resync)
-            return
-        self._queue.put_nowait(event)
+        if not self._queue.put_event(event):
+            self._stats["overflow"] += 1  # receive() turns this into DeviceLost (full resync)
 
     def _seconds(self, samples: int | None) -> float | None:
         return None if samples is None else samples / self._rate

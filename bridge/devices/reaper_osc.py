@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
-from bridge.devices._osc import Address, OscArgs, PositionLimiter, UdpEndpoint, dispatch, encode
+from bridge.devices._osc import Address, EventQueue, OscArgs, PositionLimiter, UdpEndpoint, dispatch, encode
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, port_check, positive
@@ -133,7 +133,7 @@ class ReaperOsc(Device):
         self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
         self._endpoint: UdpEndpoint | None = None
         self._target: Address = (options.host, options.port)
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue = EventQueue(MAX_QUEUE)
         self._stats = {
             "rx": 0,
             "tx": 0,
@@ -146,7 +146,6 @@ class ReaperOsc(Device):
         self._reset()
 
     def _reset(self) -> None:
-        self._flooded = False
         self._bank = 1
         self._tracks: dict[int, dict[str, Any]] = {}
         self._playing: bool | None = None
@@ -167,7 +166,7 @@ class ReaperOsc(Device):
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Self:
         self._reset()
-        self._queue = asyncio.Queue()
+        self._queue = EventQueue(MAX_QUEUE)  # a fresh, unflooded queue per connection
         o = self.options
         self._endpoint = await UdpEndpoint.open(self._on_datagram, (o.local_host, o.local_port))
         try:
@@ -223,9 +222,7 @@ class ReaperOsc(Device):
         while True:
             if self._endpoint is None or self._endpoint.closed:
                 raise DeviceLost("REAPER OSC socket closed")
-            if self._flooded:
-                # events were not queued: the state may be wrong; reconnect and relearn it all
-                raise DeviceLost(f"REAPER feedback flood ({MAX_QUEUE} events behind); resyncing")
+            self._queue.raise_if_flooded("REAPER")
             if not self._queue.empty():
                 yield self._queue.get_nowait()
                 continue
@@ -358,11 +355,8 @@ class ReaperOsc(Device):
 
     # ------------------------------------------------------------------ feedback
     def _emit(self, event: Event) -> None:
-        if self._queue.qsize() >= MAX_QUEUE:
-            self._stats["overflow"] += 1
-            self._flooded = True  # receive() turns this into DeviceLost (full resync)
-            return
-        self._queue.put_nowait(event)
+        if not self._queue.put_event(event):
+            self._stats["overflow"] += 1  # receive() turns this into DeviceLost (full resync)
 
     def _emit_position(self, force: bool = False) -> None:
         if self._seconds is None or self._syncing:
