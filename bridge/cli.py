@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import importlib
 import json
 import logging
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config) if args.config else None)
     setup_logging(args.log_level or config.bridge.log_level)
+    faulthandler.enable()  # a crash in native code leaves a Python traceback in the journal
     from bridge.app import App
 
     app = App(

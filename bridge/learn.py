@@ -177,7 +177,7 @@ async def learn(pattern: str, api: str, seconds: float, client_name: str, order:
     except TimeoutError:
         pass
     finally:
-        link.close()
+        await link.aclose()
 
 
 def add_parser(subparsers: Any) -> None:

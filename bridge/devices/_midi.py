@@ -4,10 +4,12 @@
 * :class:`MidiLink` opens one input and/or one output port **by name pattern** (never by
   index, so a replugged device with a new index is found again) and hands input to asyncio.
 
-Hot path: the rtmidi callback (which, with the JACK API, runs inside JACK's realtime
-process thread) only appends the raw byte list to a ``collections.deque`` and, when that
-append made the deque non-empty, calls ``loop.call_soon_threadsafe`` once: one wake-up per
-burst. Parsing happens on the event loop, in :meth:`MidiLink.messages`.
+The ports themselves live in a small helper process per open link (``_midi_helper``; why:
+see its docstring). The daemon talks to it over pipes: input arrives as raw chunks that are
+queued in a ``collections.deque`` (one event-loop wake-up per burst) and parsed on the event
+loop, in :meth:`MidiLink.messages`; output is written to the helper's stdin without waiting.
+While a device is absent, the daemon looks for it without starting a helper: through one
+shared, never activated JACK client (ctypes), or an rtmidi client without ports for ALSA.
 
 JACK naming: each rtmidi object is its own JACK client. A link named ``nano`` creates the
 clients ``nano-in`` (local port ``in``) and ``nano-out`` (local port ``out``); rtmidi connects
@@ -21,16 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import rtmidi
 
-from bridge.devices._jackwatch import JackWatch
+from bridge.devices import _jackwatch
+from bridge.devices._midi_helper import HEADER, OpenError, frame, pick_port
+from bridge.devices._midi_helper import port_matcher as port_matcher  # re-exported for the drivers
 from bridge.errors import DeviceLost, DeviceUnavailable
 
 log = logging.getLogger(__name__)
@@ -39,8 +45,10 @@ MidiApi = Literal["jack", "alsa", "auto"]
 
 #: Longest SysEx kept (bytes); longer ones are dropped as garbage.
 MAX_SYSEX = 65536
-#: Seconds between two checks of the port list while a link is open (<= 2 Hz).
-WATCH_INTERVAL = 0.5
+#: Seconds a helper process gets to open its ports (a cold start of Python and rtmidi included).
+OPEN_TIMEOUT = 15.0
+#: Seconds a helper process gets to close its ports and exit before it is killed.
+CLOSE_TIMEOUT = 3.0
 
 # Data bytes following each status byte (0x80-0xEF by high nibble; 0xF1-0xF6 system common).
 _CHANNEL_LEN = {0x8: 2, 0x9: 2, 0xA: 2, 0xB: 2, 0xC: 1, 0xD: 1, 0xE: 2}
@@ -165,15 +173,6 @@ def resolve_api(api: str) -> int:
     return int(rtmidi.API_UNIX_JACK)
 
 
-def port_matcher(pattern: str) -> Callable[[str], bool]:
-    """Case-insensitive substring match, or a regex (``re.search``) when the pattern starts with 're:'."""
-    if pattern.startswith("re:"):
-        rx = re.compile(pattern[3:], re.IGNORECASE)
-        return lambda name: rx.search(name) is not None
-    needle = pattern.casefold()
-    return lambda name: needle in name.casefold()
-
-
 def check_pattern(pattern: str) -> str | None:
     """Options check: None if ``pattern`` is usable, else what is expected."""
     if pattern.startswith("re:"):
@@ -186,9 +185,42 @@ def check_pattern(pattern: str) -> str | None:
     return None
 
 
-def _strip_alsa_index(name: str) -> str:
-    # ALSA names end in " 20:0" (client:port numbers that change on replug); compare without them.
-    return re.sub(r"\s+\d+:\d+$", "", name)
+_alsa_listers: dict[bool, Any] = {}
+_jack_quiet = False
+
+
+def _alsa_ports(inputs: bool) -> list[str]:
+    """ALSA sequencer ports through one rtmidi client without ports (no callback, no thread)."""
+    lister = _alsa_listers.get(inputs)
+    if lister is None:
+        lister = (
+            rtmidi.MidiOut(rtmidi.API_LINUX_ALSA, name="studio-bridge-probe")
+            if inputs
+            else (rtmidi.MidiIn(rtmidi.API_LINUX_ALSA, name="studio-bridge-probe"))
+        )
+        _alsa_listers[inputs] = lister
+    return list(lister.get_ports())
+
+
+def list_ports(api: int, inputs: bool) -> list[str]:
+    """Names of the MIDI ports a link could open: ``inputs`` (ports we can send to) or outputs
+    (ports we can receive from). Raises DeviceUnavailable when the MIDI system is not reachable."""
+    if api == rtmidi.API_UNIX_JACK:
+        global _jack_quiet
+        if not _jack_quiet:  # libjack prints to stderr at every probe while JACK is down
+            _jack_quiet = _jackwatch.route_messages_to_log()
+        ports = _jackwatch.list_ports(inputs)
+        if ports is None:
+            server = os.environ.get("JACK_DEFAULT_SERVER", "default")
+            raise DeviceUnavailable(f"JACK server {server!r} not reachable (is jackd running as this user?)")
+        return ports
+    try:
+        return _alsa_ports(inputs)
+    except (rtmidi.RtMidiError, RuntimeError, OSError) as exc:
+        raise DeviceUnavailable(f"ALSA sequencer not usable: {exc}") from exc
+
+
+_reapers: set[asyncio.Task[None]] = set()
 
 
 class MidiLink:
@@ -196,8 +228,8 @@ class MidiLink:
     or a regex when the pattern starts with 're:'), never by index, so a replugged device
     with a new index is found. api: "jack" | "alsa" | "auto" (rtmidi API_UNIX_JACK / API_LINUX_ALSA).
 
-    A link with neither pattern opens no port at all; tools and benchmarks then inject input
-    with :meth:`inject` and capture output with :meth:`attach_sink`.
+    A link with neither pattern opens no port and starts no helper; tools and benchmarks then
+    inject input with :meth:`inject` and capture output with :meth:`attach_sink`.
     """
 
     def __init__(
@@ -209,17 +241,17 @@ class MidiLink:
         self.api = api
         self.in_port: str | None = None  # full name of the matched peer ports
         self.out_port: str | None = None
-        self._in: Any = None
-        self._out: Any = None
-        self._jack_watch: JackWatch | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stderr_tail: deque[str] = deque(maxlen=10)
         self._sink: Callable[[bytes], None] | None = None
         self._queue: deque[list[int] | bytes] = deque()
         self._parser = MidiStreamParser()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._watch: asyncio.TimerHandle | None = None
         self._lost: str | None = None
         self._open = False
+        self._quiet = False
         self._received = 0
         self._messages = 0
         self._sent = 0
@@ -233,74 +265,123 @@ class MidiLink:
         self._loop = asyncio.get_running_loop()
         self._waiter = None
         self._lost = None
+        self._quiet = False
         self._queue.clear()
         self._parser.reset()
         if self.in_pattern is not None or self.out_pattern is not None:
-            await asyncio.to_thread(self._open_ports)
+            await self._start_helper()
         self._open = True
-        if self._in is not None or self._out is not None:
-            self._watch = self._loop.call_later(WATCH_INTERVAL, self._watch_tick)
 
     def _own(self, port: str) -> bool:
         return port.split(":", 1)[0].startswith(self.client_name)
 
-    def _pick(self, kind: str, pattern: str, ports: list[str]) -> int:
-        match = port_matcher(pattern)
-        found = [i for i, p in enumerate(ports) if not self._own(p) and match(p)]
-        if not found:
-            seen = ", ".join(repr(p) for p in ports if not self._own(p)) or "none"
-            raise DeviceUnavailable(f"no MIDI {kind} port matches {pattern!r} (ports seen: {seen})")
-        if len(found) > 1:
-            log.info(
-                "%s: %d %s ports match %r, using %r",
-                self.client_name,
-                len(found),
-                kind,
-                pattern,
-                ports[found[0]],
-            )
-        return found[0]
-
-    def _open_ports(self) -> None:
+    async def _start_helper(self) -> None:
         try:
             api = resolve_api(self.api)
         except ValueError as exc:
             raise DeviceUnavailable(str(exc)) from exc
+        # look first (cheap, no JACK client activated): no helper while the device is absent
         try:
             if self.in_pattern is not None:
-                midi_in = rtmidi.MidiIn(api, name=f"{self.client_name}-in", queue_size_limit=4096)
-                self._in = midi_in
-                midi_in.set_error_callback(self._on_error)
-                ports = midi_in.get_ports()
-                index = self._pick("input", self.in_pattern, ports)
-                midi_in.ignore_types(sysex=False, timing=False, active_sense=False)
-                midi_in.set_callback(self._on_midi)
-                midi_in.open_port(index, "in")
-                self.in_port = ports[index]
+                pick_port("input", self.in_pattern, list_ports(api, inputs=False), self._own)
             if self.out_pattern is not None:
-                midi_out = rtmidi.MidiOut(api, name=f"{self.client_name}-out")
-                self._out = midi_out
-                midi_out.set_error_callback(self._on_error)
-                ports = midi_out.get_ports()
-                index = self._pick("output", self.out_pattern, ports)
-                midi_out.open_port(index, "out")
-                self.out_port = ports[index]
-            if api == rtmidi.API_UNIX_JACK:
-                # JACK drops our connection when the peer re-registers its port; the name check
-                # alone misses a fast replug, so also ask JACK about our own ports' connections
-                self._jack_watch = JackWatch(f"{self.client_name}-watch")
-        except DeviceUnavailable:
-            self._release()
+                pick_port("output", self.out_pattern, list_ports(api, inputs=True), self._own)
+        except OpenError as exc:
+            raise DeviceUnavailable(str(exc)) from exc
+        cfg = {
+            "client_name": self.client_name,
+            "in_pattern": self.in_pattern,
+            "out_pattern": self.out_pattern,
+            "api": api,
+            "jack": api == rtmidi.API_UNIX_JACK,
+        }
+        env = dict(os.environ)
+        env.setdefault("JACK_NO_START_SERVER", "1")  # never let libjack start a server of its own
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bridge.devices._midi_helper",
+                json.dumps(cfg),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:
+            raise DeviceUnavailable(f"cannot start the MIDI helper process: {exc}") from exc
+        self._proc = proc
+        self._stderr_tail.clear()
+        assert proc.stdout is not None and proc.stderr is not None
+        self._tasks = [asyncio.ensure_future(self._read_stderr(proc.stderr))]
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                kind, payload = await self._read_frame(proc.stdout)
+                while kind == b"W":
+                    log.info("%s: %s", self.client_name, payload.decode(errors="replace"))
+                    kind, payload = await self._read_frame(proc.stdout)
+        except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+            await self._stop_helper(kill=True)
+            tail = " | ".join(self._stderr_tail)
+            what = "did not open its ports in time" if isinstance(exc, TimeoutError) else "exited"
+            raise DeviceUnavailable(
+                f"MIDI helper for {self.client_name!r} {what}: {tail or 'no output'}"
+            ) from exc
+        except BaseException:
+            await self._stop_helper(kill=True)
             raise
-        except (rtmidi.RtMidiError, RuntimeError, OSError) as exc:
-            self._release()
-            raise DeviceUnavailable(f"cannot open MIDI ports for {self.client_name!r}: {exc}") from exc
+        if kind != b"R":
+            await self._stop_helper(kill=True)
+            raise DeviceUnavailable(payload.decode(errors="replace") or "MIDI helper failed")
+        info = json.loads(payload)
+        self.in_port = info.get("in_port")
+        self.out_port = info.get("out_port")
+        self._tasks.append(asyncio.ensure_future(self._read_input(proc.stdout)))
         log.info("%s: MIDI open (in=%r out=%r)", self.client_name, self.in_port, self.out_port)
+
+    @staticmethod
+    async def _read_frame(stream: asyncio.StreamReader) -> tuple[bytes, bytes]:
+        head = await stream.readexactly(HEADER.size)
+        kind, size = HEADER.unpack(head)
+        return kind, await stream.readexactly(size)
+
+    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                self._stderr_tail.append(line)
+                log.debug("%s helper: %s", self.client_name, line)
+
+    async def _read_input(self, stream: asyncio.StreamReader) -> None:
+        q = self._queue
+        try:
+            while True:
+                kind, payload = await self._read_frame(stream)
+                if kind == b"M":
+                    if self._quiet:
+                        continue
+                    q.append(payload)
+                    if len(q) == 1:
+                        self._wake()
+                elif kind == b"L":
+                    self._set_lost(payload.decode(errors="replace"))
+                    return
+                elif kind == b"W":
+                    log.warning("%s: %s", self.client_name, payload.decode(errors="replace"))
+        except (asyncio.IncompleteReadError, OSError):
+            if self._open and self._lost is None:
+                proc = self._proc
+                if proc is not None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await proc.wait()
+                code = proc.returncode if proc is not None else None
+                tail = " | ".join(self._stderr_tail)
+                self._set_lost(f"MIDI helper process ended (exit {code}){': ' + tail if tail else ''}")
 
     # ------------------------------------------------------------------ input
 
     def _on_midi(self, event: tuple[list[int], float], _data: object = None) -> None:
-        # Runs in rtmidi's thread (JACK: the realtime process thread). Keep it trivial.
         q = self._queue
         q.append(event[0])
         if len(q) == 1:
@@ -309,7 +390,7 @@ class MidiLink:
                 loop.call_soon_threadsafe(self._wake)
 
     def inject(self, data: bytes | list[int]) -> None:
-        """Feed raw bytes as if they came from the input port (any thread; same path as rtmidi's)."""
+        """Feed raw bytes as if they came from the input port (any thread)."""
         self._on_midi((list(data) if isinstance(data, bytes) else data, 0.0))
 
     def _wake(self) -> None:
@@ -318,13 +399,6 @@ class MidiLink:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-
-    def _on_error(self, etype: int, message: str, _data: object = None) -> None:
-        # rtmidi errors can come from any thread; check the port list on the loop.
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._check_ports, f"rtmidi error {etype}: {message}")
 
     async def messages(self) -> AsyncIterator[list[bytes]]:
         """Yield batches of complete messages; raise DeviceLost when the port vanishes."""
@@ -358,44 +432,6 @@ class MidiLink:
                 self._messages += len(batch)
                 yield batch
 
-    # ------------------------------------------------------------------ port watch
-
-    def _watch_tick(self) -> None:
-        self._watch = None
-        if not self._open or self._lost is not None:
-            return
-        self._check_ports("")
-        if self._open and self._lost is None and self._loop is not None:
-            self._watch = self._loop.call_later(WATCH_INTERVAL, self._watch_tick)
-
-    def _check_ports(self, why: str) -> None:
-        if not self._open or self._lost is not None:
-            return
-        gone: list[str] = []
-        try:
-            if self._in is not None and self.in_port is not None:
-                names = {_strip_alsa_index(p) for p in self._in.get_ports()}
-                if _strip_alsa_index(self.in_port) not in names:
-                    gone.append(self.in_port)
-            if self._out is not None and self.out_port is not None:
-                names = {_strip_alsa_index(p) for p in self._out.get_ports()}
-                if _strip_alsa_index(self.out_port) not in names:
-                    gone.append(self.out_port)
-        except (rtmidi.RtMidiError, RuntimeError, OSError) as exc:
-            gone.append(f"port list failed: {exc}")
-        watch = self._jack_watch
-        if not gone and watch is not None:
-            for ours, peer in (
-                (f"{self.client_name}-in:in", self.in_port),
-                (f"{self.client_name}-out:out", self.out_port),
-            ):
-                if peer is not None and watch.connected(ours) is False:
-                    gone.append(f"{peer} (connection dropped: the port was closed and opened again)")
-        if gone:
-            self._set_lost(f"MIDI port gone: {', '.join(gone)}" + (f" ({why})" if why else ""))
-        elif why:
-            log.warning("%s: %s (ports still present)", self.client_name, why)
-
     def _set_lost(self, reason: str) -> None:
         if self._lost is None:
             log.warning("%s: %s", self.client_name, reason)
@@ -409,7 +445,8 @@ class MidiLink:
         self._sink = sink
 
     def send(self, data: bytes) -> None:
-        """Write one message (or several concatenated); raise DeviceLost on failure."""
+        """Write one message (or several concatenated) without waiting; raise DeviceLost when
+        the link is gone."""
         if self._lost is not None:
             raise DeviceLost(self._lost)
         sink = self._sink
@@ -417,73 +454,84 @@ class MidiLink:
             sink(data)
             self._sent += 1
             return
-        out = self._out
-        if out is None:
+        proc = self._proc
+        if proc is None or self.out_port is None or proc.stdin is None:
             raise DeviceLost(f"MIDI link {self.client_name!r} has no open output")
-        try:
-            out.send_message(data)
-        except (rtmidi.RtMidiError, RuntimeError, ValueError, OSError) as exc:
-            self._check_ports(f"send failed: {exc}")
-            raise DeviceLost(f"MIDI send to {self.out_port!r} failed: {exc}") from exc
+        if proc.stdin.is_closing():
+            raise DeviceLost(f"MIDI link {self.client_name!r}: the helper process is gone")
+        proc.stdin.write(frame(b"S", bytes(data)))
         self._sent += 1
 
     # ------------------------------------------------------------------ closing
 
-    def _release(self) -> None:
-        watch, self._jack_watch = self._jack_watch, None
-        if watch is not None:
-            watch.close()
-        midi_in, self._in = self._in, None
-        midi_out, self._out = self._out, None
-        for port in (midi_in, midi_out):
-            if port is None:
-                continue
-            try:
-                if port is midi_in:
-                    port.cancel_callback()
-                port.close_port()
-                port.delete()  # closes the JACK client now, not at interpreter exit
-            except Exception as exc:  # closing must never raise
-                log.debug("%s: error while closing MIDI port: %s", self.client_name, exc)
-
     def quiet(self) -> None:
         """Stop delivering input (the first step of closing)."""
-        if self._in is not None:
+        self._quiet = True
+
+    async def _stop_helper(self, kill: bool = False) -> None:
+        proc, self._proc = self._proc, None
+        tasks, self._tasks = self._tasks, []
+        if proc is not None:
+            if proc.stdin is not None and not proc.stdin.is_closing():
+                with contextlib.suppress(OSError, RuntimeError):
+                    if not kill:
+                        proc.stdin.write(frame(b"Q", b""))
+                    proc.stdin.close()
+            if kill and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
             try:
-                self._in.cancel_callback()
-            except Exception as exc:  # closing must never raise
-                log.debug("%s: cancel_callback failed: %s", self.client_name, exc)
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await proc.wait()
+            except TimeoutError:
+                log.warning("%s: MIDI helper did not exit, killing it", self.client_name)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
-    async def aclose(self) -> None:
-        """Close from the event loop without the JACK close deadlock.
-
-        rtmidi's close_port()/delete() hold the GIL while JACK waits for its process thread,
-        which may be inside our Python input callback waiting for the GIL. So: stop the
-        callback, let the process thread leave Python for a few JACK periods, then close."""
-        if self._in is not None:
-            self.quiet()
-            await asyncio.sleep(0.05)
-        self.close()
-
-    def close(self) -> None:
-        """Idempotent; calls rtmidi delete()/close_port so JACK is not stalled.
-        From the event loop prefer ``await aclose()``."""
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+    def _mark_closed(self) -> None:
         was_open = self._open
         self._open = False
-        self._release()
         if was_open:
             self._lost = self._lost or "closed"
             self._wake()
         self.in_port = None
         self.out_port = None
 
+    async def aclose(self) -> None:
+        """Close the ports and wait (at most a few seconds) for the helper process to exit."""
+        self._quiet = True
+        self._mark_closed()
+        await self._stop_helper()
+
+    def close(self) -> None:
+        """Idempotent; from a running event loop the helper is reaped in the background.
+        From the event loop prefer ``await aclose()``."""
+        self._quiet = True
+        self._mark_closed()
+        if self._proc is None and not self._tasks:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            proc, self._proc = self._proc, None
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()  # no loop left to wait for a clean exit
+            return
+        task = loop.create_task(self._stop_helper())
+        _reapers.add(task)
+        task.add_done_callback(_reapers.discard)
+
     @property
     def can_send(self) -> bool:
         """True when :meth:`send` has somewhere to write (an output port or a sink)."""
-        return self._sink is not None or self._out is not None
+        return self._sink is not None or (self._proc is not None and self.out_port is not None)
 
     @property
     def is_open(self) -> bool:

@@ -229,10 +229,8 @@ class MackieSurface(SyncDevice):
         await self._aclose()
 
     async def _aclose(self) -> None:
-        # quiet the input and give JACK a few periods first (see MidiLink.aclose)
         if self._link is not None:
-            self._link.quiet()
-            await asyncio.sleep(0.05)
+            await self._link.aclose()  # waits for the helper process to close the ports
         self._close()
 
     def _close(self) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 from peers.jack import JackServer, PeerFactory, jack_server, midi_peer, unique_name  # noqa: F401
@@ -110,7 +111,7 @@ async def test_injected_bursts_wake_once_and_parse() -> None:
         got = await anext(batches)
     assert got == [h("90 3C 7F"), h("90 3D 7F"), h("F0 01 02 F7")]
     assert link.stats() == {"received": 4, "messages": 3, "dropped": 0, "sent": 0}
-    link.close()
+    await link.aclose()
     link.close()  # idempotent
     with pytest.raises(DeviceLost):
         await anext(batches)
@@ -178,7 +179,7 @@ async def test_open_by_pattern_and_receive(jack_server: JackServer, midi_peer: P
         assert await peer.areceived(2) == [[0xB0, 0x29, 0x7F], [0xF0, 0x7F, 0x7F, 0x06, 0x02, 0xF7]]
         assert link.stats()["sent"] == 2
     finally:
-        link.close()
+        await link.aclose()
 
 
 @pytest.mark.jack
@@ -202,7 +203,7 @@ async def test_unplug_raises_device_lost_and_replug_reopens(
         assert loop.time() - t0 < 3.0  # watch timer is 2 Hz; generous bound for a loaded machine
         with pytest.raises(DeviceLost):
             link.send(h("90 01 01"))
-        link.close()
+        await link.aclose()
         # while unplugged, open() reports what it sees
         with pytest.raises(DeviceUnavailable, match="no MIDI input port matches"):
             await link.open()
@@ -214,7 +215,7 @@ async def test_unplug_raises_device_lost_and_replug_reopens(
         link.send(h("90 05 05"))
         assert await peer.areceived(1) == [[0x90, 5, 5]]
     finally:
-        link.close()
+        await link.aclose()
 
 
 @pytest.mark.jack
@@ -223,7 +224,7 @@ async def test_own_ports_are_never_matched(jack_server: JackServer) -> None:
     link = MidiLink(name, name, None, api="jack")
     with pytest.raises(DeviceUnavailable, match=f"no MIDI input port matches '{name}'"):
         await link.open()
-    link.close()
+    await link.aclose()
 
 
 @pytest.mark.jack
@@ -246,9 +247,84 @@ async def test_fast_replug_is_noticed_by_the_connection_check(
             async with asyncio.timeout(10):
                 async for _ in link.messages():
                     pass
-        link.close()
+        await link.aclose()
         await link.open()
         await peer.asend([[0x90, 2, 2]])
         assert await collect(link, 1) == [h("90 02 02")]
     finally:
-        link.close()
+        await link.aclose()
+
+
+@pytest.mark.jack
+async def test_links_open_and_close_while_a_controller_streams(
+    jack_server: JackServer, midi_peer: PeerFactory
+) -> None:
+    """A controller sends without pause while other links open and close next to a link that
+    keeps listening. With rtmidi in the daemon process this deadlocked (an opening thread held
+    the GIL waiting for JACK, JACK waited for our input callback, the callback for the GIL);
+    with the helper processes nothing waits and nothing is lost or reordered."""
+    dev = unique_name("Stream")
+    peer = midi_peer(dev, "Stream MIDI 1", with_in=False)
+    keep = MidiLink(unique_name("keep"), dev, None, api="jack")
+    await keep.open()
+    expected = [bytes((0xB0, i % 128, (i // 128) % 128)) for i in range(3000)]
+    got: list[bytes] = []
+    all_in = asyncio.Event()
+
+    async def listen() -> None:
+        async for batch in keep.messages():
+            got.extend(batch)
+            if len(got) >= len(expected):
+                all_in.set()
+
+    listener = asyncio.ensure_future(listen())
+    sender = asyncio.ensure_future(peer.asend([list(m) for m in expected], burst=2))  # ~1.5 s
+    cycles = 0
+    try:
+        async with asyncio.timeout(60):
+            while not sender.done() or cycles < 3:
+                other = MidiLink(unique_name("cyc"), dev, None, api="jack")
+                await other.open()
+                helper = other._proc
+                assert helper is not None
+                await asyncio.sleep(0.02)
+                await other.aclose()
+                assert helper.returncode == 0  # closed cleanly, not killed
+                cycles += 1
+            assert await sender == len(expected)
+            await all_in.wait()
+        assert got == expected
+        assert keep.stats()["dropped"] == 0
+    finally:
+        listener.cancel()
+        await keep.aclose()
+
+
+@pytest.mark.jack
+async def test_a_helper_that_ends_is_a_lost_device(jack_server: JackServer, midi_peer: PeerFactory) -> None:
+    dev = unique_name("Crash")
+    peer = midi_peer(dev, "Crash MIDI 1")
+    link = MidiLink(unique_name("lnk"), dev, f"{dev}-fb", api="jack")
+    await link.open()
+    try:
+        assert link._proc is not None
+        # SIGTERM and SIGINT are ignored (the daemon closes its helpers itself)...
+        link._proc.terminate()
+        link._proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.3)
+        assert link._proc.returncode is None
+        # ...SIGUSR1 ends one cleanly. (Not SIGKILL: a JACK client killed outright wedges this
+        # synchronous-mode jackd for good, jackd's behaviour with any client.)
+        link._proc.send_signal(signal.SIGUSR1)
+        with pytest.raises(DeviceLost, match=r"MIDI helper process ended \(exit 0\)"):
+            async with asyncio.timeout(10):
+                async for _ in link.messages():
+                    pass
+        with pytest.raises(DeviceLost):
+            link.send(h("90 01 01"))
+        await link.aclose()
+        await link.open()  # and a new helper takes over
+        await peer.asend([[0x90, 3, 3]])
+        assert await collect(link, 1) == [h("90 03 03")]
+    finally:
+        await link.aclose()
