@@ -22,6 +22,7 @@ functions return None and the callers fall back to rtmidi's own view.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import logging
@@ -107,7 +108,20 @@ def route_messages_to_log() -> bool:
         return False
     lib.jack_set_error_function(_jack_message_cb)
     lib.jack_set_info_function(_jack_message_cb)
+    atexit.register(_release)
     return True
+
+
+def _release() -> None:
+    """At exit, before the interpreter goes: no libjack thread may call into Python afterwards."""
+    global _probe
+    with _probe_lock:
+        if _probe is not None:
+            _probe[1].close()
+            _probe = None
+    if _lib is not None:
+        _lib.jack_set_error_function(_MESSAGE_CB())  # NULL: libjack's own printer again
+        _lib.jack_set_info_function(_MESSAGE_CB())
 
 
 class JackWatch:
@@ -180,6 +194,7 @@ class JackWatch:
 
 _probe: tuple[str, JackWatch] | None = None
 _probe_lock = threading.Lock()
+_probes_opened: list[bool] = []
 
 
 def list_ports(inputs: bool) -> list[str] | None:
@@ -198,5 +213,8 @@ def list_ports(inputs: bool) -> list[str] | None:
             if not probe.ok:
                 probe.close()
                 return None
+            if not _probes_opened:
+                _probes_opened.append(True)
+                atexit.register(_release)
             _probe = (server, probe)
         return _probe[1].midi_ports(inputs)
