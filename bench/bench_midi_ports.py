@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -70,7 +71,8 @@ finally:
 def start_jackd(period: int) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     name = f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
-    cmd = ["jackd", "-n", name, "--no-realtime", "-t", "2000", "-d", "dummy", "-r", "48000", "-p", str(period)]
+    cmd = ["jackd", "-n", name, "--no-realtime", "-t", "2000"]
+    cmd += ["-d", "dummy", "-r", "48000", "-p", str(period)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -98,19 +100,13 @@ def go(proc: subprocess.Popen[str]) -> None:
 
 def finish(proc: subprocess.Popen[str]) -> None:
     if proc.stdin is not None:
-        with_suppress(proc.stdin.close)
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
     try:
         proc.wait(5)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def with_suppress(fn: object) -> None:
-    try:
-        fn()  # type: ignore[operator]
-    except OSError:
-        pass
 
 
 def stamp(msg: bytes | list[int]) -> int | None:
@@ -264,8 +260,11 @@ async def main() -> None:
             ratio.append(h50[-1] / d50[-1])
         print(f"latency sender -> event loop, {args.n} messages x {args.runs} runs:")
         print(f"  through the helper  p50 {fmt(h50, ' us')}  p99 {fmt(h99, ' us')}")
-        print(f"  rtmidi in-process   p50 {fmt(d50, ' us')}  p99 {fmt(d99, ' us')}   (baseline, same messages)")
-        print(f"  ratio p50 helper/baseline {fmt(ratio, '')}")
+        print(
+            f"  rtmidi in-process   p50 {fmt(d50, ' us')}  p99 {fmt(d99, ' us')}   (baseline, same messages)"
+        )
+        r = statistics.median(ratio)
+        print(f"  ratio p50 helper/baseline {r:.3f} [{min(ratio):.3f}..{max(ratio):.3f}]")
         times, hung, got = await churn_run(args.cycles, env)
         print(
             f"open+close of a second link while 1000 msg/s stream: {fmt(times, ' ms')} per cycle, "
@@ -285,7 +284,8 @@ async def main() -> None:
                 for _ in range(args.runs):
                     cpu, procs = idle_cpu(cfg, args.idle, env)
                     cpus.append(cpu)
-                print(f"idle CPU over {args.idle:.0f} s, {label}: {fmt(cpus, ' %')} of a core ({procs} processes)")
+                what = f"idle CPU over {args.idle:.0f} s, {label}"
+                print(f"{what}: {fmt(cpus, ' %')} of a core ({procs} processes)")
         finally:
             emu.stop()
     finally:
