@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
@@ -35,6 +34,7 @@ from typing import Any, Literal
 import rtmidi
 
 from bridge.devices import _jackwatch
+from bridge.devices._child import spawn_module
 from bridge.devices._midi_helper import HEADER, OpenError, frame, pick_port
 from bridge.devices._midi_helper import port_matcher as port_matcher  # re-exported for the drivers
 from bridge.errors import DeviceLost, DeviceUnavailable
@@ -295,21 +295,7 @@ class MidiLink:
             "api": api,
             "jack": api == rtmidi.API_UNIX_JACK,
         }
-        env = dict(os.environ)
-        env.setdefault("JACK_NO_START_SERVER", "1")  # never let libjack start a server of its own
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge.devices._midi_helper",
-                json.dumps(cfg),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-            )
-        except OSError as exc:
-            raise DeviceUnavailable(f"cannot start the MIDI helper process: {exc}") from exc
+        proc = await spawn_module("bridge.devices._midi_helper", cfg, "the MIDI helper process")
         self._proc = proc
         self._stderr_tail.clear()
         assert proc.stdout is not None and proc.stderr is not None

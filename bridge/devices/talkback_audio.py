@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from bridge.devices._child import spawn_module
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, non_negative, positive
@@ -122,21 +123,9 @@ class TalkbackRecorder(Device):
         except OSError as exc:
             raise DeviceUnavailable(f"{self.name}: cannot create {directory}: {exc}") from exc
         config = asdict(self.options) | {"directory": str(directory)}
-        env = dict(os.environ)
-        env.setdefault("JACK_NO_START_SERVER", "1")  # never let libjack start a server of its own
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge.devices.talkback_audio",
-                json.dumps(config),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-            )
-        except OSError as exc:
-            raise DeviceUnavailable(f"{self.name}: cannot start the recorder process: {exc}") from exc
+        self._proc = await spawn_module(
+            "bridge.devices.talkback_audio", config, f"the recorder process of {self.name}"
+        )
         self._stderr_task = asyncio.create_task(self._read_stderr(self._proc))
         try:
             async with asyncio.timeout(READY_TIMEOUT):
