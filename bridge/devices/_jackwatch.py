@@ -108,7 +108,6 @@ def route_messages_to_log() -> bool:
         return False
     lib.jack_set_error_function(_jack_message_cb)
     lib.jack_set_info_function(_jack_message_cb)
-    atexit.register(_release)
     return True
 
 
@@ -194,7 +193,6 @@ class JackWatch:
 
 _probe: tuple[str, JackWatch] | None = None
 _probe_lock = threading.Lock()
-_probes_opened: list[bool] = []
 
 
 def list_ports(inputs: bool) -> list[str] | None:
@@ -213,8 +211,8 @@ def list_ports(inputs: bool) -> list[str] | None:
             if not probe.ok:
                 probe.close()
                 return None
-            if not _probes_opened:
-                _probes_opened.append(True)
-                atexit.register(_release)
             _probe = (server, probe)
         return _probe[1].midi_ports(inputs)
+
+
+atexit.register(_release)

@@ -450,10 +450,6 @@ class MidiLink:
 
     # ------------------------------------------------------------------ closing
 
-    def quiet(self) -> None:
-        """Stop delivering input (the first step of closing)."""
-        self._quiet = True
-
     async def _stop_helper(self, kill: bool = False) -> None:
         proc, self._proc = self._proc, None
         tasks, self._tasks = self._tasks, []
@@ -481,6 +477,7 @@ class MidiLink:
                 await task
 
     def _mark_closed(self) -> None:
+        self._quiet = True  # input still in the pipe is not delivered any more
         was_open = self._open
         self._open = False
         if was_open:
@@ -491,14 +488,12 @@ class MidiLink:
 
     async def aclose(self) -> None:
         """Close the ports and wait (at most a few seconds) for the helper process to exit."""
-        self._quiet = True
         self._mark_closed()
         await self._stop_helper()
 
     def close(self) -> None:
         """Idempotent; from a running event loop the helper is reaped in the background.
         From the event loop prefer ``await aclose()``."""
-        self._quiet = True
         self._mark_closed()
         if self._proc is None and not self._tasks:
             return
