@@ -363,19 +363,22 @@ def main() -> None:
     finally:
         stop_process(jackd)
     load = os.getloadavg()
-    print(f"jackd dummy 48 kHz, period {a.period} ({a.period / 48:.2f} ms), {a.runs} repeats x {a.seconds:.0f} s")
+    ms = a.period / 48
+    print(f"jackd dummy 48 kHz, period {a.period} ({ms:.2f} ms), {a.runs} repeats x {a.seconds:.0f} s")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)")
     for rate in rates:
         fl, br = res[("floor", rate)], res[("bridge", rate)]
         print(f"\n{rate:.0f} msg/s (presses and releases; one feedback per press)")
-        print(f"  floor  (JACK loopback)   p50 {fmt(fl['p50'])}   p99 {fmt(fl['p99'])}   lost {fmt(fl['lost'], '')}")
-        print(f"  bridge (MIDI -> OSC fb)  p50 {fmt(br['p50'])}   p99 {fmt(br['p99'])}   lost {fmt(br['lost'], '')}")
+        for label, r in (("floor  (JACK loopback)  ", fl), ("bridge (MIDI -> OSC fb) ", br)):
+            print(f"  {label} p50 {fmt(r['p50'])}   p99 {fmt(r['p99'])}   lost {fmt(r['lost'], '')}")
         add50 = [b - f for b, f in zip(br["p50"], fl["p50"], strict=True)]
         add99 = [b - f for b, f in zip(br["p99"], fl["p99"], strict=True)]
         ratio = [b / f for b, f in zip(br["p50"], fl["p50"], strict=True)]
-        print(f"  added over the floor     p50 {fmt(add50)}   p99 {fmt(add99)}   ratio p50 {statistics.median(ratio):.2f}x")
+        rt = statistics.median(ratio)
+        print(f"  added over the floor     p50 {fmt(add50)}   p99 {fmt(add99)}   ratio p50 {rt:.2f}x")
         cpu = br["cpu"]
-        print(f"  CPU daemon + helper      {statistics.median(cpu):.1f} % [{min(cpu):.1f}..{max(cpu):.1f}] of one core")
+        c = f"{statistics.median(cpu):.1f} % [{min(cpu):.1f}..{max(cpu):.1f}]"
+        print(f"  CPU daemon + helper      {c} of one core")
 
 
 if __name__ == "__main__":
