@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from bridge import commands
 from bridge import state as S
 from bridge.devices.base import Device
 from bridge.errors import CommandError
@@ -30,7 +31,6 @@ from bridge.feedback import FeedbackEngine
 from bridge.mapping import Mapper, StudioMap
 from bridge.outbox import Outbox
 from bridge.vocab import (
-    SESSION_COMMANDS,
     AddMarker,
     AddNote,
     AudioCaptured,
@@ -464,9 +464,10 @@ class Hub:
         if done is None:
             done = self._quiet_done(source, command)
         try:
-            if type(command) in SESSION_COMMANDS:
+            route = commands.route_of(command)
+            if route == "session":
                 self._session_command(source, command, done)
-            elif isinstance(command, SetTalkback):
+            elif route == "talkback" and isinstance(command, SetTalkback):
                 target = self._target("talkback", command) or self._target("mixer", command)
                 if target is None:
                     self._self_talkback(source, command, done)
