@@ -40,6 +40,7 @@ from typing import Any, Literal
 from bridge import state as S
 from bridge.vocab import (
     AddNote,
+    AddSong,
     CircleTake,
     Command,
     FalseStart,
@@ -47,6 +48,8 @@ from bridge.vocab import (
     MarkTake,
     NewSession,
     Play,
+    RenameTake,
+    SelectTake,
     SetRecord,
     SetSong,
     SetTalkback,
@@ -54,6 +57,7 @@ from bridge.vocab import (
     SetTrackFader,
     SetTrackMute,
     SetTrackSolo,
+    StepSong,
     Stop,
     Value,
 )
@@ -177,10 +181,12 @@ _PARSERS: dict[ArgType, Callable[[Any], Any]] = {
 
 def fits(kind: ArgType, value: Any) -> bool:
     """Whether a positional value can be this kind of argument (optional ones are skipped if not)."""
+    if kind == "take":  # positional take numbers are ints (a float is a button value)
+        return isinstance(value, int) and not isinstance(value, bool)
     try:
         _PARSERS[kind](value)
     except ArgError:
-        return kind == "take" and isinstance(value, int) and not isinstance(value, bool)
+        return False
     if kind == "text":
         return isinstance(value, str)  # an int before a text is a take number, not the text
     return True
@@ -315,20 +321,43 @@ VERBS: tuple[Verb, ...] = (
          route="daw", glue="continuous", feedback="track/{track}/fader",
          osc_args="`0.0-1.0`", mqtt_payload="0.0-1.0"),
     Verb("song", (_a("name", "text", required=True, doc="song name"),), lambda a: SetSong(a["name"]),
-         SetSong, "set the current song; take numbers are per song", osc_args="`name`", mqtt_payload="name"),
+         SetSong, "set (pick) the current song; take numbers are per song; it joins the song list",
+         osc_args="`name`", mqtt_payload="name"),
+    Verb("song.add", (_a("name", "text", required=True, doc="song name"),), lambda a: AddSong(a["name"]),
+         AddSong, "add a song to the session's song list (the current song stays)",
+         osc_args="`name`", mqtt_payload="name"),
+    Verb("song.next", (), lambda a: StepSong(1), StepSong, "set the next song of the song list",
+         trigger=True, mackie="song_next"),
+    Verb("song.previous", (), lambda a: StepSong(-1), StepSong, "set the previous song of the song list",
+         trigger=True, mackie="song_previous"),
     Verb("take.mark", (_a("label", "text", default="", doc="take label"),), lambda a: MarkTake(a["label"]),
-         MarkTake, "mark a new take of the current song at the playhead; drops a marker in the DAW",
-         trigger=True, mackie="mark_take", osc_args="`[label]`", mqtt_payload="optional label"),
+         MarkTake, "mark a new take of the current song at the playhead; drops a marker in the DAW; "
+         "selects it", trigger=True, mackie="mark_take", osc_args="`[label]`", mqtt_payload="optional label"),
+    Verb("take.select", (_a("take", "take", required=True, doc="take number"),),
+         lambda a: SelectTake(a["take"]), SelectTake,
+         "select a take of the song: flags, renames and notes without a take number act on it",
+         osc_args="`take`", mqtt_payload="take number"),
+    Verb("take.select.next", (), lambda a: SelectTake(step=1), SelectTake, "select the next take",
+         trigger=True, mackie="select_next_take"),
+    Verb("take.select.previous", (), lambda a: SelectTake(step=-1), SelectTake, "select the previous take",
+         trigger=True, mackie="select_previous_take"),
     Verb("take.circle", (_TAKE, _ON), lambda a: CircleTake(a["take"], a["on"]), CircleTake,
-         "circle the last (or given) take; 0 un-circles", trigger=True, mackie="circle_take",
+         "circle the selected (or given) take; 0 un-circles", trigger=True,
+         toggle=("on", S.SELECTED_CIRCLED), feedback=S.SELECTED_CIRCLED, mackie="circle_take",
          osc_args="`[take] [1\\|0]`",
          mqtt_payload='optional take number; `{"take": 3, "value": false}` un-circles'),
-    Verb("take.falsestart", (_TAKE,), lambda a: FalseStart(a["take"]), FalseStart,
-         "flag the last (or given) take as a false start", trigger=True, mackie="false_start",
-         osc_args="`[take]`", mqtt_payload="optional take number"),
+    Verb("take.falsestart", (_TAKE, _ON), lambda a: FalseStart(a["take"], a["on"]), FalseStart,
+         "flag the selected (or given) take as a false start; 0 clears the flag", trigger=True,
+         toggle=("on", S.SELECTED_FALSE_START), feedback=S.SELECTED_FALSE_START, mackie="false_start",
+         osc_args="`[take] [1\\|0]`",
+         mqtt_payload='optional take number; `{"take": 3, "value": false}` clears'),
+    Verb("take.rename", (_TAKE, _a("label", "text", required=True, doc="the new label")),
+         lambda a: RenameTake(a["label"], a["take"]), RenameTake,
+         "give the selected (or given) take a new label", scalar="label",
+         osc_args="`[take] label`", mqtt_payload='label; `{"take": 3, "label": "..."}`'),
     Verb("note", (_TAKE, _a("text", "text", required=True, doc="the note")),
          lambda a: AddNote(a["text"], a["take"]), AddNote,
-         "a note on the last (or given) take (a session note before the first take)",
+         "a note on the selected (or given) take (a session note before the first take)",
          scalar="text", osc_args="`[take] text`", mqtt_payload='text; `{"text": "...", "take": 3}`'),
     Verb("talkback", (_a("on", "flag", default=True, doc="1 press, 0 release"),
                       _a("channel", "channel", default="A", doc="talkback channel")),
@@ -347,6 +376,7 @@ BY_NAME: dict[str, Verb] = {v.name: v for v in VERBS}
 #: Old and alternative spellings -> canonical names (all grammars accept them where they apply).
 ALIASES: dict[str, str] = {
     "take.false_start": "take.falsestart",
+    "song.pick": "song",
     "session": "session.new",
     **{v.mackie: v.name for v in VERBS if v.mackie},
 }

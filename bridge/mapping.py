@@ -19,9 +19,10 @@ controls to commands::
 Shorthand: ``arm = "Lead Vox"`` (also ``mute``, ``solo``, ``fader``) is
 ``command = "track.arm"`` with ``track = "Lead Vox"``.
 
-Optional keys: ``label`` (take.mark), ``text`` (note), ``song`` (song), ``seconds``
-(transport.locate), ``invert`` (bool), ``min``/``max`` (continuous target range),
-``step`` (relative: value change per encoder step, default 0.01),
+Optional keys: ``label`` (take.mark, take.rename), ``text`` (note), ``song`` (song,
+song.add), ``seconds`` (transport.locate), ``take`` (take.select; take.circle, take.falsestart,
+take.rename and note on that take instead of the selected one), ``invert`` (bool),
+``min``/``max`` (continuous target range), ``step`` (relative: value change per encoder step, default 0.01),
 ``feedback_invert`` (bool).
 
 Glue (a small pure subset of ReaLearn's): ``press`` fires on press, ``release`` on
@@ -72,7 +73,7 @@ COMMAND_ALIASES: dict[str, str] = {
     alias: name for alias, name in commands.ALIASES.items() if "." in alias and name in COMMANDS
 }
 #: binding keys that fill verb arguments (the mapping's value fills ``on`` / ``value``)
-BINDING_ARGS = {"label": "label", "text": "text", "song": "name", "seconds": "seconds"}
+BINDING_ARGS = {"label": "label", "text": "text", "song": "name", "seconds": "seconds", "take": "take"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class Binding:
     text: str = ""
     song: str = ""
     seconds: float = 0.0
+    take: int | None = None
     invert: bool = False
     lo: float = 0.0
     hi: float = 1.0
@@ -170,7 +172,7 @@ class Binding:
 
 
 _KEYS = {
-    "control", "command", "glue", "feedback", "track", "label", "text", "song", "seconds",
+    "control", "command", "glue", "feedback", "track", "label", "text", "song", "seconds", "take",
     "invert", "min", "max", "step", "blink", "feedback_invert",
 }  # fmt: skip
 
@@ -243,6 +245,9 @@ def parse_binding(table: dict[str, Any], where: str, file: str) -> Binding:
         if not isinstance(value, str):
             raise err(key, "a string", value)
         strings[key] = value
+    take = table.get("take")
+    if take is not None and (isinstance(take, bool) or not isinstance(take, int) or take < 1):
+        raise err("take", "a take number >= 1", take)
     if command == "song" and not strings["song"]:
         raise err("song", "the song name for the song command", table.get("song"))
     _ = kind
@@ -256,6 +261,7 @@ def parse_binding(table: dict[str, Any], where: str, file: str) -> Binding:
         text=strings["text"],
         song=strings["song"],
         seconds=floats["seconds"],
+        take=take,
         invert=bools["invert"],
         lo=floats["min"],
         hi=floats["max"],

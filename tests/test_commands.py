@@ -55,7 +55,7 @@ def test_build_from_dict_list_scalar_and_none() -> None:
         ("take.circle", {"take": 0}, "take: expected a take number >= 1, got 0"),
         ("take.circle", {"tkae": 2}, "take.circle: unknown argument 'tkae' (arguments: take, on)"),
         ("note", None, "note: missing text (the note)"),
-        ("note", [1.0], "note: missing text (the note)"),
+        ("note", [1.0], "text: expected text, got the button value 1.0"),
         ("note", {"text": 1.0}, "text: expected text, got the button value 1.0"),
         ("track.arm", {"track": 0, "on": 1}, "track: track numbers start at 1"),
         ("track.fader", {"track": 1, "value": 1.5}, "value: expected a fader value 0-1"),
@@ -163,8 +163,10 @@ def test_every_verb_has_its_mapping_name(verb: commands.Verb) -> None:
     table: dict[str, object] = {"control": "c", "command": verb.name}
     if verb.is_track:
         table["track"] = 2
-    if verb.name == "song":
-        table["song"] = "words"
+    keys = {"name": "song", "label": "label", "text": "text", "take": "take", "seconds": "seconds"}
+    for arg in verb.args:
+        if arg.required and arg.kind != "track" and arg.name in keys:
+            table[keys[arg.name]] = SAMPLE_ARGS[arg.kind]
     binding = parse_binding(table, "binding[0]", "m.toml")
     assert binding.glue == verb.glue
     assert type(binding.build(1.0)) is verb.command

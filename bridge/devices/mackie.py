@@ -108,6 +108,10 @@ DEFAULT_KEYS = {
     "rewind": "rewind",
     "fast_fwd": "fast_fwd",
     "user_a": "talkback",
+    "up": "song_previous",
+    "down": "song_next",
+    "left": "select_previous_take",
+    "right": "select_next_take",
 }
 MODELS = {"mcu": mc.MODEL_MCU, "xtouch": mc.MODEL_MCU, "logic": mc.MODEL_LOGIC}
 
