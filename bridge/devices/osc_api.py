@@ -22,7 +22,9 @@ Feedback (to every client heard from within ``client_ttl`` seconds and to the co
 ``/transport/record i``, ``/transport/position f`` (at most ``position_rate``/s) and
 ``/transport/time s``, ``/track/<n>/arm|mute|solo i``, ``/track/<n>/name s``,
 ``/track/<n>/fader f``, ``/song s``, ``/take i`` (last take), ``/take/next i``,
-``/take/label s``, ``/talkback i``, ``/session s``, ``/device/<name>/status s``.
+``/take/label s``, ``/take/selected i``, ``/take/selected/circled i``,
+``/take/selected/false_start i``, ``/take/selected/label s``, ``/take/elapsed f``,
+``/songs s`` (a JSON array), ``/talkback i``, ``/session s``, ``/device/<name>/status s``.
 
 Bad input (malformed packets, wrong argument types, unknown addresses, clients outside
 the allowlist) is counted, logged at a limited rate, and dropped.
