@@ -199,6 +199,7 @@ class App:
         self.config = new
         self.hub.confirm_timeout = new.bridge.confirm_timeout
         self.hub.auto_take = new.bridge.auto_take
+        self.hub.songs = list(new.bridge.songs)  # the list the next session starts with
         for name in removed + changed:
             await self._stop_device(name)
         for name in changed + added:

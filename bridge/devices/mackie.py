@@ -390,7 +390,7 @@ class MackieSurface(SyncDevice):
             return
         if key == st.POSITION:
             self._render_timecode()
-        elif key.startswith("device/"):
+        elif key.startswith("device/") or key == st.ELAPSED:
             return
         else:
             self._render_transport()
@@ -467,6 +467,10 @@ class MackieSurface(SyncDevice):
                 self._led(note, mc.led_state(recording, flash=recording and not playing))
             elif action in ("talkback", "talkback_latch"):
                 self._led(note, mc.led_state(talkback))
+            elif action in ("circle_take", "circle_take_toggle"):
+                self._led(note, mc.led_state(self._get(st.SELECTED_CIRCLED) is True))
+            elif action in ("false_start", "false_start_toggle"):
+                self._led(note, mc.led_state(self._get(st.SELECTED_FALSE_START) is True))
 
     def _take_number(self) -> int:
         key = st.TAKE if self._get(st.RECORDING) is True else st.NEXT_TAKE

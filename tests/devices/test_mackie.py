@@ -279,6 +279,13 @@ async def test_desk_sets_the_song_and_selects_takes(emulator: EmuFactory) -> Non
             CircleTake(None, False),
             FalseStart(None, True),
         ]
+        # the circle key lights from the selected take; the false-start key stays dark
+        f2, f3 = mc.BUTTONS["f2"], mc.BUTTONS["f3"]
+        await emu.wait_for(lambda r: bytes((0x90, f2, 0x7F)) in r)
+        emu.clear()
+        await run.driver.send(Feedback("take/selected/circled", False))
+        await run.driver.send(Feedback("take/selected/false_start", True))
+        await emu.wait_for(lambda r: bytes((0x90, f2, 0x00)) in r and bytes((0x90, f3, 0x7F)) in r)
 
 
 async def test_touch_guard_and_fader_coalescing(emulator: EmuFactory) -> None:
