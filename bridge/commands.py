@@ -102,11 +102,12 @@ def parse_flag(value: Any) -> bool:
 
 
 def parse_take(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """A take number: an int >= 1 (a float is a tablet's button value, never a take number)."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        raise ArgError(f"expected a take number (an int >= 1), got the button value {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ArgError(f"expected a take number >= 1, got {value!r}")
-    if int(value) != value or value < 1:
-        raise ArgError(f"expected a take number >= 1, got {value!r}")
-    return int(value)
+    return value
 
 
 def parse_track(value: Any) -> int | str:
@@ -181,7 +182,7 @@ _PARSERS: dict[ArgType, Callable[[Any], Any]] = {
 
 def fits(kind: ArgType, value: Any) -> bool:
     """Whether a positional value can be this kind of argument (optional ones are skipped if not)."""
-    if kind == "take":  # positional take numbers are ints (a float is a button value)
+    if kind == "take":  # an int that is not a valid take number is still meant as one
         return isinstance(value, int) and not isinstance(value, bool)
     try:
         _PARSERS[kind](value)

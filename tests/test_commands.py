@@ -218,3 +218,15 @@ def test_every_verb_is_in_the_tables_and_nothing_else() -> None:
     extra_osc = {r for r in osc_rows - want_osc if not r.endswith("/toggle") and "/name/" not in r}
     extra_mqtt = {r for r in mqtt_rows - want_mqtt if not r.endswith("/toggle")}
     assert extra_osc == set() and extra_mqtt == set()
+
+
+def test_a_button_value_is_neither_text_nor_a_take_number() -> None:
+    api = OscApi("osc")
+    for address in ("/note", "/take/select", "/take/rename"):
+        with pytest.raises(ValueError, match=r"button value 1\.0"):
+            api._parse(address, [1.0])
+    assert api._parse("/take/circle", [1.0]) == CircleTake()  # a trigger: the press fires
+    with pytest.raises(commands.Release):
+        api._parse("/take/circle", [0.0])
+    assert api._parse("/take/falsestart", [2, 0]) == FalseStart(2, False)
+    assert api._parse("/take/circle/toggle", [1.0]) == CircleTake(None, True)
