@@ -18,16 +18,20 @@ from bridge.devices.mackie import MackieSurface
 from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
 from bridge.options import parse_options
 from bridge.vocab import (
+    CircleTake,
+    FalseStart,
     Feedback,
     Inbound,
     MarkTake,
     Play,
+    SelectTake,
     SetRecord,
     SetTalkback,
     SetTrackArm,
     SetTrackFader,
     SetTrackMute,
     SetTrackSolo,
+    StepSong,
     Stop,
 )
 
@@ -255,6 +259,33 @@ async def test_transport_buttons_and_leds(emulator: EmuFactory) -> None:
         await emu.wait_for(lambda r: lcd_image(r)[1] == line)
         await emu.press(mc.RECORD)
         assert await run.next() == SetRecord(False)  # computed from the mirror
+
+
+async def test_desk_sets_the_song_and_selects_takes(emulator: EmuFactory) -> None:
+    """Cursor keys: song list and take selection; circle / false start toggles from the mirror."""
+    emu = emulator()
+    keys = {"f2": "circle_take_toggle", "f3": "false_start_toggle"}
+    async with connected(emu, keys=keys) as run:
+        await settle(emu)
+        await run.driver.send(Feedback("take/selected/circled", True))
+        for name in ("down", "up", "left", "right", "f2", "f3"):
+            await emu.send([0x90, mc.BUTTONS[name], 0x7F], [0x90, mc.BUTTONS[name], 0x00])
+        got = [await run.next() for _ in range(6)]
+        assert got == [
+            StepSong(1),
+            StepSong(-1),
+            SelectTake(step=-1),
+            SelectTake(step=1),
+            CircleTake(None, False),
+            FalseStart(None, True),
+        ]
+        # the circle key lights from the selected take; the false-start key stays dark
+        f2, f3 = mc.BUTTONS["f2"], mc.BUTTONS["f3"]
+        await emu.wait_for(lambda r: bytes((0x90, f2, 0x7F)) in r)
+        emu.clear()
+        await run.driver.send(Feedback("take/selected/circled", False))
+        await run.driver.send(Feedback("take/selected/false_start", True))
+        await emu.wait_for(lambda r: bytes((0x90, f2, 0x00)) in r and bytes((0x90, f3, 0x7F)) in r)
 
 
 async def test_touch_guard_and_fader_coalescing(emulator: EmuFactory) -> None:
