@@ -5,6 +5,7 @@
   table changed) without ending the session; a broken new config is logged and ignored.
 * Start-up: the session log is opened, the OSC API is bound, then "ready" is logged (and
   ``READY=1`` is sent to systemd when ``NOTIFY_SOCKET`` is set).
+* Under ``WatchdogSec=``: ``WATCHDOG=1`` from an event-loop timer (:mod:`bridge.watchdog`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bridge.hub import Hub
 from bridge.sessionlog import SessionLog
 from bridge.supervisor import run_device
 from bridge.vocab import DeviceStatus
+from bridge.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,9 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        watchdog = Watchdog.from_env()  # None unless systemd asked for keep-alives (WatchdogSec=)
+        if watchdog is not None:
+            watchdog.start()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         info = await self.hub.start(
             session_name=self.config.bridge.session or None, new_session=self.new_session
@@ -162,6 +167,8 @@ class App:
         finally:
             sd_notify("STOPPING=1")
             await self.shutdown()
+            if watchdog is not None:
+                watchdog.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
