@@ -1,0 +1,92 @@
+"""The OSC API's client table (bridge.devices.osc_api.ClientTable), with explicit clock values."""
+
+from __future__ import annotations
+
+from bridge.devices.osc_api import ClientTable
+
+A = "192.168.1.40"
+B = "192.168.1.41"
+
+
+def table(**kw: object) -> ClientTable:
+    args: dict[str, object] = {"ttl": 100.0, "max_clients": 6, "per_host": 3}
+    args.update(kw)
+    return ClientTable(**args)  # type: ignore[arg-type]
+
+
+def test_a_newcomer_takes_the_place_of_the_longest_silent_implicit_client() -> None:
+    t = table()
+    assert t.touch((A, 1000), 0.0, subscribe=True)
+    assert t.touch((A, 1001), 1.0)
+    assert t.touch((A, 1002), 2.0)
+    assert t.touch((A, 1003), 3.0)  # host A is full: 1001 (implicit, longest silent) goes
+    assert t.targets(3.0) == ((A, 1000), (A, 1002), (A, 1003))
+    assert t.counters["evicted"] == 1
+
+
+def test_subscribers_keep_their_places_newcomers_are_refused() -> None:
+    t = table()
+    for port in (1000, 1001, 1002):
+        assert t.touch((A, port), 0.0, subscribe=True)
+    assert not t.touch((A, 2000), 50.0, subscribe=True)
+    assert not t.touch((A, 2001), 50.0)
+    assert t.counters["refused"] == 2
+    assert (A, 1000) in t
+    # another host is not affected by A's churn
+    assert t.touch((B, 1000), 50.0)
+    # a subscriber silent for longer than the TTL makes room
+    assert t.touch((A, 2002), 100.5)
+    assert t.counters["expired"] == 3 and len(t) == 2
+
+
+def test_the_whole_table_is_bounded_too() -> None:
+    t = table(max_clients=4, per_host=3)
+    for i, host in enumerate(("10.0.0.1", "10.0.0.2", "10.0.0.3")):
+        assert t.touch((host, 1), float(i), subscribe=True)
+    assert t.touch(("10.0.0.4", 1), 3.0)  # implicit
+    assert t.touch(("10.0.0.5", 1), 4.0)  # pushes out the implicit one
+    assert ("10.0.0.4", 1) not in t
+    assert t.touch(("10.0.0.6", 1), 5.0, subscribe=True)  # and so on, while implicit ones are left
+    assert ("10.0.0.5", 1) not in t and len(t) == 4
+    assert not t.touch(("10.0.0.7", 1), 6.0)  # four subscribers: no place
+    assert t.counters == {"refused": 1, "evicted": 2, "expired": 0, "unreachable": 0}
+
+
+def test_a_bounce_retires_the_client_at_once_but_never_a_configured_one() -> None:
+    t = table(static=[(B, 9000)])
+    t.touch((A, 1000), 0.0, subscribe=True)
+    assert t.targets(0.0) == ((A, 1000), (B, 9000))
+    assert t.unreachable((A, 1000))
+    assert not t.unreachable((B, 9000))
+    assert t.targets(0.0) == ((B, 9000),)
+    assert t.counters["unreachable"] == 1
+    # a configured client takes no place in the table
+    assert t.touch((B, 9000), 1.0) and len(t) == 0
+
+
+def test_reply_ports_make_a_hosts_source_ports_one_client() -> None:
+    t = table(reply_ports={A: 9000})
+    for port in range(50000, 50010):  # TouchOSC restarted ten times
+        assert t.touch((A, port), float(port - 50000))
+    assert t.targets(10.0) == ((A, 9000),)
+    assert t.counters["evicted"] == 0 and t.counters["refused"] == 0
+    assert t.forget((A, 50123))  # /unsubscribe from any of its ports
+    assert len(t) == 0
+
+
+def test_reconfigure_keeps_the_clients_and_applies_the_new_limits() -> None:
+    t = table()
+    t.touch((A, 1000), 0.0, subscribe=True)
+    t.touch((A, 1001), 1.0)
+    t.touch((A, 1002), 2.0)
+    t.touch((B, 1000), 3.0, subscribe=True)
+    t.reconfigure(ttl=100.0, max_clients=6, per_host=2, static=[], reply_ports={}, now=4.0)
+    # over the new per-host cap: the longest-silent implicit client goes, the subscriber stays
+    assert t.targets(4.0) == ((A, 1000), (A, 1002), (B, 1000))
+    # a reply port for B joins B's entries under the reply port; the subscription is kept
+    t.reconfigure(ttl=100.0, max_clients=6, per_host=2, static=[], reply_ports={B: 9000}, now=5.0)
+    assert t.targets(5.0) == ((A, 1000), (A, 1002), (B, 9000))
+    assert t.subscribers == 2
+    # a shorter TTL applies to who is already there
+    t.reconfigure(ttl=2.5, max_clients=6, per_host=2, static=[], reply_ports={B: 9000}, now=5.0)
+    assert t.targets(5.0) == ((B, 9000),)
