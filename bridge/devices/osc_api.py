@@ -629,6 +629,11 @@ class OscApi(SyncDevice):
         endpoint = self._endpoint
         if endpoint is None:
             return
+        # commands taken but never handed to the core (its reader stopped first): not carried out
+        while self._inbox:
+            item = self._inbox.popleft()
+            if isinstance(item, Request):
+                item.done("not carried out: the OSC API was closing; send it again")
         if self._unanswered and not endpoint.closed:
             # commands still being carried out (a take mark waiting for its durable write):
             # take nothing new, but keep the socket until their answers went out (bounded)
@@ -648,9 +653,14 @@ class OscApi(SyncDevice):
             endpoint.close()
         self._closed.set()
 
-    async def wait_closed(self) -> None:
-        """Until the socket is closed (at most LINGER seconds after ``__aexit__``)."""
-        await self._closed.wait()
+    async def wait_closed(self, limit: float | None = None) -> None:
+        """Until the socket is closed: at once, or once the commands taken before
+        ``__aexit__`` are answered; after ``limit`` (default LINGER) seconds it is closed anyway."""
+        try:
+            async with asyncio.timeout(LINGER if limit is None else limit):
+                await self._closed.wait()
+        except TimeoutError:
+            self._close_socket()
 
     def reconfigure(self, options: OscApiOptions) -> bool:
         """Apply new options in place (a reload) when the socket can stay: same ``bind`` and
