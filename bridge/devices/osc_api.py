@@ -381,6 +381,10 @@ class ClientTable:
         self._add(_Client(source, target, now, subscribe))
         return True
 
+    def gets_feedback(self, source: Address) -> bool:
+        target = self.target_of(source)
+        return target in self._entries or target in self._static_set
+
     def forget(self, source: Address) -> bool:
         """``/unsubscribe``: no more feedback until it is heard again."""
         return self._remove(self.target_of(source)) is not None
@@ -391,6 +395,13 @@ class ClientTable:
             return False
         self.counters["unreachable"] += 1
         return True
+
+    def discard_hosts(self, drop: Callable[[str], bool]) -> int:
+        """Remove the clients of every host for which ``drop(host)`` holds (no longer allowed)."""
+        gone = [t for t in self._entries if drop(t[0])]
+        for target in gone:
+            self._remove(target)
+        return len(gone)
 
     def expire(self, now: float) -> None:
         if now < self._next_expiry:
@@ -578,6 +589,7 @@ class OscApi(SyncDevice):
         #: commands taken but not answered yet; a closing API answers them before its socket goes
         self._unanswered = 0
         self._closing = False
+        self._linger: asyncio.TimerHandle | None = None
         self._closed = asyncio.Event()
         self._closed.set()
         self._inbox: deque[Inbound] = deque()
@@ -605,6 +617,8 @@ class OscApi(SyncDevice):
     # ---------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> OscApi:
+        if self._endpoint is not None:
+            self._close_socket()  # reopened while lingering: what is still owed goes out anew
         self._endpoint = await UdpEndpoint.open(self._datagram, (self.options.bind, self.options.port))
         self._sock = self._endpoint.sock
         self._closing = False
@@ -638,12 +652,15 @@ class OscApi(SyncDevice):
             # commands still being carried out (a take mark waiting for its durable write):
             # take nothing new, but keep the socket until their answers went out (bounded)
             self._closing = True
-            asyncio.get_running_loop().call_later(LINGER, self._close_socket)
+            self._linger = asyncio.get_running_loop().call_later(LINGER, self._close_socket)
             log.debug("osc api: closing after %d pending answers", self._unanswered)
             return
         self._close_socket()
 
     def _close_socket(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         endpoint, self._endpoint = self._endpoint, None
         self._sock = None
         self._closing = False
@@ -679,6 +696,9 @@ class OscApi(SyncDevice):
             reply_ports=options.reply_ports,
             now=time.monotonic(),
         )
+        dropped = self.clients.discard_hosts(lambda host: not self._allowed(host))
+        if dropped:
+            log.info("osc api: %d clients no longer in the allowlist get no more feedback", dropped)
         return True
 
     def outbox_interval(self) -> float:
@@ -740,7 +760,7 @@ class OscApi(SyncDevice):
                 "osc api: malformed packet (%d bytes) from %s:%d: %s", len(data), addr[0], addr[1], exc
             )
             return
-        self._touch(addr)
+        self._touch(addr, subscribe=any(address == "/subscribe" for address, _ in messages))
         for address, args in messages:
             self._message(address, args, addr)
 
@@ -763,7 +783,7 @@ class OscApi(SyncDevice):
         if address == "/ping":
             self._reply(addr, "/pong", *[a for a in args if isinstance(a, int | float | str)][:4])
             return
-        if address == "/subscribe" and not self._touch(addr, subscribe=True):
+        if address == "/subscribe" and not self.clients.gets_feedback(addr):
             self._reply(addr, "/error", address, "too many clients; no place for feedback")
             return
         if address in ("/state", "/subscribe"):

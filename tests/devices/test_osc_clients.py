@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from bridge.devices.osc_api import ClientTable
+import asyncio
+import socket
+
+from bridge.devices._osc import decode, encode
+from bridge.devices.osc_api import ClientTable, OscApi, OscApiOptions
+from bridge.vocab import Request
 
 A = "192.168.1.40"
 B = "192.168.1.41"
@@ -90,3 +95,87 @@ def test_reconfigure_keeps_the_clients_and_applies_the_new_limits() -> None:
     # a shorter TTL applies to who is already there
     t.reconfigure(ttl=2.5, max_clients=6, per_host=2, static=[], reply_ports={B: 9000}, now=5.0)
     assert t.targets(5.0) == ((B, 9000),)
+
+
+def test_hosts_taken_off_the_allowlist_lose_their_places() -> None:
+    t = table()
+    t.touch((A, 1000), 0.0, subscribe=True)
+    t.touch((B, 1000), 0.0)
+    assert t.discard_hosts(lambda host: host == A) == 1
+    assert t.targets(1.0) == ((B, 1000),)
+
+
+# ------------------------------------------------------------------ the API over real UDP (loopback)
+
+
+class Peer:
+    """A tablet: one UDP socket on loopback."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.target = ("127.0.0.1", port)
+
+    def send(self, address: str, *args: object) -> None:
+        self.sock.sendto(encode(address, *args), self.target)
+
+    async def recv(self) -> tuple[str, list[object]]:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(5):
+            data = await loop.sock_recv(self.sock, 65536)
+        return decode(data)[0]
+
+    async def reply(self, address: str) -> tuple[str, list[object]]:
+        while True:
+            msg = await self.recv()
+            if msg[0] in ("/ok", "/error") and msg[1][:1] == [address]:
+                return msg
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_a_subscribe_without_a_place_is_answered_error() -> None:
+    api = OscApi("osc", OscApiOptions(bind="127.0.0.1", port=0, max_clients_per_host=1))
+    async with api:
+        first, second = Peer(api.port), Peer(api.port)
+        try:
+            first.send("/subscribe")
+            assert await first.reply("/subscribe") == ("/ok", ["/subscribe"])
+            second.send("/subscribe")
+            reply = await second.reply("/subscribe")
+            assert reply[0] == "/error" and "too many clients" in str(reply[1])
+            second.send("/ping")  # still served
+            assert (await second.recv())[0] == "/pong"
+            assert api.stats()["clients_refused"] == 2 and api.stats()["subscribers"] == 1
+        finally:
+            first.close()
+            second.close()
+
+
+async def test_answers_owed_at_close_go_out_before_the_socket_closes() -> None:
+    api = OscApi("osc", OscApiOptions(bind="127.0.0.1", port=0))
+    tablet = None
+    try:
+        async with api:
+            tablet = Peer(api.port)
+            tablet.send("/take/mark", "taken")
+            tablet.send("/take/mark", "never handed over")
+            tablet.send("/ping")
+            assert (await tablet.recv())[0] == "/pong"  # both marks were taken in by now
+            inbox = api.receive()
+            taken = await anext(inbox)  # the core took the first one and is writing it
+            await inbox.aclose()
+        # closed, but the socket stays for the answer still owed; the other one was refused
+        reply = await tablet.reply("/take/mark")
+        assert reply[0] == "/error" and "not carried out" in str(reply[1])
+        assert isinstance(taken, Request)
+        taken.done(None)  # durable now
+        assert await tablet.reply("/take/mark") == ("/ok", ["/take/mark"])
+        async with asyncio.timeout(1):
+            await api.wait_closed()
+        assert api._sock is None
+    finally:
+        if tablet is not None:
+            tablet.close()
