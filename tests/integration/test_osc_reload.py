@@ -151,3 +151,16 @@ def test_a_new_bind_moves_the_api_and_loses_no_answer(tmp_path: Path) -> None:
         log = daemon.log()
         assert "retrying" not in log and "Address already in use" not in log, log
         assert daemon.stop() == 0
+
+
+def test_a_stop_while_marks_stream_answers_every_logged_mark(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, BASE.format(bind="0.0.0.0", ttl=3600.0))
+    with daemon:
+        stream = MarkStream(daemon.osc_port)
+        time.sleep(0.5)
+        assert daemon.stop() == 0
+        stream.finish(settle=1.0)
+    logged = logged_marks(daemon.data_dir)
+    assert stream.ok == logged, f"{logged} logged, {stream.ok} answered /ok ({stream.sent} sent)"
+    assert all("not carried out" in e for e in stream.errors), stream.errors[:5]
+    assert logged > 50
