@@ -354,8 +354,11 @@ class ClientTable:
 
     def target_of(self, source: Address) -> Address:
         """Where replies and feedback for a sender go (its source port, or its reply port)."""
-        port = self.reply_ports.get(source[0])
-        return source if port is None else (source[0], port)
+        host = source[0]
+        port = self.reply_ports.get(host)
+        if port is None and host.startswith("::ffff:"):  # IPv4 on a dual-stack socket (bind "::")
+            port = self.reply_ports.get(host[7:])
+        return source if port is None else (host, port)
 
     # ------------------------------------------------------------ changes
 

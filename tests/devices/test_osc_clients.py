@@ -79,6 +79,11 @@ def test_reply_ports_make_a_hosts_source_ports_one_client() -> None:
     assert len(t) == 0
 
 
+def test_reply_ports_apply_to_ipv4_on_a_dual_stack_socket() -> None:
+    t = table(reply_ports={A: 9000})
+    assert t.target_of(("::ffff:" + A, 50000)) == ("::ffff:" + A, 9000)
+
+
 def test_reconfigure_keeps_the_clients_and_applies_the_new_limits() -> None:
     t = table()
     t.touch((A, 1000), 0.0, subscribe=True)
