@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from mcu_emulator_proc import McuEmulator
 from peers.daemon import Daemon, OscClient
-from peers.jack import JackServer, MidiPeer, PeerFactory, jack_server, midi_peer, unique_name  # noqa: F401
-from peers.mosquitto import Broker, mosquitto  # noqa: F401
+from peers.jack import JackServer, MidiPeer, PeerFactory, unique_name
+from peers.mosquitto import Broker
 
 from bridge.devices import mackie_codec as mc
 
@@ -55,7 +55,7 @@ def led(emu: McuEmulator, note: int) -> int | None:
 
 
 @pytest.fixture
-def desk(jack_server: JackServer) -> Iterator[McuEmulator]:  # noqa: F811
+def desk(jack_server: JackServer) -> Iterator[McuEmulator]:
     emulator = McuEmulator(unique_name("XTouch"), jack_server.env)
     try:
         yield emulator
@@ -65,9 +65,9 @@ def desk(jack_server: JackServer) -> Iterator[McuEmulator]:  # noqa: F811
 
 def test_clean_session_logs_no_warning_or_error(
     tmp_path: Path,
-    jack_server: JackServer,  # noqa: F811 - pytest fixture
-    midi_peer: PeerFactory,  # noqa: F811 - pytest fixture
-    mosquitto: Broker,  # noqa: F811 - pytest fixture
+    jack_server: JackServer,
+    midi_peer: PeerFactory,
+    mosquitto: Broker,
     desk: McuEmulator,
 ) -> None:
     nano = midi_peer("nanoKONTROL2", "nanoKONTROL2 MIDI 1")
