@@ -693,7 +693,7 @@ def discovery_configs(bridge: MqttBridge) -> dict[str, bytes]:
     ]
     out: dict[str, bytes] = {}
     for component, object_id, config in entities:
-        body = {**config, **common, "unique_id": f"{node}_{object_id}", "object_id": f"{node}_{object_id}"}
+        body = {**config, **common, **_entity_ids(component, node, object_id)}
         out[f"{prefix}/{component}/{node}/{object_id}/config"] = _json(body)
     for object_id, name, cmd, press, icon in buttons:
         topic = f"{prefix}/button/{node}/{object_id}/config"
@@ -701,9 +701,18 @@ def discovery_configs(bridge: MqttBridge) -> dict[str, bytes]:
             out[topic] = b""
             continue
         body = {"name": name, "command_topic": f"{root}/cmd/{cmd}", "payload_press": press, "icon": icon,
-                **common, "unique_id": f"{node}_{object_id}", "object_id": f"{node}_{object_id}"}  # fmt: skip
+                **common, **_entity_ids("button", node, object_id)}  # fmt: skip
         out[topic] = _json(body)
     return out
+
+
+def _entity_ids(component: str, node: str, object_id: str) -> dict[str, str]:
+    """``unique_id`` and the entity id HA gives the entity when it is first discovered:
+    ``default_entity_id`` (``<domain>.<object id>``, HA 2025.10+); the older ``object_id``
+    option is deprecated since 2025.10 and ignored from 2026.4, so it is not sent. An entity id
+    is lower case letters, digits and ``_`` (a room "Studio-B" gives ``studio_bridge_studio_b_...``)."""
+    slug = re.sub(r"[^a-z0-9_]+", "_", f"{node}_{object_id}".lower()).strip("_")
+    return {"unique_id": f"{node}_{object_id}", "default_entity_id": f"{component}.{slug}"}
 
 
 # --------------------------------------------------------------------------- helpers

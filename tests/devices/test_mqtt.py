@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -368,6 +369,18 @@ async def test_home_assistant_discovery(broker: Broker) -> None:
         assert mark["command_topic"].endswith("/cmd/take/mark")
         unique = [c["unique_id"] for c in configs.values()]
         assert len(set(unique)) == 8 and all("studio-b" in u for u in unique)
+        # HA 2025.10 deprecated object_id (ignored from 2026.4): default_entity_id instead,
+        # "<domain>.<object id>", a valid entity id (lower case, digits, _)
+        assert not any("object_id" in c for c in configs.values())
+        for topic, c in configs.items():
+            domain = topic.split("/")[1]
+            assert re.fullmatch(rf"{domain}\.[a-z0-9_]+", c["default_entity_id"]), c
+        assert on_air["default_entity_id"] == "binary_sensor.studio_bridge_studio_b_on_air"
+        assert talkback["default_entity_id"] == "binary_sensor.studio_bridge_studio_b_talkback"
+        assert configs[f"homeassistant/button/{node}/record/config"]["default_entity_id"] == (
+            "button.studio_bridge_studio_b_record"
+        )
+        assert len({c["default_entity_id"] for c in configs.values()}) == 8
     # Without commands the buttons are withdrawn (empty retained config).
     bridge = make(broker, homeassistant=True, room="studio-b")
     async with running(bridge):
