@@ -304,6 +304,7 @@ class MqttBridge(Device):
             (
                 "published", "publish_errors", "state", "coalesced", "log_records", "dropped_logs",
                 "overflows", "commands", "replies", "invalid", "unknown", "oversized",
+                "retained_commands",
             ),
             0,
         )  # fmt: skip
@@ -596,9 +597,25 @@ class MqttBridge(Device):
                 if self._retained_seen is not None and message.retain and message.payload:
                     self._retained_seen.add(topic)
                 continue
+            if message.retain:
+                # A retained command is a replay of the past (sent by the broker on every
+                # subscribe, i.e. at each start and reconnect), never a request now.
+                self._retained_command(topic)
+                continue
             request = self._command(topic, message.payload)
             if request is not None:
                 yield request
+
+    def _retained_command(self, topic: str) -> None:
+        self._stats["retained_commands"] += 1
+        if self._stats["retained_commands"] == 1:
+            log.warning(
+                "mqtt: %s: retained command ignored (a retained message is replayed at every "
+                "subscribe; publish commands without retain; clear it with: mosquitto_pub -r -n -t '%s')",
+                topic, topic,
+            )  # fmt: skip
+        else:
+            log.debug("mqtt: %s: retained command ignored", topic)
 
     def _command(self, topic: str, payload: Any) -> Request | None:
         prefix = f"{self.root}/cmd/"

@@ -312,6 +312,41 @@ async def test_commands_become_requests_with_replies(broker: Broker) -> None:
         assert bridge.stats()["commands"] == 3
 
 
+async def test_retained_commands_are_ignored_at_every_connect(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retained cmd/ message is replayed by the broker at every subscribe (each bridge start,
+    each reconnect after a broker restart): it must never roll the room into record."""
+    bridge = make(broker, commands=True)
+    root = bridge.root
+    caplog.set_level(logging.DEBUG, logger="bridge.devices.mqtt")
+    async with Subscriber(broker, f"{root}/reply/#") as sub:
+        await sub.client.publish(f"{root}/cmd/transport/record", b"1", qos=1, retain=True)
+        await sub.client.publish(f"{root}/cmd/take/mark", b"{}", qos=1, retain=True)
+        for connect in (1, 2):  # a start, then a reconnect
+            async with running(bridge) as run:
+                await sub.client.publish(f"{root}/cmd/transport/stop", b"1", qos=1)  # live: runs
+                req = await run.next_request()
+                assert req.command == Stop()
+                assert run.inbound.empty()
+                assert bridge.stats()["retained_commands"] == 2 * connect
+        # while connected, a command published with retain set is delivered live (the retain
+        # flag is only set on the replay at subscribe): it is carried out
+        async with running(bridge) as run:
+            await sub.client.publish(f"{root}/cmd/transport/play", b"1", qos=1, retain=True)
+            assert (await run.next_request()).command == Play()
+            await sub.client.publish(f"{root}/cmd/transport/stop", b"1", qos=1)
+            assert (await run.next_request()).command == Stop()
+            assert run.inbound.empty()
+        await sub.quiet(0.3)
+        assert not any(m.topic.endswith(("/record", "/mark")) for m in sub.messages)  # no replies
+        for topic in ("transport/record", "take/mark", "transport/play"):  # clean the broker
+            await sub.client.publish(f"{root}/cmd/{topic}", b"", qos=1, retain=True)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "retained" in r.message]
+    assert len(warnings) == 1 and "cmd/transport/record" in warnings[0].message  # logged once
+    assert bridge.stats()["commands"] == 4
+
+
 async def test_commands_ignored_when_disabled(broker: Broker) -> None:
     bridge = make(broker)
     root = bridge.root

@@ -103,6 +103,40 @@ async def test_commands_state_log_and_late_subscriber(tmp_path: Path, broker: Br
     assert [(t["song"], t["take"], t["label"]) for t in takes] == [("Blue Monday", 1, "keeper")]
 
 
+async def test_retained_record_command_never_rolls_the_room(tmp_path: Path, broker: Broker) -> None:
+    """Issue 9 item 8: a retained cmd/transport/record 1 used to put the room into record at
+    every bridge start (and every reconnect), even after the engineer had stopped it."""
+    root = "studio-bridge/retained"
+    async with Subscriber(broker, f"{root}/#") as sub:
+        await sub.client.publish(f"{root}/cmd/transport/record", b"1", qos=1, retain=True)
+        try:
+            for run in (1, 2):  # two daemon starts against the same broker
+                online = len([m for m in sub.on(f"{root}/status") if m.payload == b"online"])
+                daemon = await start(tmp_path / f"run{run}", broker, "retained")
+                try:
+                    await sub.wait_for(
+                        lambda m: m.topic == f"{root}/status" and m.payload == b"online", T, count=online + 1
+                    )
+                    # a live command is carried out (and proves the subscription is up)
+                    assert await command(sub, root, "song", f"Run {run}".encode()) == {"ok": True}
+                    await sub.quiet(0.5)
+                    async with Subscriber(broker, f"{root}/state/#") as late:
+                        await late.wait_for(lambda m: m.topic.endswith("/state/transport/recording"), T)
+                        await late.quiet(0.3)
+                    state = retained_state(late.messages, root)
+                    assert state["transport/recording"] is False
+                    assert state["transport/on_air"] is False
+                    assert state["song"] == f"Run {run}"
+                finally:
+                    await stop(daemon)
+                assert daemon.log().count("retained command ignored") == 1
+                records = export_json(daemon.data_dir)
+                assert not [t for t in records["takes"]], records
+            assert not sub.on(f"{root}/reply/transport/record")
+        finally:
+            await sub.client.publish(f"{root}/cmd/transport/record", b"", qos=1, retain=True)
+
+
 async def test_commands_disabled_are_ignored_and_last_will_on_kill9(tmp_path: Path, broker: Broker) -> None:
     root = "studio-bridge/quiet"
     async with Subscriber(broker, f"{root}/#") as sub:
