@@ -137,6 +137,38 @@ async def test_retained_record_command_never_rolls_the_room(tmp_path: Path, brok
             await sub.client.publish(f"{root}/cmd/transport/record", b"", qos=1, retain=True)
 
 
+async def test_full_state_at_connect_talkback_included(tmp_path: Path, broker: Broker) -> None:
+    """Issue 9 item 9: state/talkback was only published once talkback had been used, so Home
+    Assistant's Talkback sensor showed *unknown* and a late subscriber learnt nothing. Every
+    key with a defined default is published at connect, before anything happened."""
+    root = "studio-bridge/fresh"
+    daemon = await start(tmp_path, broker, "fresh", commands=False)
+    try:
+        async with Subscriber(broker, f"{root}/#") as sub:
+            await sub.wait_for(lambda m: m.topic == f"{root}/state/device/mqtt/status", T)
+            await sub.quiet(0.5)  # let the rest of the dump arrive
+        async with Subscriber(broker, f"{root}/#") as late:  # a dashboard opened now
+            await late.wait_for(lambda m: m.topic == f"{root}/state/device/mqtt/status", T)
+            await late.quiet(0.3)
+        assert all(m.retain for m in late.messages)
+        state = retained_state(late.messages, root)
+        assert state["talkback"] is False
+        assert (state["transport/playing"], state["transport/recording"]) == (False, False)
+        assert state["transport/on_air"] is False
+        assert state["take"] == 0 and state["take/next"] == 1 and state["song"] == ""
+        assert isinstance(state["session"], str) and state["session"]
+        assert state["device/mqtt/status"] == "ok" and state["device/osc/status"] == "ok"
+        # OSC /state shows the same default (one store for every output)
+        osc = OscClient(daemon.osc_port)
+        try:
+            assert await asyncio.to_thread(osc.command, "/state") == ("/ok", ["/state"])
+            assert await asyncio.to_thread(osc.value, "/talkback") == [0]
+        finally:
+            osc.close()
+    finally:
+        await stop(daemon)
+
+
 async def test_commands_disabled_are_ignored_and_last_will_on_kill9(tmp_path: Path, broker: Broker) -> None:
     root = "studio-bridge/quiet"
     async with Subscriber(broker, f"{root}/#") as sub:
