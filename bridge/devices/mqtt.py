@@ -64,6 +64,8 @@ from bridge.vocab import (
 if TYPE_CHECKING:
     import aiomqtt
 
+    from bridge.devices import _mqtt_client
+
 log = logging.getLogger(__name__)
 
 _LEVEL = re.compile(r"^[^/+#\x00]+$")
@@ -285,7 +287,7 @@ class MqttBridge(Device):
         self.client_id = options.client_id or f"studio-bridge-{room}-{secrets.token_hex(3)}"
         # 5 % spacing margin: network jitter never lets rate + 1 messages into one second
         self._interval = 1.05 / options.rate
-        self._client: aiomqtt.Client | None = None
+        self._client: _mqtt_client.Client | None = None
         self._discrete: deque[_Pub] = deque()
         self._latest: dict[str, Value] = {}  # continuous keys -> newest value, not yet sent
         self._topics: dict[str, str] = {}  # state key -> topic (validated once)
@@ -314,6 +316,8 @@ class MqttBridge(Device):
     async def __aenter__(self) -> Self:
         import aiomqtt
 
+        from bridge.devices import _mqtt_client
+
         opts = self.opts
         password = await asyncio.to_thread(self._password)
         tls_params = None
@@ -324,7 +328,7 @@ class MqttBridge(Device):
                 keyfile=self._path(opts.key_file),
             )
         will = aiomqtt.Will(f"{self.root}/status", b"offline", qos=1, retain=True)
-        client = aiomqtt.Client(
+        client = _mqtt_client.Client(
             opts.host,
             opts.port,
             username=opts.username,
@@ -336,13 +340,14 @@ class MqttBridge(Device):
             tls_params=tls_params,
             max_inflight_messages=opts.max_inflight,
             max_queued_incoming_messages=1000,
-            logger=logging.getLogger(f"{__name__}.client"),
+            logger=_mqtt_client.client_logger(f"{__name__}.client"),
         )
         client.pending_calls_threshold = opts.max_inflight + 16
         where = f"mqtt broker {opts.host}:{opts.port}"
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
+            client.settle()
             raise DeviceUnavailable(f"{where}: {exc}") from None
         try:
             async with asyncio.timeout(opts.timeout):
@@ -358,6 +363,7 @@ class MqttBridge(Device):
         except (aiomqtt.MqttError, TimeoutError) as exc:
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
+            client.settle()
             raise DeviceUnavailable(f"{where}: {exc or 'timed out'}") from None
         self._client = client
         self._lost = asyncio.get_running_loop().create_future()
@@ -393,14 +399,16 @@ class MqttBridge(Device):
         self._publisher = self._cleanup = None
         if client is None:
             return
-        # A clean disconnect does not fire the last will: say it ourselves (fails at once if
-        # the connection is already gone).
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await client.publish(f"{self.root}/status", b"offline", qos=1, retain=True)
+        if self._lost is not None and not self._lost.done():
+            # A clean disconnect does not fire the last will: say it ourselves. (After a
+            # loss the broker fires the will; a publish then could only wait for nothing.)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await client.publish(f"{self.root}/status", b"offline", qos=1, retain=True)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 await client.__aexit__(None, None, None)
+        client.settle()
 
     def _password(self) -> str | None:
         """Read the secret and check the TLS files (runs in a worker thread)."""
@@ -584,6 +592,8 @@ class MqttBridge(Device):
                 await asyncio.wait((nxt, lost), return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
                 nxt.cancel()
+                if nxt.done() and not nxt.cancelled():
+                    nxt.exception()  # read: the connection may have dropped just now
                 raise
             if not nxt.done():
                 nxt.cancel()
@@ -591,7 +601,13 @@ class MqttBridge(Device):
             try:
                 message = nxt.result()
             except aiomqtt.MqttError as exc:
-                raise DeviceLost(f"{where}: {exc}") from None
+                # aiomqtt says "Disconnected during message iteration", from paho's reason
+                # ("[code:128] Unspecified error" for a closed socket) or a socket error
+                cause = exc.__cause__
+                reason = "closed" if cause is None or isinstance(cause, aiomqtt.MqttCodeError) else str(cause)
+                if not lost.done():
+                    lost.set_result(reason)
+                raise DeviceLost(f"{where}: connection lost ({reason})") from None
             topic = str(message.topic)
             if topic.startswith(f"{self.root}/state/"):  # only while looking for stale topics
                 if self._retained_seen is not None and message.retain and message.payload:
