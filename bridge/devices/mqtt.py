@@ -23,8 +23,10 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -271,7 +273,14 @@ class MqttBridge(Device):
     kind = "mqtt"
     feedback = "state"
     wants_log = True
-    max_backoff = 10.0
+    #: Reconnect (``retry_delay``): full jitter (a random wait between 0 and the cap, so the
+    #: rooms of a facility do not reconnect in lockstep after a broker restart), the first
+    #: retry within 50 ms, the cap growing from 0.05 s to ``fast_cap`` while the broker has
+    #: been gone less than ``fast_for`` seconds (a restart, a network blip: back within about
+    #: half a second of the broker answering), then ``max_backoff``.
+    fast_cap = 0.5
+    fast_for = 60.0
+    max_backoff = 5.0
     Options = MqttOptions
 
     def __init__(self, name: str, options: MqttOptions, ctx: DeviceContext | None = None) -> None:
@@ -302,6 +311,8 @@ class MqttBridge(Device):
         self._fresh: set[str] = set()  # state topics published since connecting
         self._retained_seen: set[str] | None = None  # retained state topics found on the broker
         self._cleanup: asyncio.Task[None] | None = None
+        self._down_since: float | None = None  # monotonic time of the first failed attempt
+        self._attempts = 0
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "published", "publish_errors", "state", "coalesced", "log_records", "dropped_logs",
@@ -378,8 +389,23 @@ class MqttBridge(Device):
         if opts.stale_window > 0:
             self._cleanup = asyncio.create_task(self._clear_stale(client))
         self._wake.set()
-        log.info("mqtt: connected to %s as %s, root %s", where, self.client_id, self.root)
+        if self._down_since is None:
+            log.info("mqtt: connected to %s as %s, root %s", where, self.client_id, self.root)
+        else:
+            log.info(
+                "mqtt: connected to %s again after %.1f s (%d attempts), state republished",
+                where, time.monotonic() - self._down_since, self._attempts,
+            )  # fmt: skip
+            self._down_since = None
         return self
+
+    def retry_delay(self, attempt: int) -> float:
+        now = time.monotonic()
+        if attempt == 0 or self._down_since is None:
+            self._down_since = now
+        self._attempts = attempt + 1
+        cap = self.fast_cap if now - self._down_since < self.fast_for else self.max_backoff
+        return random.uniform(0.0, min(cap, 0.05 * 2.0 ** min(attempt, 16)))
 
     async def blackout(self) -> None:
         """On shutdown: hand what is queued to the broker (the supervisor bounds the wait)."""

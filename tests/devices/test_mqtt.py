@@ -27,7 +27,7 @@ from peers.mosquitto import (  # noqa: F401
     mosquitto_tls,
 )
 
-from bridge.devices.base import DeviceContext
+from bridge.devices.base import Device, DeviceContext
 from bridge.devices.mqtt import MqttBridge, MqttOptions, encode_value, parse_command
 from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
 from bridge.vocab import (
@@ -192,6 +192,23 @@ def test_options_reject_bad_room_and_two_passwords() -> None:
     with pytest.raises(ConfigError):
         MqttBridge("mqtt", MqttOptions(password="x", password_env="Y"))
     assert "hunter2" not in repr(MqttOptions(password="hunter2"))
+
+
+def test_reconnect_delays_are_jittered_and_short_while_the_broker_was_just_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bridge = MqttBridge("mqtt", MqttOptions(room="x"))
+    now = [1000.0]
+    monkeypatch.setattr("bridge.devices.mqtt.time.monotonic", lambda: now[0])
+    first = [bridge.retry_delay(0) for _ in range(200)]
+    assert max(first) <= 0.05 and len(set(first)) > 100  # fast, and not in lockstep
+    later = [bridge.retry_delay(attempt) for attempt in range(1, 400)]
+    assert max(later) <= bridge.fast_cap and sum(later) / len(later) < 0.3
+    now[0] += bridge.fast_for + 1  # gone for more than a minute: back off further
+    slow = [bridge.retry_delay(attempt) for attempt in range(400, 800)]
+    assert max(slow) <= bridge.max_backoff and max(slow) > bridge.fast_cap
+    # other devices keep the plain doubling backoff
+    assert [Device.retry_delay(bridge, a) for a in range(6)] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0]
 
 
 # --------------------------------------------------------------------------- against mosquitto
