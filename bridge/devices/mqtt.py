@@ -8,6 +8,9 @@ Topics under the root (default ``studio-bridge/<room>``), see ``docs/mqtt.md``:
   key. Discrete keys QoS 1, continuous ones (``/position``, ``/fader``) QoS 0, coalesced to at
   most ``rate`` updates per second per topic (latest wins).
 * ``log``: each durable session-log record as JSON, QoS 1, not retained.
+* ``takesheet``: the current session's take sheet (``log export --format json``), retained,
+  rebuilt off the event loop from the log at each connect and then from the records the hub
+  sends, published at most every ``TAKESHEET_INTERVAL`` seconds and only when it changed.
 * ``cmd/...`` (only with ``commands = true``) -> ``Request``; outcome on ``reply/...``.
 
 The hub never waits on the broker: ``send()`` only queues, one publisher task per connection
@@ -31,11 +34,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
 
 from bridge import __version__
 from bridge.devices.base import Device, DeviceContext
-from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
+from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable, SessionLogError
 from bridge.options import non_negative, port_check, positive
 from bridge.state import is_continuous_key
 from bridge.vocab import (
@@ -67,8 +71,12 @@ if TYPE_CHECKING:
     import aiomqtt
 
     from bridge.devices import _mqtt_client
+    from bridge.sessionlog import Record
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two take-sheet publishes at most (records in between go into one).
+TAKESHEET_INTERVAL = 0.5
 
 _LEVEL = re.compile(r"^[^/+#\x00]+$")
 
@@ -100,6 +108,8 @@ class MqttOptions:
     room: str | None = field(default=None, metadata={"check": _level_check})
     root: str | None = field(default=None, metadata={"check": _root_check})
     commands: bool = False
+    #: Publish the session's take sheet, retained, on ``<root>/takesheet``.
+    takesheet: bool = True
     homeassistant: bool = False
     discovery_prefix: str = field(default="homeassistant", metadata={"check": _root_check})
     rate: float = field(default=20.0, metadata={"check": positive})
@@ -313,11 +323,15 @@ class MqttBridge(Device):
         self._cleanup: asyncio.Task[None] | None = None
         self._down_since: float | None = None  # monotonic time of the first failed attempt
         self._attempts = 0
+        self._sheet: dict[int, Record] = {}  # seq -> record of the current session
+        self._sheet_session: int | None = None
+        self._sheet_changed = asyncio.Event()
+        self._sheet_task: asyncio.Task[None] | None = None
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "published", "publish_errors", "state", "coalesced", "log_records", "dropped_logs",
                 "overflows", "commands", "replies", "invalid", "unknown", "oversized",
-                "retained_commands",
+                "retained_commands", "takesheets",
             ),
             0,
         )  # fmt: skip
@@ -388,6 +402,8 @@ class MqttBridge(Device):
         self._publisher.add_done_callback(self._publisher_done)
         if opts.stale_window > 0:
             self._cleanup = asyncio.create_task(self._clear_stale(client))
+        if opts.takesheet:
+            self._sheet_task = asyncio.create_task(self._takesheet_loop(), name=f"mqtt-{self.name}-takesheet")
         self._wake.set()
         if self._down_since is None:
             log.info("mqtt: connected to %s as %s, root %s", where, self.client_id, self.root)
@@ -418,11 +434,13 @@ class MqttBridge(Device):
                 async with asyncio.timeout(1.0):
                     await self.flush()
         client, self._client = self._client, None
-        tasks = [t for t in (self._publisher, self._cleanup, *self._inflight) if t is not None]
+        tasks = [
+            t for t in (self._publisher, self._cleanup, self._sheet_task, *self._inflight) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._publisher = self._cleanup = None
+        self._publisher = self._cleanup = self._sheet_task = None
         if client is None:
             return
         if self._lost is not None and not self._lost.done():
@@ -472,6 +490,8 @@ class MqttBridge(Device):
                 self._stats["dropped_logs"] += 1
             self._stats["log_records"] += 1
             self._enqueue(pub)
+            if self.opts.takesheet:
+                self._sheet_add(message)
         elif isinstance(message, Feedback):
             key, value = message.control, message.value
             topic = self._topics.get(key)
@@ -510,6 +530,58 @@ class MqttBridge(Device):
         self._stats["coalesced"] += len(self._discrete) - len(kept)
         self._discrete = deque(kept)
         log.warning("mqtt: publish queue overflow, coalesced to %d messages", len(kept))
+
+    # ------------------------------------------------------------------ take sheet
+
+    def _sheet_add(self, entry: LogEntry) -> None:
+        record = _as_record(entry)
+        if record is None:
+            return
+        if self._sheet_session is None or record.session > self._sheet_session:
+            self._sheet = {}  # a new session: a new sheet
+            self._sheet_session = record.session
+        elif record.session < self._sheet_session:
+            return
+        self._sheet[record.seq] = record
+        self._sheet_changed.set()
+
+    async def _takesheet_loop(self) -> None:
+        """Publish the take sheet after each connect, then again (coalesced) when records came."""
+        from bridge import export
+
+        await self._load_takesheet()
+        topic, last = f"{self.root}/takesheet", b""
+        while True:
+            self._sheet_changed.clear()
+            records = list(self._sheet.values())
+            payload = await asyncio.to_thread(_takesheet_json, export, records)
+            if payload != last:
+                self._stats["takesheets"] += 1
+                self._enqueue(_Pub(topic, payload, 1, True, key=topic))
+                last = payload
+            await self._sheet_changed.wait()
+            await asyncio.sleep(TAKESHEET_INTERVAL)  # what comes meanwhile goes into the next one
+
+    async def _load_takesheet(self) -> None:
+        """The current session's records from the log (records from before this process
+        started, or that the hub could not replay after a long outage)."""
+        from bridge import sessionlog
+        from bridge.app import LOG_FILE
+
+        path = self.ctx.data_dir / LOG_FILE
+        try:
+            records = await asyncio.to_thread(sessionlog.read_records, path) if path.exists() else []
+        except SessionLogError as exc:
+            log.info("mqtt: take sheet from the records since start only: %s", exc)
+            return
+        if not records:
+            return
+        session = records[-1].session
+        if self._sheet_session is None or session > self._sheet_session:
+            self._sheet, self._sheet_session = {}, session
+        if session == self._sheet_session:
+            for record in records:
+                self._sheet.setdefault(record.seq, record)
 
     async def flush(self) -> None:
         """Wait until everything queued so far has been handed to the broker (tests, bench;
@@ -779,6 +851,47 @@ def _entity_ids(component: str, node: str, object_id: str) -> dict[str, str]:
 
 def _json(data: object) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+def _takesheet_json(export: ModuleType, records: list[Record]) -> bytes:
+    """The take sheet as ``log export --format json`` builds it, compact (a worker thread)."""
+    return _json(export.sheet_to_json(export.build_take_sheet(records)))
+
+
+def _as_record(entry: LogEntry) -> Record | None:
+    """A LogEntry (``Record.to_json()``) back into a Record for the take sheet."""
+    from bridge.sessionlog import Record
+
+    d = entry.record
+
+    def text(key: str) -> str | None:
+        value = d.get(key)
+        return value if isinstance(value, str) else None
+
+    def integer(key: str) -> int | None:
+        value = d.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    session, kind, ts = integer("session"), text("kind"), text("ts")
+    if session is None or kind is None or ts is None:
+        return None
+    seconds = d.get("daw_seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        seconds = None
+    data = d.get("data")
+    return Record(
+        seq=entry.seq,
+        session=session,
+        ts=ts,
+        kind=kind,
+        song=text("song"),
+        take=integer("take"),
+        daw_seconds=None if seconds is None else float(seconds),
+        source=text("source") or "",
+        text=text("text") or "",
+        amends=integer("amends"),
+        data=dict(data) if isinstance(data, dict) else {},
+    )
 
 
 def _key_ok(key: str) -> bool:

@@ -211,6 +211,20 @@ def test_reconnect_delays_are_jittered_and_short_while_the_broker_was_just_up(
     assert [Device.retry_delay(bridge, a) for a in range(6)] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0]
 
 
+def test_take_sheet_records_round_trip_and_a_new_session_starts_a_new_sheet() -> None:
+    from bridge.sessionlog import Record
+
+    bridge = MqttBridge("mqtt", MqttOptions(room="x"))
+    one = Record(7, 1, "2026-01-01T10:00:00.000Z", "take_marker", "Song", 1, 1.5, "osc", "keeper", None, {})
+    bridge._sheet_add(LogEntry(7, one.to_json()))
+    bridge._sheet_add(LogEntry(8, {"kind": "note"}))  # not a record: ignored
+    assert list(bridge._sheet.values()) == [one]
+    two = Record(9, 2, "2026-01-01T11:00:00.000Z", "session_start", None, None, None, "", "Day 2", None, {})
+    bridge._sheet_add(LogEntry(9, two.to_json()))
+    bridge._sheet_add(LogEntry(10, {**one.to_json(), "seq": 10}))  # a late one of session 1
+    assert list(bridge._sheet.values()) == [two]
+
+
 # --------------------------------------------------------------------------- against mosquitto
 
 

@@ -225,6 +225,7 @@ async def test_broker_restart_then_state_republished(tmp_path: Path, broker: Bro
 #: goal is < 1 s (retries at most 0.5 s apart, jittered); the bound leaves room for a loaded
 #: 2-core machine. Before: 1.4 s after a 1 s outage, 1.8 s after 2 s, 6.9 s after 9 s.
 REPUBLISHED_WITHIN = 2.5
+TAKESHEET_SETTLE = 1.0  # > TAKESHEET_INTERVAL: the last coalesced take sheet is out
 
 
 async def test_reconnect_soon_after_the_broker_answers_again(tmp_path: Path, broker: Broker) -> None:
@@ -276,6 +277,62 @@ async def test_clean_stop_while_the_broker_is_down_says_nothing_loud(tmp_path: P
         await stop(daemon)  # and with the broker gone
     loud = [line for line in daemon.log().splitlines() if " WARNING " in line or " ERROR " in line]
     assert len(loud) == 1 and "connection lost" in loud[0], loud  # the loss itself, once
+
+
+async def test_take_sheet_for_a_dashboard_opened_mid_session(tmp_path: Path, broker: Broker) -> None:
+    """Issue 11 item 5: a retained take sheet per room, updated on each change (coalesced), so
+    a dashboard opened mid-session rebuilds the list; the same takes as ``log export``."""
+    root = "studio-bridge/sheet"
+    daemon = await start(tmp_path, broker, "sheet")
+    osc = OscClient(daemon.osc_port)
+    try:
+        async with Subscriber(broker, f"{root}/#") as sub:
+            await sub.wait_for(lambda m: m.topic == f"{root}/status" and m.payload == b"online", T)
+            assert await command(sub, root, "song", b"Blue Monday") == {"ok": True}
+            assert await command(sub, root, "take/mark", b'{"label": "intro"}') == {"ok": True}
+            assert await command(sub, root, "take/mark", b'{"label": "keeper"}') == {"ok": True}
+            assert await command(sub, root, "take/circle", b"") == {"ok": True}
+            before = len(sub.on(f"{root}/takesheet"))
+            for i in range(40):  # a burst of notes and fader moves: a few publishes, not 40
+                osc.send("/note", f"note {i}")
+                osc.send("/track/1/fader", i / 40)
+            await sub.wait_for(lambda m: m.topic == f"{root}/takesheet" and b"note 39" in m.payload, T)
+            await sub.quiet(1.0)
+            burst = len(sub.on(f"{root}/takesheet")) - before
+            assert 1 <= burst <= 8, burst
+        async with Subscriber(broker, f"{root}/takesheet") as late:  # opened mid-session
+            hits = await late.wait_for(lambda m: True, T)
+        assert hits[0].retain
+        sheet = json.loads(hits[0].payload)
+        exported = export_json(daemon.data_dir)
+        assert sheet["format"] == exported["format"] and sheet["session"] == exported["session"]
+        assert sheet["takes"] == exported["takes"]
+        assert [(t["song"], t["take"], t["label"], t["circled"]) for t in sheet["takes"]] == [
+            ("Blue Monday", 1, "intro", False),
+            ("Blue Monday", 2, "keeper", True),
+        ]
+        assert len(sheet["takes"][1]["notes"]) == 40
+        # the bridge dies (power cut): started again, it resumes the session and publishes
+        # its sheet built from the log, the takes from before it started included
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(daemon.proc.wait, 10)
+    finally:
+        osc.close()
+        await stop(daemon)
+    again = Daemon(tmp_path, config(broker, "sheet", True), data_dir=daemon.data_dir)
+    await asyncio.to_thread(again.start)
+    try:
+        await asyncio.to_thread(again.wait_for_log, "mqtt: connected", T)
+        async with Subscriber(broker, f"{root}/takesheet") as late:
+            hits = await late.wait_for(lambda m: True, T)
+            await late.quiet(TAKESHEET_SETTLE)
+        resumed = json.loads(late.messages[-1].payload)
+        assert resumed["session"] == sheet["session"]
+        assert [t["label"] for t in resumed["takes"]] == ["intro", "keeper"]
+        assert resumed["takes"] == export_json(daemon.data_dir)["takes"]
+    finally:
+        await stop(again)
 
 
 async def test_two_rooms_share_a_broker(tmp_path: Path, broker: Broker) -> None:
