@@ -515,12 +515,10 @@ class MqttBridge(Device):
     async def _load_takesheet(self) -> None:
         """The current session's records from the log (records from before this process
         started, or that the hub could not replay after a long outage)."""
-        from bridge import sessionlog
         from bridge.app import LOG_FILE
 
-        path = self.ctx.data_dir / LOG_FILE
         try:
-            records = await asyncio.to_thread(sessionlog.read_records, path) if path.exists() else []
+            records = await asyncio.to_thread(_session_records, self.ctx.data_dir / LOG_FILE)
         except SessionLogError as exc:
             log.info("mqtt: take sheet from the records since start only: %s", exc)
             return
@@ -806,6 +804,13 @@ def _json(data: object) -> bytes:
 def _takesheet_json(export: ModuleType, records: list[Record]) -> bytes:
     """The take sheet as ``log export --format json`` builds it, compact (a worker thread)."""
     return _json(export.sheet_to_json(export.build_take_sheet(records)))
+
+
+def _session_records(path: Path) -> list[Record]:
+    """The latest session's records, [] without a log (a worker thread)."""
+    from bridge import sessionlog
+
+    return sessionlog.read_records(path) if path.exists() else []
 
 
 def _as_record(entry: LogEntry) -> Record | None:
