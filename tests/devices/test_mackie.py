@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from mcu_emulator_proc import McuEmulator, jack_sync  # noqa: F401
+from mcu_emulator_proc import McuEmulator
 from peers.jack import JackServer, unique_name
 
 from bridge.devices import mackie_codec as mc
@@ -41,7 +41,7 @@ EmuFactory = Callable[..., McuEmulator]
 
 
 @pytest.fixture
-def emulator(jack_sync: JackServer) -> Iterator[EmuFactory]:  # noqa: F811
+def emulator(jack_sync: JackServer) -> Iterator[EmuFactory]:
     started: list[McuEmulator] = []
 
     def make(model: int = 0x14, echo: bool = False) -> McuEmulator:
@@ -418,7 +418,7 @@ async def test_logic_control_challenge(emulator: EmuFactory) -> None:
         assert any(m[:6] == hx("F0 00 00 66 10 12") for m in got)
 
 
-async def test_missing_port_is_unavailable(jack_sync: JackServer) -> None:  # noqa: F811
+async def test_missing_port_is_unavailable(jack_sync: JackServer) -> None:
     opts = parse_options(
         MackieSurface.Options,
         {"input": "no-such-surface", "api": "jack", "client_name": unique_name("bridge-mcu")},
