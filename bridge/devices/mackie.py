@@ -6,7 +6,8 @@ faders into absolute commands computed from its local mirror of the state:
 * REC ARM / SOLO / MUTE n -> ``SetTrackArm|Solo|Mute(track, not mirror)``; PLAY -> ``Play``,
   STOP -> ``Stop``, RECORD -> ``SetRecord(not recording)``, MARKER -> ``MarkTake``,
   REWIND / FAST FWD -> ``Locate(position -/+ seek_seconds)``, User switch A (footswitch)
-  -> momentary ``SetTalkback``. Every named button (``f1``..``f8``, ``cycle``, ``user_b``,
+  -> momentary ``SetTalkback``, UP / DOWN -> previous / next song of the song list, LEFT / RIGHT
+  -> select the previous / next take. Every named button (``f1``..``f8``, ``cycle``, ``user_b``,
   ...) or note number can be rebound with the ``keys`` table (actions: see ``ACTIONS``).
 * BANK / CHANNEL LEFT / RIGHT shift the local bank by 8 / 1 strips (never sent to the DAW).
 * Faders (pitch bend, only while touched unless ``touch_required = false``) ->

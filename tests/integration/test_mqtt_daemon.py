@@ -374,3 +374,43 @@ async def test_password_never_in_daemon_logs(tmp_path: Path, broker: Broker) -> 
     assert check.returncode == 0, check.stderr
     assert "mqtt: connected" in daemon.log()
     assert "cfg-s3cret" not in daemon.log() + check.stdout + check.stderr
+
+
+async def test_take_verbs_toggles_and_song_list_over_the_bus(tmp_path: Path, broker: Broker) -> None:
+    root = "studio-bridge/room-v"
+    await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)
+    text = config(broker, "room-v", True).replace("[bridge]\n", '[bridge]\nsongs = ["Intro"]\n')
+
+    def state_is(key: str, payload: bytes):
+        return sub.wait_for(lambda m: m.topic == f"{root}/state/{key}" and m.payload == payload, T)
+
+    async with Subscriber(broker, f"{root}/#") as sub:
+        daemon = await asyncio.to_thread(Daemon(tmp_path, text).start)
+        try:
+            await sub.wait_for(lambda m: m.topic == f"{root}/status" and m.payload == b"online", T)
+            assert await command(sub, root, "song/add", b"Outro") == {"ok": True}
+            await state_is("songs", json.dumps('["Intro", "Outro"]').encode())
+            assert await command(sub, root, "song/next", b"") == {"ok": True}
+            await state_is("song", b'"Intro"')
+            for _ in range(2):
+                assert await command(sub, root, "take/mark", b"") == {"ok": True}
+            await state_is("take/selected", b"2")
+            assert await command(sub, root, "take/circle/toggle", b"") == {"ok": True}
+            await state_is("take/selected/circled", b"true")
+            assert await command(sub, root, "take/select", b"1") == {"ok": True}
+            await state_is("take/selected", b"1")
+            assert await command(sub, root, "take/falsestart", b"") == {"ok": True}
+            await state_is("take/selected/false_start", b"true")
+            assert await command(sub, root, "take/falsestart", b'{"take": 1, "value": false}') == {"ok": True}
+            await state_is("take/selected/false_start", b"false")
+            reply = await command(sub, root, "take/rename", b'{"take": 2, "label": "keeper"}')
+            assert reply == {"ok": True}
+            bad = await command(sub, root, "take/select", b"9")
+            assert bad == {"ok": False, "error": "no take 9 in song 'Intro'"}
+        finally:
+            await stop(daemon)
+    takes = export_json(daemon.data_dir)["takes"]
+    assert [(t["take"], t["label"], t["circled"], t["false_start"]) for t in takes] == [
+        (1, "", False, False),
+        (2, "keeper", True, False),
+    ]
