@@ -22,6 +22,10 @@ suffix. Keys:
 ``take/next``                  int     number the next take of the current song gets
 ``take/label``                 str     label of the last take
 ``device/<name>/status``       str     DeviceStatus value
+``log/status``                 str     ``ok``: the session log writes; ``failing``: it cannot (records
+                                       are refused, answered ``/error``) and retries by itself
+``log/reason``                 str     why it is failing ("database or disk is full"); "" when ok
+``log/unwritten``              int     records refused (not written) since the daemon started
 =============================  ======  =============================================
 
 ``reduce(values, event)`` is pure: it returns the list of changes and never mutates.
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from bridge.vocab import (
     DeviceStatusChanged,
     Event,
+    LogStatusChanged,
     PositionChanged,
     SessionChanged,
     TalkbackChanged,
@@ -56,6 +61,9 @@ SONG = "song"
 TAKE = "take"
 NEXT_TAKE = "take/next"
 TAKE_LABEL = "take/label"
+LOG_STATUS = "log/status"
+LOG_REASON = "log/reason"
+LOG_UNWRITTEN = "log/unwritten"
 
 #: Keys whose values change continuously (coalesced, rate-limited on every output).
 CONTINUOUS_SUFFIXES = ("/position", "/fader")
@@ -131,6 +139,10 @@ def reduce(values: Mapping[str, Value], event: Event) -> list[Change]:
             _set(values, out, TALKBACK, on)
         case DeviceStatusChanged(device=device, status=status):
             _set(values, out, device_key(device), str(status))
+        case LogStatusChanged(status=status, reason=reason, unwritten=unwritten):
+            _set(values, out, LOG_STATUS, status)
+            _set(values, out, LOG_REASON, reason)
+            _set(values, out, LOG_UNWRITTEN, unwritten)
         case SessionChanged():
             for key, value in (
                 (SESSION, event.session),
