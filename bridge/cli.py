@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from bridge import __version__
 from bridge.config import default_data_dir, load_config
-from bridge.errors import BridgeError, ConfigError, SessionLogDamaged, SessionLogError
+from bridge.errors import BridgeError, ConfigError, DataDirError, SessionLogDamaged, SessionLogError
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(app.run(exit_when_ready=args.exit_when_ready))
-    except SessionLogDamaged as exc:
+    except (SessionLogError, DataDirError) as exc:  # damaged, unwritable, locked: one line, exit 2
         log.critical("%s", exc)
         return EXIT_CONFIG
     except BridgeError as exc:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import state as S
 from bridge.devices.base import Device
-from bridge.errors import CommandError
+from bridge.errors import CommandError, SessionLogUnavailable
 from bridge.feedback import FeedbackEngine
 from bridge.mapping import Mapper, StudioMap
 from bridge.outbox import Outbox
@@ -44,6 +44,7 @@ from bridge.vocab import (
     Inbound,
     Locate,
     LogEntry,
+    LogStatusChanged,
     MarkerAdded,
     MarkTake,
     NewSession,
@@ -67,7 +68,7 @@ from bridge.vocab import (
 )
 
 if TYPE_CHECKING:
-    from bridge.sessionlog import Record, SessionInfo, SessionLog
+    from bridge.sessionlog import LogStatus, Record, SessionInfo, SessionLog
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ class Hub:
         """Open the session log and load the take counters of the (re)opened session."""
         info = await self.log.open(session_name=session_name, new_session=new_session)
         self.log.on_durable(self._on_durable)
+        self.log.on_status(self._on_log_status)
+        self._on_log_status(self.log.status)
         self._load_session(info)
         return info
 
@@ -388,6 +391,10 @@ class Hub:
             if slot.device.wants_log and slot.status == DeviceStatus.OK:
                 slot.deliver(entry, self.clock())
 
+    def _on_log_status(self, status: LogStatus) -> None:
+        """The session log can write again / cannot: ``log/status``, ``log/reason``, ``log/unwritten``."""
+        self.submit("core", LogStatusChanged(status.status, status.reason, status.unwritten))
+
     # ------------------------------------------------------------------ log helpers
 
     def _append(self, kind: str, **fields: Any) -> asyncio.Future[Any]:
@@ -402,7 +409,11 @@ class Hub:
     @staticmethod
     def _report_log_failure(fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
-            log.error("session log write failed: %s", fut.exception())
+            exc = fut.exception()
+            if isinstance(exc, SessionLogUnavailable):  # the log reported the failure once itself
+                log.debug("session log record refused: %s", exc)
+            else:
+                log.error("session log write failed: %s", exc)
 
     @staticmethod
     def _when_durable(fut: asyncio.Future[Any], done: Done) -> None:
