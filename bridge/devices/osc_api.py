@@ -20,7 +20,10 @@ Commands (n is a 1-based track number; values 1/0 may be int, float, bool or "on
 ``/ping``                             answered ``/pong``
 ``/state``                            the whole state is sent to the sender
 ``/subscribe`` / ``/unsubscribe``     start / stop receiving state feedback
-``/stats``                            counters: ``/stats <name> <value> ...``
+``/stats``                            counters: ``/stats <name> <value> ...`` (with
+                                      ``log_failing 0|1`` and ``log_unwritten N``)
+``/status``                           health: ``/status log <ok|failing> reason <text>
+                                      unwritten <n>`` (what ``studio-bridge status`` asks)
 ``/transport/record/toggle``          press flips record (for momentary buttons)
 ``/track/<n>/arm/toggle``             press flips arm (also ``mute``, ``solo``; and
                                       ``/track/name/arm/toggle <name>``)
@@ -33,7 +36,10 @@ TouchOSC and Open Stage Control buttons send it: a float (or T/F) >= 0.5 fires, 
 (< 0.5) is answered ``/ok`` and does nothing. Take numbers are ints (``/take/circle 3``).
 
 Every command is answered to its sender: ``/ok <address>`` once it has taken effect
-(for anything logged: once durable), or ``/error <address> <reason>``.
+(for anything logged: once durable), or ``/error <address> <reason>``. While the session log
+cannot write (``/log/status failing``), marks, circles and notes are answered ``/error``
+("not written: ..."); transport and talkback still work and are answered ``/ok <address>
+"not logged: <reason>"``: it took effect, its record was not written.
 
 Feedback (to every client heard from within ``client_ttl`` seconds and to the configured
 ``clients``) uses the command addresses where one exists, so a TouchOSC button on
@@ -286,6 +292,10 @@ def feedback_messages(key: str, value: Value) -> list[tuple[str, Value]]:
     return [("/" + key, _arg(value))]
 
 
+#: commands that take effect regardless of the session log, which records them as a side effect
+_LOGGED_SIDE_EFFECT: frozenset[type[Command]] = frozenset({Play, Stop, SetRecord, SetTalkback})
+
+
 class _RateLimitedLog:
     """Log bad input without letting a flood fill the journal."""
 
@@ -378,7 +388,13 @@ class OscApi(SyncDevice):
         return self._endpoint.local_address[1]
 
     def stats(self) -> dict[str, int]:
-        return dict(self.counters, clients=len(self._clients))
+        unwritten = self._state.get(S.LOG_UNWRITTEN)
+        return dict(
+            self.counters,
+            clients=len(self._clients),
+            log_failing=int(self._state.get(S.LOG_STATUS) == "failing"),
+            log_unwritten=unwritten if isinstance(unwritten, int) else 0,
+        )
 
     async def receive(self) -> AsyncIterator[Inbound]:
         while True:
@@ -442,6 +458,11 @@ class OscApi(SyncDevice):
                 pairs += [key, value]
             self._reply(addr, "/stats", *pairs)
             return
+        if address == "/status":
+            status, reason = self._state.get(S.LOG_STATUS, "unknown"), self._state.get(S.LOG_REASON, "")
+            unwritten = self.stats()["log_unwritten"]
+            self._reply(addr, "/status", "log", str(status), "reason", str(reason), "unwritten", unwritten)
+            return
         if address == "/unsubscribe":
             self._clients.pop(addr, None)
             self._reply(addr, "/ok", address)
@@ -465,12 +486,18 @@ class OscApi(SyncDevice):
 
         def done(error: str | None) -> None:
             if error is None:
-                self._reply(addr, "/ok", address)
+                self._reply(addr, "/ok", address, *self._not_logged(command))
             else:
                 self._reply(addr, "/error", address, error)
 
         self._inbox.append(Request(command, done))
         self._wake.set()
+
+    def _not_logged(self, command: Command) -> list[str]:
+        """Transport and talkback work while the session log fails; the answer says so."""
+        if type(command) in _LOGGED_SIDE_EFFECT and self._state.get(S.LOG_STATUS) == "failing":
+            return [f"not logged: the session log is failing ({self._state.get(S.LOG_REASON)})"]
+        return []
 
     def _parse(self, address: str, args: OscArgs) -> Command:
         parser = _COMMANDS.get(address)
