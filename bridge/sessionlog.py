@@ -848,6 +848,8 @@ class SessionLog:
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
+                if _is_io_error(exc):
+                    _bury(conn)
             self._fail(w, exc)
             self._post(
                 batch,
@@ -1017,6 +1019,16 @@ def _probe(conn: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+
+
+def _bury(conn: sqlite3.Connection) -> None:
+    """After an I/O error on sync: the refused transaction's frames were handed to the kernel and
+    may be in the WAL file, past the WAL's valid end. A crash now would let the next opener's WAL
+    recovery take them as committed: a record answered "not written" would come back. Write one
+    frame over them at once (a probe): its write lands where they start and breaks their checksum
+    chain, so they can never be recovered; if its own sync fails it is a harmless no-op frame."""
+    with contextlib.suppress(sqlite3.Error):
+        _probe(conn)
 
 
 def _reconnect(path: Path) -> sqlite3.Connection:

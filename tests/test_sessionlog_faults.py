@@ -20,8 +20,6 @@ from bridge.sessionlog import LogStatus, Record, SessionLog, read_records
 
 WRITER = Path(__file__).with_name("sessionlog_writer.py")
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-
 
 class SmallFs:
     """A tmpfs of ``size`` mounted on ``path``; ``fill()`` writes a filler file until ENOSPC."""
@@ -60,6 +58,8 @@ class SmallFs:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
     fs = SmallFs(tmp_path / "small", "640k")
     fs.mount()
     try:
@@ -197,3 +197,82 @@ async def test_resume_without_a_writable_log_refuses_to_open(small_fs: SmallFs, 
     with pytest.raises(SessionLogError, match=rf"session-log\.sqlite3: .*({cause})") as err:
         await slog.open()
     assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- fdatasync EIO
+
+EIO_SCRIPT = """
+import asyncio, os, sys, time
+from pathlib import Path
+from bridge.errors import SessionLogError
+from bridge.sessionlog import SessionLog
+
+async def main(path, flag, crash):
+    slog = SessionLog(Path(path))
+    await slog.open()
+    print("acked", (await slog.append("note", text="before")).seq, flush=True)
+    Path(flag).touch()  # the disk starts failing syncs
+    try:
+        await slog.append("note", text="refused")
+        print("acked-while-failing", flush=True)
+    except SessionLogError as exc:
+        print("refused", exc, flush=True)
+    if crash:
+        os._exit(9)  # die while the disk is bad, as a kill -9 or a power cut would
+    Path(flag).unlink()  # the disk is good again
+    deadline = time.monotonic() + 10
+    while True:  # a new record becomes durable without a restart
+        try:
+            print("acked", (await slog.append("note", text="after")).seq, flush=True)
+            break
+        except SessionLogError as exc:
+            if time.monotonic() > deadline:
+                print("still refused", exc, flush=True)
+                break
+            await asyncio.sleep(0.1)
+    await slog.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] == "crash"))
+"""
+
+
+@pytest.fixture
+def faulty_sync(tmp_path: Path) -> Path:
+    from peers.faulty_sync import build
+
+    so = build(tmp_path)
+    if so is None:
+        pytest.skip("no C compiler for the fsync fault shim")
+    return so
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_sync_io_error_refuses_recovers_and_the_refused_record_never_returns(
+    tmp_path: Path, faulty_sync: Path, crash: bool
+) -> None:
+    path = tmp_path / "session-log.sqlite3"
+    flag = tmp_path / "disk-is-bad"
+    env = {**os.environ, "LD_PRELOAD": str(faulty_sync), "FAULTY_SYNC_FLAG": str(flag)}
+    result = subprocess.run(
+        [sys.executable, "-c", EIO_SCRIPT, str(path), str(flag), "crash" if crash else "heal"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    out = result.stdout.splitlines()
+    assert any(ln.startswith("refused ") and "disk I/O error" in ln for ln in out), result
+    assert "acked-while-failing" not in out
+    flag.unlink(missing_ok=True)
+    stored = rows(path)  # read after the process is gone: a fresh WAL recovery
+    texts = [r[2] for r in stored]
+    assert "refused" not in texts  # answered "not written", so it is not there, even after a crash
+    assert [r[0] for r in stored] == list(range(1, len(stored) + 1))
+    if crash:
+        assert result.returncode == 9
+        assert texts[-1] == "before"
+    else:
+        assert result.returncode == 0, result.stderr
+        assert [r[1] for r in stored][-3:] == ["log_fault", "note", "session_end"]
+        assert texts[-2] == "after"

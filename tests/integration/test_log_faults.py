@@ -230,6 +230,41 @@ def test_graceful_stop_while_disk_full_exits_nonzero_quickly(tmp_path: Path, sma
     assert [r["kind"] for r in records(data)][-1] == "session_end"
 
 
+def test_sync_io_error_daemon_recovers_without_restart(tmp_path: Path) -> None:
+    from peers.faulty_sync import build
+
+    so = build(tmp_path)
+    if so is None:
+        pytest.skip("no C compiler for the fsync fault shim")
+    flag = tmp_path / "disk-is-bad"
+    data = tmp_path / "data"
+    daemon = Daemon(tmp_path, data_dir=data, env={"LD_PRELOAD": str(so), "FAULTY_SYNC_FLAG": str(flag)})
+    daemon.start()
+    client = OscClient(daemon.osc_port)
+    try:
+        assert client.command("/take/mark", "before") == ("/ok", ["/take/mark"])
+        flag.touch()
+        reply = client.command("/take/mark", "refused")
+        assert reply[0] == "/error" and "disk I/O error" in reply[1][1], reply
+        assert client.command("/note", "refused too")[0] == "/error"
+        assert client.command("/subscribe")[0] == "/ok"
+        assert client.latest("/log/status") == ["failing"]
+        client.seen.clear()
+        flag.unlink()
+        client.wait_for(lambda m: m == ("/log/status", ["ok"]), timeout=15)
+        assert client.command("/take/mark", "after") == ("/ok", ["/take/mark"])
+    finally:
+        client.close()
+        flag.unlink(missing_ok=True)
+        code = daemon.stop()
+    assert code == 0
+    recs = records(data)
+    seqs = [r["seq"] for r in recs]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert [r["text"] for r in recs if r["kind"] == "take_marker"] == ["before", "after"]
+    assert not any("refused" in r["text"] for r in recs)
+
+
 # ----------------------------------------------------------------------------- 3: ready with a dead log
 
 
