@@ -248,7 +248,7 @@ _Item = tuple[int, Any, "asyncio.Future[Any] | None", Any]
 
 #: Writer retry after a failed write: first probe after this many seconds, doubling up to the cap.
 RETRY_FIRST = 0.05
-RETRY_MAX = 0.5
+RETRY_MAX = 0.25
 #: Consecutive failed probes after which the writer reopens its connection (not after an I/O error:
 #: see ``_Writer.probe``).
 REOPEN_AFTER = 8
@@ -893,6 +893,7 @@ class SessionLog:
                         w.conn.close()
                     w.conn = None
                 w.conn = _reconnect(self.path)
+            _reclaim(w.conn)
             _probe(w.conn)
         except (sqlite3.Error, SessionLogError) as exc:
             w.probes += 1
@@ -976,6 +977,8 @@ class SessionLog:
             try:
                 if w.conn is None:
                     w.conn = _reconnect(self.path)
+                if w.failing is not None:
+                    _reclaim(w.conn)
                 w.conn.execute("BEGIN IMMEDIATE")
                 _insert_rows(w.conn, rows)
                 w.conn.execute("COMMIT")
@@ -1029,6 +1032,15 @@ def _bury(conn: sqlite3.Connection) -> None:
     chain, so they can never be recovered; if its own sync fails it is a harmless no-op frame."""
     with contextlib.suppress(sqlite3.Error):
         _probe(conn)
+
+
+def _reclaim(conn: sqlite3.Connection) -> None:
+    """Best effort, while failing: move the WAL into the database file and truncate it. Every
+    synced commit appends whole pages to the WAL, and SQLite checkpoints only at 1000 pages (4 MB),
+    so on a small or full disk the WAL is most of what is used; the database file grows only by the
+    distinct pages. This frees that space, and lets the log go on even on a disk that stays full."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
 
 def _reconnect(path: Path) -> sqlite3.Connection:
