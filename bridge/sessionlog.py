@@ -7,8 +7,8 @@ Storage (schema version 1, ``PRAGMA user_version = 1``, ``PRAGMA application_id 
     session ended is *derived* from its ``session_end`` record (``SessionSummary.ended``), so the
     file stays append-only: a session without ``session_end`` is still running or crashed.
 ``records(seq INTEGER PRIMARY KEY, session, ts, kind, song, take, daw_seconds, source, text, amends, data)``
-    ``seq`` is global to the file, monotonic and gap-free within one writer's life (a write
-    failure stops the writer, so no later seq is ever committed after a lost one). ``ts`` is
+    ``seq`` is global to the file, monotonic and gap-free (after a failed write the loop's seq
+    counter is rewound to the first seq that was not committed). ``ts`` is
     UTC ISO 8601 with milliseconds and ``Z``; ``data`` is a JSON object. Corrections are new
     records whose ``amends`` is the seq they correct. Triggers make UPDATE and DELETE fail on
     both tables. Indexes: ``(session, kind)``, ``(kind, song, take)``, ``(amends)``.
@@ -22,11 +22,27 @@ in one transaction with multi-row INSERTs (one GIL release per 64 rows), commits
 the batch back with one ``call_soon_threadsafe`` (group commit). The loop resolves the futures and runs
 the ``on_durable`` callbacks in seq order, 32 per loop callback, so a big batch never stalls the loop.
 WAL checkpoints (SQLite's automatic ones and a ``TRUNCATE`` checkpoint on close) happen in the writer
-thread. If a commit fails, that batch's futures fail with ``SessionLogError`` and so does every later
-append until the log is reopened: the seqs that reach the file never have a gap.
+thread.
+
+Write failures (disk full, I/O error on sync, read-only): SQLite rolls the failed transaction back, so
+nothing is half-written and nothing committed before is touched. The batch's futures fail with
+``SessionLogUnavailable`` ("not written"); the writer tells the loop (``_writer_failed``: the seq and
+session to resume at), and the loop refuses every ``append`` at once with the reason until told
+otherwise. Records queued before the loop knew are refused by the writer, which recognises them
+because they precede the loop's ``_ACK``. After the ACK the writer retries on its own, without a busy
+loop (``queue.get`` with a timeout, 50 ms doubling to ``RETRY_MAX``): it checkpoints and truncates the
+WAL (``_reclaim``: on a small disk the WAL is most of the used space) and makes one synced no-op write
+(``_probe``: page 1 rewritten). When that works the loop accepts records again; the first is a
+``log_fault`` note (what was refused, since when, why), and ``status`` is ``ok`` once it is durable.
+``on_status`` callbacks (the hub's ``log/status`` state keys) hear every change. After an I/O error
+the refused transaction's frames are overwritten at once (``_bury``) so a crash cannot resurrect them.
+``close()`` while failing retries ``session_end`` for a bounded time and raises if it cannot.
 
 Take numbers: ``SessionInfo.last_take``/``next_take`` are computed per song over the whole file
 (all sessions), so a song's take numbers never repeat within one log file.
+
+Opening proves the file can be written: a resumed session gets one ``_probe`` before ``open``
+returns (a new session writes its ``session_start``); otherwise ``open`` raises with one line.
 
 Reading: ``open_readonly``, ``list_sessions`` and ``read_records`` open the file read-only and
 can run while a daemon writes (WAL). ``recover`` moves a damaged file aside and salvages records.
