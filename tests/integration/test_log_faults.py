@@ -10,11 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from peers.daemon import Daemon, OscClient, cli, free_udp_port
+from peers.mosquitto import Broker, Seen, Subscriber, mosquitto  # noqa: F401
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="mounting a tmpfs needs root")
@@ -372,3 +373,43 @@ def test_lock_is_released_by_kill_9(tmp_path: Path) -> None:
         assert any("resumed" in ln for ln in again.lines)
     finally:
         assert again.stop() == 0
+
+
+# ----------------------------------------------------------------------------- log/status on MQTT
+
+
+@needs_root
+@pytest.mark.mqtt
+async def test_log_status_reaches_mqtt(tmp_path: Path, small_fs: SmallFs, mosquitto: Broker) -> None:  # noqa: F811
+    import asyncio
+
+    root = "studio-bridge/faults"
+    conf = f'[bridge]\nroom = "faults"\n\n[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
+    topic = f"{root}/state/log/status"
+
+    def status_is(value: str) -> Callable[[Seen], bool]:
+        return lambda m: m.topic == topic and m.payload == json.dumps(value).encode()
+
+    async with Subscriber(mosquitto, f"{root}/#") as sub:
+        daemon = await asyncio.to_thread(Daemon(tmp_path, conf, data_dir=small_fs.path).start)
+        client = OscClient(daemon.osc_port)
+        try:
+            await sub.wait_for(status_is("ok"), 20)
+            small_fs.fill()
+            for i in range(400):
+                reply = await asyncio.to_thread(
+                    client.command, "/take/mark", f"m{i} " + "x" * 200, timeout=10
+                )
+                if reply[0] == "/error":
+                    break
+            await sub.wait_for(status_is("failing"), 20)
+            reason = await sub.wait_for(
+                lambda m: m.topic == f"{root}/state/log/reason" and b"full" in m.payload, 20
+            )
+            assert json.loads(reason[-1].payload) == "database or disk is full"
+            small_fs.free()
+            before = len([m for m in sub.on(topic) if status_is("ok")(m)])
+            await sub.wait_for(status_is("ok"), 20, count=before + 1)
+        finally:
+            client.close()
+            assert await asyncio.to_thread(daemon.stop) == 0
