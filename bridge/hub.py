@@ -616,7 +616,18 @@ class Hub:
     def _self_talkback(self, source: str, command: SetTalkback, done: Done) -> None:
         futures = self._apply_event(source, TalkbackChanged(command.on, command.channel))
         if futures:
-            self._when_durable(futures[-1], done)
+            fut = futures[-1]
+
+            def finish(f: asyncio.Future[Any]) -> None:
+                # Talkback works while the log cannot write: the press took effect (the OSC answer
+                # says "not logged"); only a closed log is an error.
+                refused = not f.cancelled() and isinstance(f.exception(), SessionLogUnavailable)
+                if not refused:
+                    self._when_durable(f, done)
+                else:
+                    done(None)
+
+            fut.add_done_callback(finish)
         else:
             done(None)
 

@@ -150,6 +150,9 @@ def test_disk_full_then_freed_daemon_recovers_without_restart(tmp_path: Path, sm
         assert len(play[1]) == 2 and play[1][1].startswith("not logged") and "disk is full" in play[1][1]
         stop = client.command("/transport/stop", 1.0)
         assert stop[0] == "/ok" and "not logged" in stop[1][1]
+        for on in (1, 0):  # talkback too (no mixer here: the press itself is the fact)
+            talk = client.command("/talkback", on)
+            assert talk[0] == "/ok" and "not logged" in talk[1][1], talk
         assert client.command("/ping") == ("/pong", [])
         # A health check sees it without parsing logs: /status, `studio-bridge status`, /stats, state.
         client.send("/status")
