@@ -192,6 +192,8 @@ def test_disk_full_then_freed_daemon_recovers_without_restart(tmp_path: Path, sm
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # contiguous
     labels = [r["text"] for r in recs if r["kind"] == "take_marker"]
     assert labels == acked  # every /ok'd mark is there, and only those
+    takes = [r["take"] for r in recs if r["kind"] == "take_marker"]
+    assert takes == list(range(1, len(takes) + 1))  # take numbers contiguous: refused marks took none
     assert recs[-1]["kind"] == "session_end"
     fault = next(r for r in recs if r["kind"] == "log_fault")
     assert fault["data"]["by_kind"]["take_marker"] == 2 and fault["data"]["refused"] >= 6
