@@ -328,5 +328,9 @@ class App:
         except (TimeoutError, BridgeError) as exc:
             log.error("session log did not close cleanly: %s", exc)
             clean = False
+        else:
+            if self.session_log.close_error is not None:
+                log.error("session log did not close cleanly: %s", self.session_log.close_error)
+                clean = False
         log.info("stopped in %.0f ms", (time.monotonic() - started) * 1000)
         return clean

@@ -398,6 +398,7 @@ class SessionLog:
         self._unwritten = 0
         self._fault_seq: int | None = None  # seq of the queued log_fault note (episode ends when durable)
         self.end_written = False  # close() wrote session_end (or it was already the last record)
+        self.close_error: str | None = None  # why close() could not write session_end
 
     # ---------------------------------------------------------------- loop side
     async def open(self, session_name: str | None = None, new_session: bool = False) -> SessionInfo:
@@ -417,6 +418,7 @@ class SessionLog:
         self._since = None
         self._fault_seq = None
         self.end_written = False
+        self.close_error = None
         started: concurrent.futures.Future[tuple[SessionInfo, int]] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run, args=(session_name, new_session, started), name="sessionlog-writer", daemon=True
@@ -554,15 +556,14 @@ class SessionLog:
         """Append ``session_end``, flush, stop the writer and close the file. Idempotent.
 
         While the log is failing the writer keeps trying to write ``session_end`` for up to
-        ``retry`` seconds; if it cannot, close() still completes and raises SessionLogError
-        (``end_written`` stays False)."""
+        ``retry`` seconds; if it cannot, close() still completes: ``end_written`` stays False and
+        ``close_error`` says why (the next open resumes the session)."""
         if self._closing is not None:
             await asyncio.shield(self._closing)
             return
         if not self._open or self._loop is None:
             return
         self._closing = self._loop.create_future()
-        error: SessionLogError | None = None
         try:
             if not self._dead:
                 fault = self._fault_note() if self._episode_refused or self._failing else None
@@ -578,7 +579,7 @@ class SessionLog:
                 if outcome is True:
                     self.end_written = True
                 else:
-                    error = SessionLogError(
+                    self.close_error = (
                         f"{self.path}: session_end was not written ({outcome}); the next start resumes "
                         "this session"
                     )
@@ -588,8 +589,6 @@ class SessionLog:
         finally:
             self._open = False
             self._closing.set_result(None)
-        if error is not None:
-            raise error
 
     # ------------------------------------------------------------- failure, loop side
     def _fault_note(self) -> dict[str, object]:
