@@ -5,8 +5,10 @@
   table changed) without ending the session; a broken new config is logged and ignored.
   A driver with ``reconfigure(options) -> bool`` (the OSC API while bind and port stay) takes
   the new table in place instead; a restarted one first sends the answers it still owes.
-* Start-up: the session log is opened, the OSC API is bound, then "ready" is logged (and
-  ``READY=1`` is sent to systemd when ``NOTIFY_SOCKET`` is set).
+* Start-up: the data directory is created and locked (one daemon per data directory), the
+  session log is opened and proves it can write (a synced write), the OSC API is bound, then
+  "ready" is logged (and ``READY=1`` is sent to systemd when ``NOTIFY_SOCKET`` is set). Any
+  problem with the data directory or the log is one line and exit code 2.
 * Under ``WatchdogSec=``: ``WATCHDOG=1`` from an event-loop timer (:mod:`bridge.watchdog`).
 """
 
@@ -15,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import logging
 import os
 import signal
@@ -27,7 +31,7 @@ from typing import Any
 from bridge.config import Config, DeviceSpec, load_config
 from bridge.devices import load_driver
 from bridge.devices.base import Device, DeviceContext
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, ConfigError, DataDirError
 from bridge.hub import Hub
 from bridge.sessionlog import SessionLog
 from bridge.supervisor import run_device
@@ -37,7 +41,84 @@ from bridge.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 LOG_FILE = "session-log.sqlite3"
+LOCK_FILE = "studio-bridge.lock"
 STOP_TIMEOUT = 1.5
+#: graceful stop budget (README: within 2 s); what is left of it goes to writing session_end
+STOP_BUDGET = 1.8
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data directory if needed. Raises DataDirError with one line."""
+    if path.exists() and not path.is_dir():
+        raise DataDirError(f"data directory {path}: not a directory (a file of that name is in the way)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataDirError(f"data directory {path}: cannot create it: a part of the path is a file") from None
+    except OSError as exc:
+        raise DataDirError(f"data directory {path}: cannot create it: {exc.strerror or exc}") from None
+    if not path.is_dir():
+        raise DataDirError(f"data directory {path}: not a directory")
+
+
+class DataDirLock:
+    """One daemon per data directory: an exclusive ``flock`` on ``<data dir>/studio-bridge.lock``
+    (held by the open file, so released by the kernel however the daemon ends; the file stays).
+    The holder's PID is written into the file so a second daemon can name it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            writable = True
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise DataDirError(
+                    f"data directory {self.data_dir}: cannot open {self.path}: {exc.strerror}"
+                ) from None
+            # A read-only directory: lock the directory itself (the log check then names the cause).
+            try:
+                fd = os.open(self.path if self.path.exists() else self.data_dir, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc2:
+                raise DataDirError(
+                    f"data directory {self.data_dir}: cannot lock it: {exc2.strerror}"
+                ) from None
+            writable = False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = self._holder(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise DataDirError(
+                    f"data directory {self.data_dir} is in use by another studio-bridge (PID {holder}); "
+                    "one daemon per data directory (use --data-dir for a second instance)"
+                ) from None
+            raise DataDirError(
+                f"data directory {self.data_dir}: cannot lock {self.path}: {exc.strerror}"
+            ) from None
+        if writable:
+            with contextlib.suppress(OSError):  # a full disk: the lock holds, the PID stays unknown
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            text = ""
+        return text if text.isdigit() else "unknown"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def sd_notify(message: str) -> None:
@@ -87,6 +168,7 @@ class App:
         self._stop_requested = False
         self._reload_requested = False
         self._hub_task: asyncio.Task[None] | None = None
+        self._lock = DataDirLock(data_dir)
         self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ devices
@@ -169,14 +251,22 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        try:
+            prepare_data_dir(self.data_dir)
+            self._lock.acquire()
+            info = await self.hub.start(
+                session_name=self.config.bridge.session or None, new_session=self.new_session
+            )
+        except BaseException:
+            self._lock.release()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            raise
         watchdog = Watchdog.from_env()  # None unless systemd asked for keep-alives (WatchdogSec=)
         if watchdog is not None:
             watchdog.start()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        info = await self.hub.start(
-            session_name=self.config.bridge.session or None, new_session=self.new_session
-        )
         self._hub_task = loop.create_task(self.hub.run(), name="hub")
+        clean = False
         try:
             for spec in self.config.devices.values():
                 self._start_device(spec)
@@ -201,14 +291,15 @@ class App:
                 if self._reload_requested and not self._stop_requested:
                     self._reload_requested = False
                     await self.reload()
-            return 0
         finally:
             sd_notify("STOPPING=1")
-            await self.shutdown()
+            clean = await self.shutdown()
+            self._lock.release()
             if watchdog is not None:
                 watchdog.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+        return 0 if clean else 1
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -260,7 +351,8 @@ class App:
             len(new.devices) - len(added) - len(changed) - len(in_place),
         )
 
-    async def shutdown(self) -> None:
+    async def shutdown(self) -> bool:
+        """Stop devices and close the log; False when session_end could not be written."""
         started = time.monotonic()
         tasks = list(self._tasks.values())
         for task in tasks:
@@ -274,11 +366,19 @@ class App:
             self._hub_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._hub_task
+        clean = True
+        retry = min(0.6, max(0.2, STOP_BUDGET - (time.monotonic() - started)))
         try:
-            await asyncio.wait_for(self.session_log.close(), 5.0)
+            await asyncio.wait_for(self.session_log.close(retry=retry), 5.0)
         except (TimeoutError, BridgeError) as exc:
             log.error("session log did not close cleanly: %s", exc)
+            clean = False
+        else:
+            if self.session_log.close_error is not None:
+                log.error("session log did not close cleanly: %s", self.session_log.close_error)
+                clean = False
         # the last durable writes answered their commands; sockets kept for that close now
         for slot in list(self.hub.slots.values()):
             await _answered(slot.device, 0.5)
         log.info("stopped in %.0f ms", (time.monotonic() - started) * 1000)
+        return clean

@@ -1,4 +1,4 @@
-"""Command line: ``studio-bridge run | check | log | learn``."""
+"""Command line: ``studio-bridge run | check | status | log | learn``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from bridge import __version__
 from bridge.config import default_data_dir, load_config
-from bridge.errors import BridgeError, ConfigError, SessionLogDamaged, SessionLogError
+from bridge.errors import BridgeError, ConfigError, DataDirError, SessionLogDamaged, SessionLogError
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -97,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
     check.add_argument("--kinds", action="store_true", help="list the known device kinds")
 
+    status = sub.add_parser(
+        "status",
+        help="ask a running daemon whether its session log can write",
+        description="Ask a running daemon (over its OSC API) whether its session log can write. "
+        "Prints one line; exit 0 when the log is ok, 1 when it is failing or the daemon does not "
+        "answer. For health checks (no log parsing).",
+    )
+    status.add_argument("-c", "--config", metavar="FILE", help="take the OSC API port from this config")
+    status.add_argument(
+        "--osc-port", type=_port, metavar="N", help="UDP port of the OSC API (wins over the file)"
+    )
+    status.add_argument("--host", default="127.0.0.1", help="where the daemon runs (default 127.0.0.1)")
+    status.add_argument("--timeout", type=float, default=2.0, metavar="S", help="seconds to wait (default 2)")
+
     logp = sub.add_parser(
         "log", help="read the session log", description="Read the session log (works while a daemon writes)."
     )
@@ -141,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "status":
+            return _status(args)
         if args.command == "log":
             return _log(args)
         if args.command == "learn":
@@ -174,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(app.run(exit_when_ready=args.exit_when_ready))
-    except SessionLogDamaged as exc:
+    except (SessionLogError, DataDirError) as exc:  # damaged, unwritable, locked: one line, exit 2
         log.critical("%s", exc)
         return EXIT_CONFIG
     except BridgeError as exc:
@@ -199,6 +215,41 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _status(args: argparse.Namespace) -> int:
+    import socket
+
+    from bridge.devices._osc import OscDecodeError, decode, encode
+
+    port = args.osc_port
+    if port is None:
+        spec = load_config(Path(args.config) if args.config else None).devices.get("osc")
+        if spec is None:
+            raise ConfigError(f"{args.config}: no [devices.osc] OSC API in this config; use --osc-port")
+        port = int(getattr(spec.options, "port"))  # noqa: B009 - OscApiOptions
+    where = f"udp {args.host}:{port}"
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(args.timeout)
+        try:
+            sock.sendto(encode("/status"), (args.host, port))
+            while True:
+                messages = decode(sock.recv(65536))
+                reply = next((m for m in messages if m[0] == "/status"), None)
+                if reply is not None:
+                    break
+        except (TimeoutError, OSError, OscDecodeError) as exc:
+            reason = "no answer" if isinstance(exc, TimeoutError) else str(exc)
+            print(f"studio-bridge status: {reason} from the OSC API on {where}", file=sys.stderr)  # noqa: T201
+            return EXIT_FAIL
+    values = dict(zip(reply[1][::2], reply[1][1::2], strict=False))
+    state, reason, unwritten = values.get("log"), values.get("reason") or "", values.get("unwritten", 0)
+    if state == "ok":
+        print(f"log ok ({unwritten} record(s) refused since start)")  # noqa: T201
+        return EXIT_OK
+    print(f"log {state}: {reason} ({unwritten} record(s) not written)")  # noqa: T201
+    return EXIT_FAIL
+
+
 def _out(path: str | None) -> TextIO:
     if path:
         return open(path, "w", encoding="utf-8", newline="")  # closed by the caller
@@ -213,7 +264,15 @@ def _log(args: argparse.Namespace) -> int:
         config_dir = load_config(Path(args.config)).bridge.data_dir
     path = _data_dir(args, config_dir) / "session-log.sqlite3"
     if args.log_command == "recover":
-        backup = sessionlog.recover(path)
+        from bridge.app import DataDirLock
+
+        lock = DataDirLock(path.parent)
+        if path.parent.is_dir():
+            lock.acquire()  # never move the file away under a running daemon
+        try:
+            backup = sessionlog.recover(path)
+        finally:
+            lock.release()
         print(f"moved the damaged log to {backup}; salvaged records are in {path}")  # noqa: T201
         return EXIT_OK
     if not path.exists():

@@ -45,3 +45,13 @@ class SessionLogError(BridgeError):
 
 class SessionLogDamaged(SessionLogError):
     """The session log database file failed its integrity check."""
+
+
+class SessionLogUnavailable(SessionLogError):
+    """A record was refused, not written: the session log cannot write right now (disk full, I/O
+    error, read-only). The log retries by itself; nothing already acknowledged is affected."""
+
+
+class DataDirError(BridgeError):
+    """The data directory cannot be used: not a directory, cannot be created, or locked by another
+    daemon. The message is one line naming the directory (and the PID holding the lock)."""

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from bridge import commands
 from bridge import state as S
 from bridge.devices.base import Device
-from bridge.errors import CommandError
+from bridge.errors import CommandError, SessionLogUnavailable
 from bridge.feedback import FeedbackEngine
 from bridge.mapping import Mapper, StudioMap
 from bridge.outbox import Outbox
@@ -46,6 +46,7 @@ from bridge.vocab import (
     Inbound,
     Locate,
     LogEntry,
+    LogStatusChanged,
     MarkerAdded,
     MarkTake,
     NewSession,
@@ -72,7 +73,7 @@ from bridge.vocab import (
 )
 
 if TYPE_CHECKING:
-    from bridge.sessionlog import Record, SessionInfo, SessionLog
+    from bridge.sessionlog import LogStatus, Record, SessionInfo, SessionLog
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,8 @@ class Hub:
         session's takes, flags, labels and song list are read back from its records)."""
         info = await self.log.open(session_name=session_name, new_session=new_session)
         self.log.on_durable(self._on_durable)
+        self.log.on_status(self._on_log_status)
+        self._on_log_status(self.log.status)
         records: list[Record] = []
         path = getattr(self.log, "path", None)
         if info.resumed and path is not None:
@@ -485,6 +488,10 @@ class Hub:
             if slot.device.wants_log and slot.status == DeviceStatus.OK:
                 slot.deliver(entry, self.clock())
 
+    def _on_log_status(self, status: LogStatus) -> None:
+        """The session log can write again / cannot: ``log/status``, ``log/reason``, ``log/unwritten``."""
+        self.submit("core", LogStatusChanged(status.status, status.reason, status.unwritten))
+
     # ------------------------------------------------------------------ log helpers
 
     def _append(self, kind: str, **fields: Any) -> asyncio.Future[Any]:
@@ -499,7 +506,11 @@ class Hub:
     @staticmethod
     def _report_log_failure(fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
-            log.error("session log write failed: %s", fut.exception())
+            exc = fut.exception()
+            if isinstance(exc, SessionLogUnavailable):  # the log reported the failure once itself
+                log.debug("session log record refused: %s", exc)
+            else:
+                log.error("session log write failed: %s", exc)
 
     @staticmethod
     def _when_durable(fut: asyncio.Future[Any], done: Done) -> None:
@@ -717,7 +728,18 @@ class Hub:
     def _self_talkback(self, source: str, command: SetTalkback, done: Done) -> None:
         futures = self._apply_event(source, TalkbackChanged(command.on, command.channel))
         if futures:
-            self._when_durable(futures[-1], done)
+            fut = futures[-1]
+
+            def finish(f: asyncio.Future[Any]) -> None:
+                # Talkback works while the log cannot write: the press took effect (the OSC answer
+                # says "not logged"); only a closed log is an error.
+                refused = not f.cancelled() and isinstance(f.exception(), SessionLogUnavailable)
+                if not refused:
+                    self._when_durable(f, done)
+                else:
+                    done(None)
+
+            fut.add_done_callback(finish)
         else:
             done(None)
 

@@ -7,8 +7,8 @@ Storage (schema version 1, ``PRAGMA user_version = 1``, ``PRAGMA application_id 
     session ended is *derived* from its ``session_end`` record (``SessionSummary.ended``), so the
     file stays append-only: a session without ``session_end`` is still running or crashed.
 ``records(seq INTEGER PRIMARY KEY, session, ts, kind, song, take, daw_seconds, source, text, amends, data)``
-    ``seq`` is global to the file, monotonic and gap-free within one writer's life (a write
-    failure stops the writer, so no later seq is ever committed after a lost one). ``ts`` is
+    ``seq`` is global to the file, monotonic and gap-free (after a failed write the loop's seq
+    counter is rewound to the first seq that was not committed). ``ts`` is
     UTC ISO 8601 with milliseconds and ``Z``; ``data`` is a JSON object. Corrections are new
     records whose ``amends`` is the seq they correct. Triggers make UPDATE and DELETE fail on
     both tables. Indexes: ``(session, kind)``, ``(kind, song, take)``, ``(amends)``.
@@ -22,11 +22,27 @@ in one transaction with multi-row INSERTs (one GIL release per 64 rows), commits
 the batch back with one ``call_soon_threadsafe`` (group commit). The loop resolves the futures and runs
 the ``on_durable`` callbacks in seq order, 32 per loop callback, so a big batch never stalls the loop.
 WAL checkpoints (SQLite's automatic ones and a ``TRUNCATE`` checkpoint on close) happen in the writer
-thread. If a commit fails, that batch's futures fail with ``SessionLogError`` and so does every later
-append until the log is reopened: the seqs that reach the file never have a gap.
+thread.
+
+Write failures (disk full, I/O error on sync, read-only): SQLite rolls the failed transaction back, so
+nothing is half-written and nothing committed before is touched. The batch's futures fail with
+``SessionLogUnavailable`` ("not written"); the writer tells the loop (``_writer_failed``: the seq and
+session to resume at), and the loop refuses every ``append`` at once with the reason until told
+otherwise. Records queued before the loop knew are refused by the writer, which recognises them
+because they precede the loop's ``_ACK``. After the ACK the writer retries on its own, without a busy
+loop (``queue.get`` with a timeout, 50 ms doubling to ``RETRY_MAX``): it checkpoints and truncates the
+WAL (``_reclaim``: on a small disk the WAL is most of the used space) and makes one synced no-op write
+(``_probe``: page 1 rewritten). When that works the loop accepts records again; the first is a
+``log_fault`` note (what was refused, since when, why), and ``status`` is ``ok`` once it is durable.
+``on_status`` callbacks (the hub's ``log/status`` state keys) hear every change. After an I/O error
+the refused transaction's frames are overwritten at once (``_bury``) so a crash cannot resurrect them.
+``close()`` while failing retries ``session_end`` for a bounded time and raises if it cannot.
 
 Take numbers: ``SessionInfo.last_take``/``next_take`` are computed per song over the whole file
 (all sessions), so a song's take numbers never repeat within one log file.
+
+Opening proves the file can be written: a resumed session gets one ``_probe`` before ``open``
+returns (a new session writes its ``session_start``); otherwise ``open`` raises with one line.
 
 Reading: ``open_readonly``, ``list_sessions`` and ``read_records`` open the file read-only and
 can run while a daemon writes (WAL). ``recover`` moves a damaged file aside and salvages records.
@@ -54,7 +70,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import SessionLogDamaged, SessionLogError
+from bridge.errors import SessionLogDamaged, SessionLogError, SessionLogUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -234,13 +250,63 @@ def _row_to_record(row: tuple[Any, ...]) -> Record:
 #   (_APPEND, row, future, data)           row = the 11 column values (the last is the data dict,
 #                                          JSON-encoded by the writer), data = the Record's dict
 #   (_NEW_SESSION, row, future, name)      row = the session_start record (its session id is new)
-#   (_STOP, None, future, None)
+#   (_ACK, None, None, None)               the loop knows the writer is failing: every append queued
+#                                          before this is stale (refused); none come after it until
+#                                          the writer reports a good probe
+#   (_STOP, None, future, _Stop)
 # The writer hands a batch back to the loop as (items, error, infos); the loop builds the Records.
 _RESOLVE_CHUNK = 32  # futures resolved per loop callback (a 256-record batch would stall the loop)
 _APPEND = 0
 _NEW_SESSION = 1
 _STOP = 2
-_Item = tuple[int, Any, "asyncio.Future[Any]", Any]
+_ACK = 3
+_Item = tuple[int, Any, "asyncio.Future[Any] | None", Any]
+
+#: Writer retry after a failed write: first probe after this many seconds, doubling up to the cap.
+RETRY_FIRST = 0.05
+RETRY_MAX = 0.25
+#: Consecutive failed probes after which the writer reopens its connection (not after an I/O error:
+#: see ``_Writer.probe``).
+REOPEN_AFTER = 8
+#: How long ``close()`` keeps trying to write ``session_end`` while the log is failing (seconds).
+CLOSE_RETRY = 0.6
+
+
+@dataclass(frozen=True, slots=True)
+class LogStatus:
+    """What ``on_status`` callbacks get: ``ok`` or ``failing`` (with the reason)."""
+
+    status: str  # "ok" | "failing"
+    reason: str  # "" when ok
+    unwritten: int  # records refused since the log was opened
+    since: float | None  # wall-clock time the failure started (None when ok)
+
+
+@dataclass(slots=True)
+class _Stop:
+    """What close() tells the writer: write session_end (and the log_fault note) if the last
+    committed record is not session_end, trying until ``deadline`` (time.monotonic)."""
+
+    want_end: bool
+    fault: dict[str, object] | None
+    deadline: float
+
+
+@dataclass(slots=True)
+class _Writer:
+    """The writer thread's own bookkeeping (only that thread touches it)."""
+
+    conn: sqlite3.Connection | None
+    next_seq: int
+    session: int
+    max_session: int
+    last_kind: str = ""
+    failing: str | None = None  # reason
+    acked: bool = False  # the loop has seen the failure (see _ACK)
+    delay: float = RETRY_FIRST
+    next_probe: float = 0.0
+    probes: int = 0  # failed probes in a row
+    io_error: bool = False  # an I/O error happened in this failure: never reopen (see probe)
 
 
 def _take_counters(conn: sqlite3.Connection) -> dict[str, int]:
@@ -317,26 +383,42 @@ class SessionLog:
         self._open = False
         self._closing: asyncio.Future[None] | None = None
         self._callbacks: list[Callable[[Record], None]] = []
-        self._broken: SessionLogError | None = None  # set by the writer after a failed commit
+        self._status_callbacks: list[Callable[[LogStatus], None]] = []
+        self._broken: SessionLogError | None = None  # set when the writer thread died
         self._pending: collections.deque[tuple[_Item, SessionLogError | None, SessionInfo | None]] = (
             collections.deque()
         )
         self._draining = False
         self._dead = False  # the writer thread ended unexpectedly
+        # Failure handling (loop side): while _failing is set, append() refuses at once.
+        self._failing: str | None = None
+        self._last_reason = ""  # shown while the log_fault note is on its way (still "failing")
+        self._since: float | None = None  # wall time the current failure episode started
+        self._episode_refused: collections.Counter[str] = collections.Counter()  # by kind
+        self._unwritten = 0
+        self._fault_seq: int | None = None  # seq of the queued log_fault note (episode ends when durable)
+        self.end_written = False  # close() wrote session_end (or it was already the last record)
+        self.close_error: str | None = None  # why close() could not write session_end
 
     # ---------------------------------------------------------------- loop side
     async def open(self, session_name: str | None = None, new_session: bool = False) -> SessionInfo:
-        """Open or create the file and start the writer thread (all disk work happens there).
+        """Open or create the file, prove it can be written (a synced write) and start the writer
+        thread (all disk work happens there).
 
         Resumes the last session when it has no ``session_end`` (a crash) unless ``new_session``;
         ``session_name`` only names a new session. Raises SessionLogDamaged (integrity check failed,
-        with the recovery command) or SessionLogError."""
+        with the recovery command) or SessionLogError (one line: the file and the cause)."""
         if self._open or self._thread is not None:
             raise SessionLogError(f"{self.path}: the session log is already open")
         self._loop = asyncio.get_running_loop()
         self._closing = None
         self._broken = None
         self._dead = False
+        self._failing = None
+        self._since = None
+        self._fault_seq = None
+        self.end_written = False
+        self.close_error = None
         started: concurrent.futures.Future[tuple[SessionInfo, int]] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run, args=(session_name, new_session, started), name="sessionlog-writer", daemon=True
@@ -362,6 +444,32 @@ class SessionLog:
         )
         return info
 
+    @property
+    def status(self) -> LogStatus:
+        if self._failing is not None or self._fault_seq is not None:
+            return LogStatus("failing", self._failing or self._last_reason, self._unwritten, self._since)
+        return LogStatus("ok", "", self._unwritten, None)
+
+    def on_status(self, callback: Callable[[LogStatus], None]) -> None:
+        """``callback(LogStatus)`` on the loop whenever the status or the unwritten count changes."""
+        self._status_callbacks.append(callback)
+
+    def _notify(self) -> None:
+        status = self.status
+        for callback in self._status_callbacks:
+            try:
+                callback(status)
+            except Exception:
+                log.exception("session log on_status callback failed")
+
+    def _refusal(self, kind: str) -> SessionLogUnavailable:
+        self._episode_refused[kind] += 1
+        self._unwritten += 1
+        since = time.strftime("%H:%M:%S", time.gmtime(self._since or time.time()))
+        return SessionLogUnavailable(
+            f"not written: the session log cannot write since {since} UTC ({self._failing}); retrying"
+        )
+
     def append(
         self,
         kind: str,
@@ -377,7 +485,10 @@ class SessionLog:
     ) -> asyncio.Future[Record]:
         """Queue a record; the future resolves once it is committed. Raises SessionLogError if closed,
         TypeError for a non-str kind/text/source or a non-datetime ts. ``data`` is copied one level
-        deep here and encoded later by the writer: do not mutate nested values after the call."""
+        deep here and encoded later by the writer: do not mutate nested values after the call.
+
+        While the log cannot write (``status`` is failing) the future is failed at once with
+        SessionLogUnavailable: the record is refused, not written, and counted."""
         if not self._open or self._loop is None:
             raise SessionLogError(f"{self.path}: the session log is not open")
         if self._dead:
@@ -390,9 +501,13 @@ class SessionLog:
             stamp = format_ts(ts)
         else:
             raise TypeError("session log: ts must be a datetime")
+        fut: asyncio.Future[Record] = self._loop.create_future()
+        if self._failing is not None:
+            fut.set_exception(self._refusal(kind))
+            self._notify()
+            return fut
         # data is JSON-encoded by the writer (measured: encoding on the loop tripled the append p99).
         data_obj: dict[str, object] = dict(data) if data else {}
-        fut: asyncio.Future[Record] = self._loop.create_future()
         seq = self._next_seq
         self._next_seq = seq + 1
         row = (seq, self._session_id, stamp, kind, song, take, daw_seconds, source, text, amends, data_obj)
@@ -407,6 +522,8 @@ class SessionLog:
 
     async def new_session(self, name: str | None = None) -> SessionInfo:
         """End the current session (``session_end``) and start another (``session_start``)."""
+        if self._failing is not None:
+            raise self._refusal("session_end")
         end = self.append("session_end")
         assert self._loop is not None
         fut: asyncio.Future[SessionInfo] = self._loop.create_future()
@@ -435,8 +552,12 @@ class SessionLog:
         assert isinstance(started, SessionInfo)
         return started
 
-    async def close(self) -> None:
-        """Append ``session_end``, flush, stop the writer and close the file. Idempotent."""
+    async def close(self, retry: float = CLOSE_RETRY) -> None:
+        """Append ``session_end``, flush, stop the writer and close the file. Idempotent.
+
+        While the log is failing the writer keeps trying to write ``session_end`` for up to
+        ``retry`` seconds; if it cannot, close() still completes: ``end_written`` stays False and
+        ``close_error`` says why (the next open resumes the session)."""
         if self._closing is not None:
             await asyncio.shield(self._closing)
             return
@@ -445,19 +566,92 @@ class SessionLog:
         self._closing = self._loop.create_future()
         try:
             if not self._dead:
-                end = self.append("session_end")
+                fault = self._fault_note() if self._episode_refused or self._failing else None
+                end = None if self._failing is not None else self.append("session_end")
                 self._open = False
-                stopped: asyncio.Future[None] = self._loop.create_future()
-                self._queue.put((_STOP, None, stopped, None))
-                with contextlib.suppress(SessionLogError):
-                    await end
-                await stopped
+                stopped: asyncio.Future[bool | str] = self._loop.create_future()
+                stop = _Stop(want_end=True, fault=fault, deadline=time.monotonic() + retry)
+                self._queue.put((_STOP, None, stopped, stop))
+                if end is not None:
+                    with contextlib.suppress(SessionLogError):
+                        await end
+                outcome = await stopped
+                if outcome is True:
+                    self.end_written = True
+                else:
+                    self.close_error = (
+                        f"{self.path}: session_end was not written ({outcome}); the next start resumes "
+                        "this session"
+                    )
             if self._thread is not None:
                 await asyncio.to_thread(self._thread.join, 10)
             self._thread = None
         finally:
             self._open = False
             self._closing.set_result(None)
+
+    # ------------------------------------------------------------- failure, loop side
+    def _fault_note(self) -> dict[str, object]:
+        return {
+            "refused": sum(self._episode_refused.values()),
+            "by_kind": dict(sorted(self._episode_refused.items())),
+            "since": format_ts(self._since or time.time()),
+            "reason": self._failing or self._last_reason,
+        }
+
+    def _writer_failed(self, reason: str, resume_seq: int, session: int, max_session: int) -> None:
+        """On the loop: the writer could not commit. Refuse appends until its probe succeeds."""
+        first = self._since is None
+        if first:
+            self._since = time.time()
+            log.error(
+                "session log %s: cannot write (%s). Records are refused (answered as not written) "
+                "until the disk accepts writes again; retrying by itself. Nothing acknowledged is lost.",
+                self.path,
+                reason,
+            )
+        else:
+            log.debug("session log %s: still cannot write (%s)", self.path, reason)
+        self._failing = self._last_reason = reason
+        self._fault_seq = None
+        self._next_seq = resume_seq
+        self._session_id = session
+        self._max_session = max_session
+        self._queue.put((_ACK, None, None, None))
+        self._notify()
+
+    def _writer_probe_ok(self) -> None:
+        """On the loop: a synced probe write worked. Accept records again; the first one is the
+        ``log_fault`` note saying what was refused; the episode ends when it is durable."""
+        if not self._open:
+            return
+        self._failing = None
+        note = self._fault_note()
+        fut = self.append("log_fault", text=str(note["reason"]), data=note)
+        self._fault_seq = self._next_seq - 1
+        fut.add_done_callback(self._fault_written)
+        self._notify()
+
+    def _fault_written(self, fut: asyncio.Future[Record]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # the writer failed again: _writer_failed has taken over
+        record = fut.result()
+        if self._fault_seq != record.seq:
+            return
+        since = self._since or time.time()
+        log.warning(
+            "session log %s: writing again after %.1f s; %d record(s) were refused and not written "
+            "(%s); noted as record %d (log_fault)",
+            self.path,
+            time.time() - since,
+            sum(self._episode_refused.values()),
+            ", ".join(f"{k} {n}" for k, n in sorted(self._episode_refused.items())) or "none",
+            record.seq,
+        )
+        self._episode_refused.clear()
+        self._since = None
+        self._fault_seq = None
+        self._notify()
 
     def _deliver(self, items: list[_Item], error: SessionLogError | None, infos: list[SessionInfo]) -> None:
         """On the loop: queue a committed (or failed) batch for resolution, in order."""
@@ -473,20 +667,25 @@ class SessionLog:
         """Resolve up to _RESOLVE_CHUNK futures, then let the loop run timers and I/O before the rest."""
         pending = self._pending
         durable: list[Record] = []
+        refused = False
         for _ in range(min(_RESOLVE_CHUNK, len(pending))):
             (tag, row, fut, extra), error, info = pending.popleft()
             value: object
             if tag == _STOP:
-                value = None
+                value = extra
             elif error is not None:
                 value = error
+                if isinstance(error, SessionLogUnavailable) and row[3] != "log_fault":
+                    self._episode_refused[row[3]] += 1
+                    self._unwritten += 1
+                    refused = True
             elif tag == _APPEND:
                 value = _record(row, extra)
                 durable.append(value)
             else:  # _NEW_SESSION
                 durable.append(_record(row, {}))
                 value = info
-            if fut.done():
+            if fut is None or fut.done():
                 continue
             if isinstance(value, BaseException):
                 fut.set_exception(value)
@@ -498,6 +697,8 @@ class SessionLog:
                     callback(record)
                 except Exception:
                     log.exception("session log on_durable callback failed for seq %d", record.seq)
+        if refused:
+            self._notify()
         if pending:
             assert self._loop is not None
             self._loop.call_soon(self._resolve_some)
@@ -506,11 +707,14 @@ class SessionLog:
 
     # ------------------------------------------------------------- writer thread
     def _post(self, items: list[_Item], error: SessionLogError | None, infos: list[SessionInfo]) -> None:
+        self._call(self._deliver, items, error, infos)
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None
         try:
-            self._loop.call_soon_threadsafe(self._deliver, items, error, infos)
+            self._loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
-            log.warning("session log: event loop closed; %d acknowledgements dropped", len(items))
+            log.debug("session log: event loop closed; %s dropped", getattr(callback, "__name__", callback))
 
     def _run(
         self,
@@ -522,26 +726,33 @@ class SessionLog:
         try:
             conn = _connect_writer(self.path)
             info = self._start(conn, session_name, new_session)
-            max_session = conn.execute("SELECT MAX(id) FROM sessions").fetchone()[0]
+            if info.resumed:  # nothing was written yet: prove that we can (append + sync)
+                _probe(conn)
+            max_session = int(conn.execute("SELECT MAX(id) FROM sessions").fetchone()[0])
+            last_kind = conn.execute("SELECT kind FROM records ORDER BY seq DESC LIMIT 1").fetchone()
         except BaseException as exc:
             if conn is not None:
                 conn.close()
             if not isinstance(exc, SessionLogError):
-                exc = SessionLogError(f"{self.path}: cannot open the session log: {exc}")
+                exc = SessionLogError(f"{self.path}: the session log cannot be written: {_reason(exc)}")
             started.set_exception(exc)
             return
-        started.set_result((info, int(max_session)))
+        w = _Writer(conn, info.last_seq + 1, info.session_id, max_session, last_kind[0] if last_kind else "")
+        started.set_result((info, max_session))
         try:
-            self._serve(conn)
+            self._serve(w)
         except BaseException as exc:
             log.exception("session log writer crashed")
             self._broken = SessionLogError(f"{self.path}: the session log writer stopped: {exc!r}")
             self._dead = True
             rest = _drain(self._queue)  # fail what is queued; a pending close() still completes
-            self._post([item for item in rest if item[0] != _STOP], self._broken, [])
-            self._post([item for item in rest if item[0] == _STOP], None, [])
+            self._post([item for item in rest if item[0] not in (_STOP, _ACK)], self._broken, [])
+            self._post(
+                [(_STOP, None, it[2], "the writer stopped") for it in rest if it[0] == _STOP], None, []
+            )
         finally:
-            conn.close()
+            if w.conn is not None:
+                w.conn.close()
 
     def _start(self, conn: sqlite3.Connection, name: str | None, new_session: bool) -> SessionInfo:
         last = conn.execute("SELECT id, name FROM sessions ORDER BY id DESC LIMIT 1").fetchone()
@@ -576,44 +787,57 @@ class SessionLog:
             _insert_session(conn, (*start, "{}"))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             raise
         return _info(conn, session, name, False, "", last_seq + 1)
 
-    def _serve(self, conn: sqlite3.Connection) -> None:
+    def _serve(self, w: _Writer) -> None:
         q = self._queue
         while True:
-            batch = [q.get()]
-            if self.commit_window > 0 and batch[0][0] != _STOP:
+            if w.failing is not None and w.acked:
+                try:
+                    first = q.get(timeout=max(0.0, w.next_probe - time.monotonic()))
+                except queue.Empty:
+                    self._probe(w)
+                    continue
+            else:
+                first = q.get()
+            batch = [first]
+            if self.commit_window > 0 and first[0] == _APPEND and w.failing is None:
                 time.sleep(self.commit_window)
             while len(batch) < self.max_batch:
                 try:
                     batch.append(q.get_nowait())
                 except queue.Empty:
                     break
-            stop = next((item for item in batch if item[0] == _STOP), None)
-            self._write(conn, [item for item in batch if item[0] != _STOP])
+            stop: _Item | None = None
+            work: list[_Item] = []
+            for item in batch:
+                if item[0] == _ACK:
+                    w.acked = True
+                elif item[0] == _STOP:
+                    stop = item
+                else:
+                    work.append(item)
+            if work:
+                if w.failing is not None:  # queued before the loop knew: refused, never written
+                    self._post(work, SessionLogUnavailable(f"not written: {w.failing}"), [])
+                else:
+                    self._write(w, work)
             if stop is not None:
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                except sqlite3.Error as exc:
-                    log.warning("session log %s: final checkpoint failed: %s", self.path, exc)
-                # Anything queued after the stop (a race with close()) is refused, never lost silently.
-                rest = [item for item in _drain(q) if item[0] != _STOP]
-                if rest:
-                    self._post(rest, SessionLogError(f"{self.path}: the session log was closed"), [])
-                self._post([stop], None, [])
+                self._finish(w, stop)
                 return
 
-    def _write(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        if not batch:
-            return
-        if self._broken is not None:
-            self._post(batch, self._broken, [])
-            return
+    def _write(self, w: _Writer, batch: list[_Item]) -> None:
         rows: list[tuple[Any, ...]] = []
         infos: list[SessionInfo] = []
+        conn = w.conn
         try:
+            if conn is None:
+                conn = w.conn = _reconnect(self.path)
+            if batch[0][1][0] != w.next_seq:  # never commit a gap (cannot happen: the loop rewinds)
+                raise SessionLogError(f"seq {batch[0][1][0]} queued where {w.next_seq} was expected")
             conn.execute("BEGIN IMMEDIATE")
             for i, (tag, row, fut, data) in enumerate(batch):
                 if tag == _APPEND:
@@ -635,17 +859,215 @@ class SessionLog:
             if rows:
                 _insert_rows(conn, rows)
             conn.execute("COMMIT")
-        except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            self._broken = SessionLogError(
-                f"{self.path}: writing the session log failed ({exc}); {len(batch)} record(s) from seq "
-                f"{batch[0][1][0]} were not stored and the log accepts no more records until restarted"
+        except (sqlite3.Error, ValueError, TypeError, OverflowError, SessionLogError) as exc:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if _is_io_error(exc):
+                    _bury(conn)
+            self._fail(w, exc)
+            self._post(
+                batch,
+                SessionLogUnavailable(f"not written: the session log could not write ({w.failing})"),
+                [],
             )
-            log.error("%s", self._broken)
-            self._post(batch, self._broken, [])
             return
+        last = batch[-1][1]
+        w.next_seq = last[0] + 1
+        w.session = last[1]
+        w.last_kind = last[3]
+        if infos:
+            w.max_session = max(w.max_session, *(info.session_id for info in infos))
         self._post(batch, None, infos)
+
+    def _fail(self, w: _Writer, exc: BaseException) -> None:
+        """Writer thread: enter (or stay in) the failing state and tell the loop where to resume."""
+        w.failing = _reason(exc)
+        w.acked = False
+        w.delay = RETRY_FIRST
+        w.next_probe = time.monotonic() + w.delay
+        w.probes = 0
+        if _is_io_error(exc):
+            w.io_error = True
+        self._call(self._writer_failed, w.failing, w.next_seq, w.session, w.max_session)
+
+    def _probe(self, w: _Writer) -> None:
+        """Writer thread, while failing: one synced write. On success the loop accepts records again.
+
+        The same connection is kept across failures: after an I/O error on sync, frames of the
+        refused transaction may sit in the WAL past its valid end; our next commit overwrites them,
+        while a fresh connection (the only one, so it rebuilds the WAL index) could take them as
+        committed. So the connection is reopened only after ``REOPEN_AFTER`` failed probes in an
+        episode without I/O errors (disk full, read-only: nothing was written)."""
+        try:
+            if w.conn is None or (
+                w.probes >= REOPEN_AFTER and not w.io_error and w.probes % REOPEN_AFTER == 0
+            ):
+                if w.conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        w.conn.close()
+                    w.conn = None
+                w.conn = _reconnect(self.path)
+            _reclaim(w.conn)
+            _probe(w.conn)
+        except (sqlite3.Error, SessionLogError) as exc:
+            w.probes += 1
+            if _is_io_error(exc):
+                w.io_error = True
+            reason = _reason(exc)
+            if reason != w.failing:
+                w.failing = reason
+                self._call(self._writer_reason, reason)
+            w.delay = min(RETRY_MAX, w.delay * 2)
+            w.next_probe = time.monotonic() + w.delay
+            return
+        log.debug("session log %s: probe write succeeded after %d failed probe(s)", self.path, w.probes)
+        w.failing = None
+        w.acked = False
+        w.probes = 0
+        w.io_error = False
+        self._call(self._writer_probe_ok)
+
+    def _writer_reason(self, reason: str) -> None:
+        if self._failing is not None and reason != self._failing:
+            log.debug("session log %s: now failing with: %s", self.path, reason)
+            self._failing = self._last_reason = reason
+            self._notify()
+
+    def _finish(self, w: _Writer, stop: _Item) -> None:
+        """Writer thread: the STOP item. Write session_end if it is not the last record (bounded
+        retries while failing), checkpoint, then answer close() with True or the reason."""
+        spec: _Stop = stop[3]
+        outcome: bool | str = True
+        if spec.want_end and w.last_kind != "session_end":
+            outcome = self._final_rows(w, spec)
+        if outcome is True and w.conn is not None:
+            try:
+                w.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("session log %s: final checkpoint failed: %s", self.path, exc)
+        # Anything queued after the stop (a race with close()) is refused, never lost silently.
+        rest = [item for item in _drain(self._queue) if item[0] in (_APPEND, _NEW_SESSION)]
+        if rest:
+            self._post(rest, SessionLogError(f"{self.path}: the session log was closed"), [])
+        self._post([(_STOP, None, stop[2], outcome)], None, [])
+
+    def _final_rows(self, w: _Writer, spec: _Stop) -> bool | str:
+        delay = RETRY_FIRST
+        reason = w.failing or "not attempted"
+        while True:
+            rows = []
+            stamp = _format_now(time.time())
+            if spec.fault is not None:
+                rows.append(
+                    (
+                        w.next_seq,
+                        w.session,
+                        stamp,
+                        "log_fault",
+                        None,
+                        None,
+                        None,
+                        "",
+                        str(spec.fault.get("reason", "")),
+                        None,
+                        _ENCODER.encode(spec.fault),
+                    )
+                )
+            rows.append(
+                (
+                    w.next_seq + len(rows),
+                    w.session,
+                    stamp,
+                    "session_end",
+                    None,
+                    None,
+                    None,
+                    "",
+                    "",
+                    None,
+                    "{}",
+                )
+            )
+            try:
+                if w.conn is None:
+                    w.conn = _reconnect(self.path)
+                if w.failing is not None:
+                    _reclaim(w.conn)
+                w.conn.execute("BEGIN IMMEDIATE")
+                _insert_rows(w.conn, rows)
+                w.conn.execute("COMMIT")
+            except (sqlite3.Error, SessionLogError) as exc:
+                if w.conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        w.conn.execute("ROLLBACK")
+                reason = _reason(exc)
+                if time.monotonic() + delay > spec.deadline:
+                    return reason
+                time.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+                continue
+            w.next_seq += len(rows)
+            w.last_kind = "session_end"
+            if w.failing is not None:
+                log.info("session log %s: session_end written at stop after the failure", self.path)
+            w.failing = None
+            return True
+
+
+def _reason(exc: BaseException) -> str:
+    """The one-line cause of a write failure (SQLite's message, e.g. "database or disk is full")."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith("SQLITE_IOERR") or "disk I/O error" in str(exc)
+
+
+def _probe(conn: sqlite3.Connection) -> None:
+    """One write transaction that appends a WAL frame and syncs it (``synchronous=FULL``), changing
+    nothing: rewriting the schema version rewrites page 1. Raises sqlite3.Error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _bury(conn: sqlite3.Connection) -> None:
+    """After an I/O error on sync: the refused transaction's frames were handed to the kernel and
+    may be in the WAL file, past the WAL's valid end. A crash now would let the next opener's WAL
+    recovery take them as committed: a record answered "not written" would come back. Write one
+    frame over them at once (a probe): its write lands where they start and breaks their checksum
+    chain, so they can never be recovered; if its own sync fails it is a harmless no-op frame."""
+    with contextlib.suppress(sqlite3.Error):
+        _probe(conn)
+
+
+def _reclaim(conn: sqlite3.Connection) -> None:
+    """Best effort, while failing: move the WAL into the database file and truncate it. Every
+    synced commit appends whole pages to the WAL, and SQLite checkpoints only at 1000 pages (4 MB),
+    so on a small or full disk the WAL is most of what is used; the database file grows only by the
+    distinct pages. This frees that space, and lets the log go on even on a disk that stays full."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+
+def _reconnect(path: Path) -> sqlite3.Connection:
+    """A new writer connection to a log that was already checked (no integrity scan)."""
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+    except sqlite3.Error as exc:
+        raise SessionLogError(f"cannot reopen: {exc}") from exc
+    return conn
 
 
 def _insert_session(conn: sqlite3.Connection, start_row: tuple[Any, ...]) -> None:

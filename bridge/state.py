@@ -31,6 +31,10 @@ suffix. Keys:
 ``songs``                      str     the session's song list as a JSON array of strings
                                        (``'["Blue", "Gold"]'``; a state value is a scalar)
 ``device/<name>/status``       str     DeviceStatus value
+``log/status``                 str     ``ok``: the session log writes; ``failing``: it cannot (records
+                                       are refused, answered ``/error``) and retries by itself
+``log/reason``                 str     why it is failing ("database or disk is full"); "" when ok
+``log/unwritten``              int     records refused (not written) since the daemon started
 =============================  ======  =============================================
 
 ``reduce(values, event)`` is pure: it returns the list of changes and never mutates.
@@ -46,6 +50,7 @@ from types import MappingProxyType
 from bridge.vocab import (
     DeviceStatusChanged,
     Event,
+    LogStatusChanged,
     PositionChanged,
     SessionChanged,
     TalkbackChanged,
@@ -72,6 +77,9 @@ SELECTED_FALSE_START = "take/selected/false_start"
 SELECTED_LABEL = "take/selected/label"
 ELAPSED = "take/elapsed"
 SONGS = "songs"
+LOG_STATUS = "log/status"
+LOG_REASON = "log/reason"
+LOG_UNWRITTEN = "log/unwritten"
 
 #: Keys with a value before anything happened (the hub's store starts with them, so a device
 #: that connects, e.g. an MQTT dashboard or Home Assistant, gets them in its first full dump
@@ -156,6 +164,10 @@ def reduce(values: Mapping[str, Value], event: Event) -> list[Change]:
             _set(values, out, TALKBACK, on)
         case DeviceStatusChanged(device=device, status=status):
             _set(values, out, device_key(device), str(status))
+        case LogStatusChanged(status=status, reason=reason, unwritten=unwritten):
+            _set(values, out, LOG_STATUS, status)
+            _set(values, out, LOG_REASON, reason)
+            _set(values, out, LOG_UNWRITTEN, unwritten)
         case SessionChanged():
             for key, value in (
                 (SESSION, event.session),

@@ -307,6 +307,16 @@ class SessionChanged(Event):
     songs: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LogStatusChanged(Event):
+    """Emitted by the core: the session log can write (``ok``) or cannot (``failing``, ``reason``).
+    ``unwritten`` counts the records refused since the daemon started."""
+
+    status: str
+    reason: str = ""
+    unwritten: int = 0
+
+
 # --------------------------------------------------------------------------- surface I/O
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import SessionLogDamaged, SessionLogError
+from bridge.errors import SessionLogDamaged, SessionLogError, SessionLogUnavailable
 from bridge.sessionlog import (
     SCHEMA_VERSION,
+    LogStatus,
     Record,
     SessionLog,
     list_sessions,
@@ -230,9 +232,18 @@ async def test_readers_while_daemon_writes(tmp_path: Path) -> None:
         conn.close()
 
 
-async def test_write_failure_fails_futures_and_leaves_no_gap(tmp_path: Path) -> None:
+async def test_write_failure_refuses_then_recovers_without_a_gap(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     slog = SessionLog(path)
+    statuses: list[LogStatus] = []
+    back = asyncio.Event()
+
+    def seen(status: LogStatus) -> None:
+        statuses.append(status)
+        if status.status == "ok":
+            back.set()
+
+    slog.on_status(seen)
     async with asyncio.timeout(30):
         await slog.open()
         ok = await slog.append("note", text="before")
@@ -245,23 +256,24 @@ async def test_write_failure_fails_futures_and_leaves_no_gap(tmp_path: Path) -> 
         other.commit()
         other.close()
         bad = slog.append("poison")
-        after = slog.append("note", text="after")
-        with pytest.raises(SessionLogError, match="simulated disk failure"):
+        after = slog.append("note", text="after")  # same batch or queued behind it: refused too
+        with pytest.raises(SessionLogUnavailable, match="simulated disk failure"):
             await bad
-        with pytest.raises(SessionLogError):
+        with pytest.raises(SessionLogUnavailable, match="not written"):
             await after
-        with pytest.raises(SessionLogError):
-            await slog.append("note", text="later")
-        await slog.close()  # still closes cleanly
-
-        rows = raw_rows(path)
-        assert [r[0] for r in rows] == [1, ok.seq]  # nothing after the failure, so no gap
-        slog = SessionLog(path)
-        info = await slog.open()
-        assert info.resumed and info.last_seq == ok.seq  # no session_end was written: resumed
-        rec = await slog.append("note", text="next")
-        assert rec.seq == ok.seq + 1
+        await back.wait()  # the probe write succeeded and the log_fault note is durable
+        later = await slog.append("note", text="later")
         await slog.close()
+
+    assert statuses[0].status == "failing" and "simulated disk failure" in statuses[0].reason
+    assert statuses[-1] == LogStatus("ok", "", 2, None)
+    rows = raw_rows(path)
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))  # contiguous: no gap, no duplicate
+    assert [r[2] for r in rows] == ["session_start", "note", "log_fault", "note", "session_end"]
+    assert rows[1][0] == ok.seq and rows[3][0] == later.seq and rows[3][5] == "later"
+    fault = json.loads(str(rows[2][7]))
+    assert fault["refused"] == 2 and fault["by_kind"] == {"note": 1, "poison": 1}
+    assert fault["reason"] == "simulated disk failure"
 
 
 async def test_append_validation_and_not_open(tmp_path: Path) -> None:

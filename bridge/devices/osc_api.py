@@ -6,7 +6,9 @@ plus ``<address>/toggle`` for verbs with a toggle form (resolved against the sta
 mirrors); README's table is generated from the registry. Arguments are positional in the
 verb's schema order; values 1/0 may be int, float, bool or "on"/"off". The API's own
 addresses: ``/ping`` (answered ``/pong``), ``/state`` and ``/subscribe`` (the whole state is
-sent to the sender), ``/unsubscribe``, ``/stats`` (``/stats <name> <value> ...``).
+sent to the sender), ``/unsubscribe``, ``/stats`` (``/stats <name> <value> ...``, with
+``log_failing 0|1`` and ``log_unwritten N``), ``/status`` (health: ``/status log <ok|failing>
+reason <text> unwritten <n>``, what ``studio-bridge status`` asks).
 
 Trigger verbs (``/transport/play``, ``/take/mark``, ``/take/circle``, ...) take a button value
 as their only argument, as TouchOSC and Open Stage Control buttons send it: a float (or T/F)
@@ -14,7 +16,10 @@ as their only argument, as TouchOSC and Open Stage Control buttons send it: a fl
 (``/take/circle 3``); a float is never text (``/note f 1.0`` is refused).
 
 Every command is answered to its sender: ``/ok <address>`` once it has taken effect
-(for anything logged: once durable), or ``/error <address> <reason>``.
+(for anything logged: once durable), or ``/error <address> <reason>``. While the session log
+cannot write (``/log/status failing``), marks, circles and notes are answered ``/error``
+("not written: ..."); transport and talkback still work and are answered ``/ok <address>
+"not logged: <reason>"``: it took effect, its record was not written.
 
 Feedback (to every client heard from within ``client_ttl`` seconds and to the configured
 ``clients``; see :class:`ClientTable` for who keeps a place when many come and go) uses the
@@ -56,7 +61,11 @@ from bridge.vocab import (
     Feedback,
     Inbound,
     Outbound,
+    Play,
     Request,
+    SetRecord,
+    SetTalkback,
+    Stop,
     Value,
 )
 
@@ -429,6 +438,10 @@ def _read_errqueue(sock: socket.socket) -> list[tuple[Address, int]]:
                     out.append(((addr[0], addr[1]), ee_errno))
 
 
+#: commands that take effect regardless of the session log, which records them as a side effect
+_LOGGED_SIDE_EFFECT: frozenset[type[Command]] = frozenset({Play, Stop, SetRecord, SetTalkback})
+
+
 class _RateLimitedLog:
     """Log bad input without letting a flood fill the journal."""
 
@@ -600,6 +613,7 @@ class OscApi(SyncDevice):
 
     def stats(self) -> dict[str, int]:
         table = self.clients
+        unwritten = self._state.get(S.LOG_UNWRITTEN)
         return dict(
             self.counters,
             clients=len(table),
@@ -608,6 +622,8 @@ class OscApi(SyncDevice):
             clients_evicted=table.counters["evicted"],
             clients_expired=table.counters["expired"],
             clients_unreachable=table.counters["unreachable"],
+            log_failing=int(self._state.get(S.LOG_STATUS) == "failing"),
+            log_unwritten=unwritten if isinstance(unwritten, int) else 0,
         )
 
     async def receive(self) -> AsyncIterator[Inbound]:
@@ -685,6 +701,11 @@ class OscApi(SyncDevice):
                 pairs += [key, value]
             self._reply(addr, "/stats", *pairs)
             return
+        if address == "/status":
+            status, reason = self._state.get(S.LOG_STATUS, "unknown"), self._state.get(S.LOG_REASON, "")
+            unwritten = self.stats()["log_unwritten"]
+            self._reply(addr, "/status", "log", str(status), "reason", str(reason), "unwritten", unwritten)
+            return
         if address == "/unsubscribe":
             self.clients.forget(addr)
             self._reply(addr, "/ok", address)
@@ -705,23 +726,29 @@ class OscApi(SyncDevice):
             self._reply(addr, "/error", address, f"bad arguments: {exc}")
             return
         self.counters["commands"] += 1
-        self._inbox.append(Request(command, self._answer(addr, address)))
+        self._inbox.append(Request(command, self._answer(addr, address, command)))
         self._wake.set()
 
-    def _answer(self, addr: Address, address: str) -> Callable[[str | None], None]:
+    def _answer(self, addr: Address, address: str, command: Command) -> Callable[[str | None], None]:
         """The callback that answers one command once it took effect (or failed)."""
         self._unanswered += 1
 
         def done(error: str | None) -> None:
             self._unanswered -= 1
             if error is None:
-                self._reply(addr, "/ok", address)
+                self._reply(addr, "/ok", address, *self._not_logged(command))
             else:
                 self._reply(addr, "/error", address, error)
             if self._closing and not self._unanswered:
                 self._close_socket()
 
         return done
+
+    def _not_logged(self, command: Command) -> list[str]:
+        """Transport and talkback work while the session log fails; the answer says so."""
+        if type(command) in _LOGGED_SIDE_EFFECT and self._state.get(S.LOG_STATUS) == "failing":
+            return [f"not logged: the session log is failing ({self._state.get(S.LOG_REASON)})"]
+        return []
 
     def _parse(self, address: str, args: OscArgs) -> Command:
         verb = _ADDRESSES.get(address)
