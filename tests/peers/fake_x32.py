@@ -1,0 +1,349 @@
+"""A fake Behringer X32 console, run as a separate process, written from protocols.md §6.1 and
+P. Maillot's X32 emulator (``X32.c``: client table, ``XREMOTE_TIME``, ``Xsend``).
+
+    python tests/peers/fake_x32.py [--port 0] [--expiry 10]
+
+What it models (and no more):
+
+* UDP OSC; every reply goes to the sender's address and port.
+* ``/info`` -> ``/info ,ssss <server version> <name> <model> <console version>``, ``/xinfo``,
+  ``/status`` -> ``,sss "active" <ip> <name>``.
+* ``/xremote`` registers (or renews) the sender for ``--expiry`` seconds (10); at most 4
+  clients, an expired slot is reused. Only registered, unexpired clients get pushed changes;
+  ``/unsubscribe`` removes the sender.
+* Parameters: ``/-stat/talk/A|B`` (int 0/1), ``/config/talk/enable``, ``/config/talk/source``,
+  ``/config/talk/A|B/level`` (float), ``/dim``, ``/latch`` (int), ``/destmap`` (int), and a
+  few channel parameters (``/ch/01/mix/fader`` float, ``/ch/01/mix/on`` int). An address
+  without arguments is a get, answered to the sender only. A set with the right type changes
+  the value and, if it changed, is pushed to the *other* subscribed clients only (the
+  emulator does not echo a set to its sender). A wrong type, an unknown address or a
+  malformed datagram gets no answer (counted).
+
+The test drives it through JSON lines on stdin (answers on stdout):
+
+    {"op": "press", "ch": "A", "on": true}   TALK pressed / released on the console surface
+    {"op": "set", "address": "/ch/01/mix/fader", "value": 0.5}   a change made on the surface
+    {"op": "state"}    -> {"state": {...params}, "clients": [[host, port, seconds_left], ...],
+                           "counts": {"xremote": n, "malformed": n, "unknown": n, ...}}
+    {"op": "silent", "on": true}   stop answering anything (a hung console)
+    {"op": "garbage", "host": h, "port": p}   send a malformed datagram and an unknown message
+    {"op": "quit"}
+Startup prints {"ready": <port>}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket
+
+MAX_CLIENTS = 4
+
+
+def _params() -> dict[str, tuple[str, Any]]:
+    p: dict[str, tuple[str, Any]] = {
+        "/-stat/talk/A": ("i", 0),
+        "/-stat/talk/B": ("i", 0),
+        "/config/talk/enable": ("i", 1),
+        "/config/talk/source": ("i", 0),
+        "/ch/01/mix/fader": ("f", 0.75),
+        "/ch/01/mix/on": ("i", 1),
+    }
+    for ch, dest in (("A", 0x3F), ("B", 0x100)):
+        p[f"/config/talk/{ch}/level"] = ("f", 0.5)
+        p[f"/config/talk/{ch}/dim"] = ("i", 1)
+        p[f"/config/talk/{ch}/latch"] = ("i", 0)
+        p[f"/config/talk/{ch}/destmap"] = ("i", dest)
+    return p
+
+
+def build(address: str, tag: str | None = None, value: Any = None) -> bytes:
+    b = OscMessageBuilder(address=address)
+    if tag is not None:
+        b.add_arg(value, arg_type=tag)
+    return bytes(b.build().dgram)
+
+
+def build_strings(address: str, *values: str) -> bytes:
+    b = OscMessageBuilder(address=address)
+    for v in values:
+        b.add_arg(v, arg_type="s")
+    return bytes(b.build().dgram)
+
+
+class Console:
+    def __init__(self, port: int, expiry: float) -> None:
+        self.expiry = expiry
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        self.port = self.sock.getsockname()[1]
+        self.params = _params()
+        self.clients: list[tuple[tuple[str, int], float]] = []  # (addr, expires at)
+        self.silent = False
+        self.counts = {"xremote": 0, "malformed": 0, "unknown": 0, "gets": 0, "sets": 0, "pushed": 0}
+        self.lock = threading.Lock()
+
+    # -------------------------------------------------------------- network
+    def serve(self, commands: queue.SimpleQueue[dict[str, Any]]) -> None:
+        while True:
+            ready, _, _ = select.select([self.sock], [], [], 0.05)
+            while True:
+                try:
+                    cmd = commands.get_nowait()
+                except queue.Empty:
+                    break
+                if not self.control(cmd):
+                    return
+            if ready:
+                data, addr = self.sock.recvfrom(65536)
+                if not self.silent:
+                    self.datagram(data, (addr[0], addr[1]))
+
+    def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            messages = [m.message for m in OscPacket(data).messages]
+        except Exception:
+            self.counts["malformed"] += 1
+            return
+        for msg in messages:
+            self.message(msg.address, list(msg.params), addr)
+
+    def message(self, address: str, args: list[Any], addr: tuple[str, int]) -> None:
+        if address == "/info":
+            self.sock.sendto(build_strings("/info", "V2.07", "Fake X32", "X32", "4.06"), addr)
+        elif address == "/xinfo":
+            self.sock.sendto(build_strings("/xinfo", "127.0.0.1", "Fake X32", "X32", "4.06"), addr)
+        elif address == "/status":
+            self.sock.sendto(build_strings("/status", "active", "127.0.0.1", "Fake X32"), addr)
+        elif address == "/xremote":
+            self.counts["xremote"] += 1
+            self.subscribe(addr)
+        elif address == "/unsubscribe":
+            self.clients = [(a, t) for a, t in self.clients if a != addr]
+        elif address in self.params:
+            tag, value = self.params[address]
+            if not args:
+                self.counts["gets"] += 1
+                self.sock.sendto(build(address, tag, value), addr)
+                return
+            new = args[0]
+            ok = (tag == "i" and isinstance(new, int) and not isinstance(new, bool)) or (
+                tag == "f" and isinstance(new, float)
+            )
+            if address.startswith("/-stat/talk/") and new not in (0, 1):
+                ok = False
+            if not ok:
+                self.counts["unknown"] += 1
+                return
+            self.counts["sets"] += 1
+            if new != value:
+                self.params[address] = (tag, new)
+                self.push(address, exclude=addr)
+        else:
+            self.counts["unknown"] += 1
+
+    def subscribe(self, addr: tuple[str, int]) -> None:
+        now = time.monotonic()
+        for i, (a, _t) in enumerate(self.clients):
+            if a == addr:
+                self.clients[i] = (a, now + self.expiry)
+                return
+        if len(self.clients) < MAX_CLIENTS:
+            self.clients.append((addr, now + self.expiry))
+            return
+        for i, (_a, t) in enumerate(self.clients):
+            if t < now:  # replace an outdated record
+                self.clients[i] = (addr, now + self.expiry)
+                return
+
+    def push(self, address: str, exclude: tuple[str, int] | None = None) -> None:
+        tag, value = self.params[address]
+        data = build(address, tag, value)
+        now = time.monotonic()
+        for a, t in self.clients:
+            if a != exclude and t > now:
+                self.sock.sendto(data, a)
+                self.counts["pushed"] += 1
+
+    # -------------------------------------------------------------- control
+    def control(self, cmd: dict[str, Any]) -> bool:
+        op = cmd.get("op")
+        if op == "quit":
+            return False
+        if op == "press":
+            address = f"/-stat/talk/{cmd['ch']}"
+            value = 1 if cmd["on"] else 0
+            if self.params[address][1] != value:
+                self.params[address] = ("i", value)
+                self.push(address)
+            emit({"ok": "press"})
+        elif op == "set":
+            address = cmd["address"]
+            tag, _ = self.params[address]
+            self.params[address] = (tag, cmd["value"])
+            self.push(address)
+            emit({"ok": "set"})
+        elif op == "state":
+            now = time.monotonic()
+            emit(
+                {
+                    "state": {k: v for k, (_t, v) in self.params.items()},
+                    "clients": [[a[0], a[1], round(t - now, 3)] for a, t in self.clients],
+                    "counts": dict(self.counts),
+                }
+            )
+        elif op == "silent":
+            self.silent = bool(cmd["on"])
+            emit({"ok": "silent"})
+        elif op == "garbage":
+            target = (cmd["host"], int(cmd["port"]))
+            self.sock.sendto(b"\x00garbage\xff" * 3, target)
+            self.sock.sendto(build("/-stat/unknown/thing", "i", 7), target)
+            self.sock.sendto(build("/-stat/talk/A", "s", "loud"), target)  # wrong type
+            emit({"ok": "garbage"})
+        else:
+            emit({"error": f"unknown op {op!r}"})
+        return True
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--expiry", type=float, default=10.0)
+    args = ap.parse_args()
+    console = Console(args.port, args.expiry)
+    commands: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            line = line.strip()
+            if line:
+                try:
+                    commands.put(json.loads(line))
+                except ValueError:
+                    emit({"error": "bad json"})
+        commands.put({"op": "quit"})
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    emit({"ready": console.port})
+    console.serve(commands)
+
+
+# --------------------------------------------------------------------------- test side
+
+
+class FakeX32:
+    """Starts and drives the fake console process (kill / restart it on the same port)."""
+
+    def __init__(self, port: int = 0, expiry: float = 10.0) -> None:
+        self.port = port
+        self.expiry = expiry
+        self.proc: subprocess.Popen[str] | None = None
+        self._lines: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    def start(self) -> FakeX32:
+        from peers.procs import die_with_parent
+
+        self._lines = queue.SimpleQueue()
+        script = os.path.abspath(__file__)
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--port", str(self.port), "--expiry", str(self.expiry)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent,
+        )
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        self.port = int(self._expect("ready")["ready"])
+        return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                self._lines.put(json.loads(line))
+            except ValueError:
+                continue
+
+    def _expect(self, key: str, timeout: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"fake X32: no {key!r} reply")
+            try:
+                obj = self._lines.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if "error" in obj:
+                raise RuntimeError(obj["error"])
+            if key in obj or obj.get("ok") == key:
+                return obj
+
+    def command(self, cmd: dict[str, Any], key: str) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._expect(key)
+
+    def press(self, ch: str, on: bool) -> None:
+        self.command({"op": "press", "ch": ch, "on": on}, "press")
+
+    def set(self, address: str, value: Any) -> None:
+        self.command({"op": "set", "address": address, "value": value}, "set")
+
+    def state(self) -> dict[str, Any]:
+        return self.command({"op": "state"}, "state")
+
+    def silent(self, on: bool) -> None:
+        self.command({"op": "silent", "on": on}, "silent")
+
+    def garbage(self, host: str, port: int) -> None:
+        self.command({"op": "garbage", "host": host, "port": port}, "garbage")
+
+    def kill(self) -> None:
+        """SIGKILL: the console vanishes without a word."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(5)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> FakeX32:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    main()
