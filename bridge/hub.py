@@ -517,8 +517,12 @@ class Hub:
         self._tb_wanted[ch] = wanted
 
         def finished(error: str | None) -> None:
-            if error and self._tb_wanted.get(ch) is wanted:
-                del self._tb_wanted[ch]
+            if error:
+                if self._tb_wanted.get(ch) is wanted:
+                    del self._tb_wanted[ch]
+                detail = self.details.get(target)
+                if slot.status != DeviceStatus.OK and detail and detail not in error:
+                    error = f"{error}: {detail}"
             done(error)
 
         self._send(target, command, finished)
