@@ -185,7 +185,7 @@ def test_stuck_talkback_is_released_and_logged(tmp_path: Path) -> None:
             time.sleep(1.3)
         finally:
             tablet.close()
-    (first_start, first_end), (second_start, second_end) = cues(daemon.data_dir)
+    (_, first_end), (_, second_end) = cues(daemon.data_dir)
     assert first_end is not None and first_end["source"] == "auto_release"
     assert first_end["data"]["auto_released"] is True and first_end["data"]["max_on"] == 1.0
     assert "max_on" in first_end["text"]
