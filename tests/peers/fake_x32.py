@@ -34,12 +34,10 @@ Startup prints {"ready": <port>}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import queue
 import select
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -47,6 +45,10 @@ from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
+
+if not __package__:  # run as a script: make the ``peers`` package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from peers.fake_proc import FakeProcess, emit, read_commands
 
 MAX_CLIENTS = 4
 
@@ -217,11 +219,6 @@ class Console:
         return True
 
 
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
@@ -229,18 +226,7 @@ def main() -> None:
     args = ap.parse_args()
     console = Console(args.port, args.expiry)
     commands: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-
-    def read_stdin() -> None:
-        for line in sys.stdin:
-            line = line.strip()
-            if line:
-                try:
-                    commands.put(json.loads(line))
-                except ValueError:
-                    emit({"error": "bad json"})
-        commands.put({"op": "quit"})
-
-    threading.Thread(target=read_stdin, daemon=True).start()
+    read_commands(commands)
     emit({"ready": console.port})
     console.serve(commands)
 
@@ -248,59 +234,13 @@ def main() -> None:
 # --------------------------------------------------------------------------- test side
 
 
-class FakeX32:
+class FakeX32(FakeProcess):
     """Starts and drives the fake console process (kill / restart it on the same port)."""
 
+    script = __file__
+
     def __init__(self, port: int = 0, expiry: float = 10.0) -> None:
-        self.port = port
-        self.expiry = expiry
-        self.proc: subprocess.Popen[str] | None = None
-        self._lines: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-
-    def start(self) -> FakeX32:
-        from peers.procs import die_with_parent
-
-        self._lines = queue.SimpleQueue()
-        script = os.path.abspath(__file__)
-        self.proc = subprocess.Popen(
-            [sys.executable, script, "--port", str(self.port), "--expiry", str(self.expiry)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            preexec_fn=die_with_parent,
-        )
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        self.port = int(self._expect("ready")["ready"])
-        return self
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                self._lines.put(json.loads(line))
-            except ValueError:
-                continue
-
-    def _expect(self, key: str, timeout: float = 15.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"fake X32: no {key!r} reply")
-            try:
-                obj = self._lines.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                continue
-            if "error" in obj:
-                raise RuntimeError(obj["error"])
-            if key in obj or obj.get("ok") == key:
-                return obj
-
-    def command(self, cmd: dict[str, Any], key: str) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        return self._expect(key)
+        super().__init__(port, ["--expiry", str(expiry)])
 
     def press(self, ch: str, on: bool) -> None:
         self.command({"op": "press", "ch": ch, "on": on}, "press")
@@ -316,33 +256,6 @@ class FakeX32:
 
     def garbage(self, host: str, port: int) -> None:
         self.command({"op": "garbage", "host": host, "port": port}, "garbage")
-
-    def kill(self) -> None:
-        """SIGKILL: the console vanishes without a word."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
-                self.proc.stdin.close()
-                self.proc.wait(5)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def __enter__(self) -> FakeX32:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":
