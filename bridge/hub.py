@@ -510,9 +510,7 @@ class Hub:
             raise CommandError(f"{slot.role} '{target}' has no talk channel {ch} (it has {have})")
         if slot.status != DeviceStatus.OK:
             detail = self.details.get(target)
-            raise CommandError(
-                f"{slot.role} '{target}' is {slot.status}" + (f": {detail}" if detail else "")
-            )
+            raise CommandError(f"{slot.role} '{target}' is {slot.status}" + (f": {detail}" if detail else ""))
         wanted = (source, command.on, self.clock() + self.confirm_timeout)
         self._tb_wanted[ch] = wanted
 

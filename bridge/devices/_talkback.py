@@ -41,7 +41,7 @@ def max_on_check(value: Any) -> str | None:
 
 def channels_check(value: Any) -> str | None:
     if not value:
-        return "a non-empty list of talk channels (\"A\", \"B\")"
+        return 'a non-empty list of talk channels ("A", "B")'
     for ch in value:
         if ch not in ("A", "B"):
             return 'a list of talk channels "A" and/or "B"'

@@ -96,7 +96,7 @@ def test_values_compare_as_osc_values() -> None:
     [
         ({"mode": "toggle"}, "devices.desk.feedback: mode toggle needs a feedback address for channel A"),
         ({"query": ["/talkback"]}, "devices.desk.query: a query needs feedback addresses"),
-        ({"address": {"C": "/x"}}, 'devices.desk.address: expected talk channels A and/or B as keys'),
+        ({"address": {"C": "/x"}}, "devices.desk.address: expected talk channels A and/or B as keys"),
         ({"address": {"A": "talk"}}, 'devices.desk.address: expected OSC addresses starting with "/"'),
         ({"feedback": {"B": "/b"}}, "devices.desk.feedback: channel B has a feedback address but no address"),
         ({"probe_interval": 2.0}, "devices.desk.probe_interval: probing needs a query"),
