@@ -26,6 +26,7 @@ The test drives it through JSON lines on stdin (answers on stdout):
     {"op": "state"}    -> {"state": {...params}, "clients": [[host, port, seconds_left], ...],
                            "counts": {"xremote": n, "malformed": n, "unknown": n, ...}}
     {"op": "silent", "on": true}   stop answering anything (a hung console)
+    {"op": "times"}    -> {"times": [...]}: time.monotonic() of each talk change over the network
     {"op": "garbage", "host": h, "port": p}   send a malformed datagram and an unknown message
     {"op": "quit"}
 Startup prints {"ready": <port>}.
@@ -95,6 +96,9 @@ class Console:
         self.silent = False
         self.counts = {"xremote": 0, "malformed": 0, "unknown": 0, "gets": 0, "sets": 0, "pushed": 0}
         self.lock = threading.Lock()
+        #: time.monotonic() of every talk state change made over the network (for benchmarks;
+        #: CLOCK_MONOTONIC is one clock for every process of the machine)
+        self.talk_changes: list[float] = []
 
     # -------------------------------------------------------------- network
     def serve(self, commands: queue.SimpleQueue[dict[str, Any]]) -> None:
@@ -151,6 +155,8 @@ class Console:
             self.counts["sets"] += 1
             if new != value:
                 self.params[address] = (tag, new)
+                if address.startswith("/-stat/talk/"):
+                    self.talk_changes.append(time.monotonic())
                 self.push(address, exclude=addr)
         else:
             self.counts["unknown"] += 1
@@ -208,6 +214,9 @@ class Console:
         elif op == "silent":
             self.silent = bool(cmd["on"])
             emit({"ok": "silent"})
+        elif op == "times":
+            emit({"times": self.talk_changes})
+            self.talk_changes = []
         elif op == "garbage":
             target = (cmd["host"], int(cmd["port"]))
             self.sock.sendto(b"\x00garbage\xff" * 3, target)
@@ -253,6 +262,10 @@ class FakeX32(FakeProcess):
 
     def silent(self, on: bool) -> None:
         self.command({"op": "silent", "on": on}, "silent")
+
+    def talk_changes(self) -> list[float]:
+        """Monotonic times of the talk state changes made over the network since the last call."""
+        return [float(t) for t in self.command({"op": "times"}, "times")["times"]]
 
     def garbage(self, host: str, port: int) -> None:
         self.command({"op": "garbage", "host": host, "port": port}, "garbage")
