@@ -16,7 +16,7 @@ from bridge.devices.fake import FakeDevice
 from bridge.hub import Hub
 from bridge.sessionlog import SessionLog, read_records
 from bridge.supervisor import run_device
-from bridge.vocab import Outbound, Request, SetTalkback, TalkbackChanged
+from bridge.vocab import AudioCaptured, Feedback, Outbound, Request, SetTalkback, TalkbackChanged
 
 
 class Clock:
@@ -263,3 +263,26 @@ async def test_without_a_mixer_the_press_is_the_fact(rig: Any) -> None:
     recs = await talkback_records(hub)
     assert [(r.kind, r.source) for r in recs] == [("talkback_start", "tablet"), ("talkback_end", "tablet")]
     assert recs[1].data["duration"] == pytest.approx(1.0, abs=0.1) and recs[0].data["mixer"] is None
+
+
+async def test_the_recorders_wav_amends_the_confirmed_cue(rig: Any) -> None:
+    hub, _clock, add = rig
+    mixer = Mixer()
+    mixer.auto = True
+    await add(mixer)
+    recorder = FakeDevice("talkback_mic", feedback="state")
+    await add(recorder, role=None)
+    answers = Answers()
+    for on in (True, False):
+        hub.submit("tablet", Request(SetTalkback(on), answers))
+        assert await answers.next() is None
+    # the recorder saw the confirmed state, and reports the file after the release
+    assert Feedback("talkback", True) in recorder.sent and Feedback("talkback", False) in recorder.sent
+    recorder.report(AudioCaptured("/data/talkback/x_talkback.wav", 1.25))
+    hub.submit("tablet", Request(SetTalkback(True, "B"), answers))  # a B cue does not steal A's file
+    assert await answers.next() is None
+    await settle()
+    recs = await talkback_records(hub)
+    start_a = next(r for r in recs if r.kind == "talkback_start" and r.data["channel"] == "A")
+    audio = next(r for r in recs if r.kind == "talkback_audio")
+    assert audio.amends == start_a.seq and audio.text == "/data/talkback/x_talkback.wav"
