@@ -225,3 +225,22 @@ def test_a_console_that_goes_silent_fails_the_press_quickly(tmp_path: Path) -> N
         finally:
             tablet.close()
     assert cues(daemon.data_dir) == []
+
+
+def test_shutdown_releases_what_the_bridge_engaged_and_unsubscribes(tmp_path: Path) -> None:
+    with FakeX32() as console:
+        daemon = Daemon(tmp_path, room(console.port)).start()
+        tablet = OscClient(daemon.osc_port)
+        try:
+            wait_status(tablet, "ok")
+            assert tablet.command("/talkback", 1) == ("/ok", ["/talkback"])
+            console.press("B", True)  # the engineer's own talk B is left alone
+            wait_console(console, "/-stat/talk/B", 1)
+            assert daemon.stop() == 0
+        finally:
+            tablet.close()
+            daemon.kill()
+        state = console.state()
+        assert state["state"]["/-stat/talk/A"] == 0 and state["state"]["/-stat/talk/B"] == 1
+        assert state["clients"] == []
+    assert "WARNING" not in daemon.log() and "ERROR" not in daemon.log()
