@@ -186,7 +186,7 @@ class Hub:
         self.roles: dict[str, str] = dict(roles or {})
         self.clock = clock
         self.confirm_timeout = confirm_timeout
-        self.store = S.Store()
+        self.store = S.Store(S.DEFAULTS)
         self.feedback = FeedbackEngine()
         self.slots: dict[str, Slot] = {}
         #: last status detail per device ("cannot bind udp ...: Address already in use")
