@@ -147,7 +147,7 @@ async def test_channel_b_is_its_own_state_and_cue(rig: Any) -> None:
     hub.submit("tablet", Request(SetTalkback(True, "B"), answers))
     assert await answers.next() is None
     assert hub.store.get(S.talkback_key("B")) is True
-    assert hub.store.get(S.TALKBACK) is None  # the artist's talkback (A) is not engaged
+    assert hub.store.get(S.TALKBACK) is not True  # the artist's talkback (A) is not engaged
     hub.submit("tablet", Request(SetTalkback(True, "A"), answers))
     assert await answers.next() is None
     hub.submit("tablet", Request(SetTalkback(False, "B"), answers))
