@@ -363,9 +363,15 @@ VERBS: tuple[Verb, ...] = (
     Verb("talkback", (_a("on", "flag", default=True, doc="1 press, 0 release"),
                       _a("channel", "channel", default="A", doc="talkback channel")),
          lambda a: SetTalkback(a["on"], a["channel"]), SetTalkback,
-         "press / release talkback: one cue with its duration per press", route="talkback",
+         "press / release talkback A (the artist) on the mixer: one cue per press, timed by the"
+         " mixer's confirmed on and off", route="talkback",
          toggle=("on", S.TALKBACK), glue="momentary", feedback=S.TALKBACK,
          osc_args="`1\\|0 [channel]`", mqtt_payload='`1`/`0`; `{"value": 1, "channel": "B"}`'),
+    Verb("talkback.B", (_a("on", "flag", default=True, doc="1 press, 0 release"),),
+         lambda a: SetTalkback(a["on"], "B"), SetTalkback,
+         "press / release talkback B (e.g. the live room) where the mixer has it", route="talkback",
+         toggle=("on", S.talkback_key("B")), glue="momentary", feedback=S.talkback_key("B"),
+         grammars=frozenset({"osc", "mqtt", "mapping"})),
     Verb("session.new", (_a("name", "text", default="", doc="session name"),),
          lambda a: NewSession(a["name"]), NewSession, "end the session and start a new one",
          trigger=True, grammars=frozenset({"osc", "mqtt"}), osc_args="`[name]`",
@@ -483,6 +489,8 @@ def toggle_key(v: Verb, args: Mapping[str, Any]) -> str:
     if v.toggle is None:
         raise ArgError(f"{v.name} has no toggle form")
     key = v.toggle[1]
+    if v.command is SetTalkback and "channel" in args:  # the state of the channel asked for
+        return S.talkback_key(parse_channel(args["channel"]))
     if "{track}" in key:
         track = args.get("track")
         if not isinstance(track, int) or isinstance(track, bool):

@@ -43,7 +43,7 @@ from typing import Any, Literal
 from bridge.devices import known_kinds, load_driver
 from bridge.errors import ConfigError
 from bridge.mapping import StudioMap, load_mapping
-from bridge.options import in_range, parse_options, show
+from bridge.options import OptionsError, in_range, parse_options, show
 
 ROLES = ("daw", "mixer", "talkback")
 DEVICE_KEYS = ("kind", "role", "mapping", "enabled")
@@ -147,7 +147,10 @@ def _device(
     options = parse_options(driver.Options, table, where, file)
     if not enabled:
         return None
-    driver.validate(options, base_dir)
+    try:
+        driver.validate(options, base_dir)
+    except OptionsError as exc:  # options that contradict each other: name the file and key
+        raise ConfigError(f"{file}: {where}.{exc.key}: {exc}") from exc
     mapping = None
     if mapping_path is not None:
         path = Path(mapping_path)

@@ -207,9 +207,16 @@ class Hub:
         self._auto_mark: tuple[str, int, float] | None = None
         self._explicit_mark: tuple[str, float] | None = None
         self._marker_tags: deque[int] = deque(maxlen=64)
-        self._talkback_seq: int | None = None
-        self._last_talkback_seq: int | None = None
-        self._talkback_start: float = 0.0
+        #: talkback per channel: open cue's seq and start, last cue's seq (for its WAV)
+        self._cue_seq: dict[str, int] = {}
+        self._cue_start: dict[str, float] = {}
+        self._last_cue_seq: dict[str, int] = {}
+        #: what the bridge last asked the mixer per channel: (who, on, until when)
+        self._tb_wanted: dict[str, tuple[str, bool, float]] = {}
+        #: stuck-talkback timers per channel, and channels being released by them (max_on)
+        self._tb_stuck: dict[str, asyncio.TimerHandle] = {}
+        self._tb_auto: dict[str, float] = {}
+        self._tb_release_failed: set[str] = set()
         self._position_at = clock()
         self._position_base = 0.0
         #: durable log records kept to replay to a wants_log device that was down (MQTT)
@@ -440,8 +447,12 @@ class Hub:
                     self._session_safely(source, _AutoTake(), self._quiet_done(source, _AutoTake()))
         elif isinstance(event, PositionChanged) and self._takes.running is not None:
             self._update_elapsed(float(event.seconds))
-        elif isinstance(event, TalkbackChanged) and changes:
-            futures.append(self._talkback(source, event.on, event.channel))
+        elif isinstance(event, TalkbackChanged) and any(
+            c.key == S.talkback_key(event.channel) for c in changes
+        ):
+            fut = self._talkback(source, event)
+            if fut is not None:
+                futures.append(fut)
         elif isinstance(event, MarkerAdded):
             futures.append(self._daw_marker(source, event))
         elif isinstance(event, AudioCaptured):
@@ -449,7 +460,7 @@ class Hub:
                 self._append(
                     "talkback_audio",
                     source=source,
-                    amends=self._last_talkback_seq,
+                    amends=self._last_cue_seq.get(event.channel),
                     text=event.path,
                     data={"seconds": round(event.seconds, 3), "channel": event.channel},
                 )
@@ -524,31 +535,149 @@ class Hub:
 
         fut.add_done_callback(finish)
 
-    def _talkback(self, source: str, on: bool, channel: str) -> asyncio.Future[Any]:
+    # ------------------------------------------------------------------ talkback
+
+    def _talkback_mixer(self, name: str) -> Device | None:
+        """The device if ``name`` carries out talkback (role talkback, else mixer)."""
+        slot = self.slots.get(name)
+        if slot is None or slot.role not in ("talkback", "mixer") or SetTalkback not in slot.device.handles:
+            return None
+        return slot.device
+
+    def _talkback(self, source: str, event: TalkbackChanged) -> asyncio.Future[Any] | None:
+        """A talk channel's state changed: the mixer's confirmed on starts a cue, its confirmed
+        off ends it (start, end and duration are the mixer's). ``source`` of the record is who
+        pressed: the surface the bridge was asked by, ``console`` for a press the mixer
+        reported unprompted (TALK on the desk), ``auto_release`` for a stuck-talkback release."""
+        ch, on = event.channel, event.on
+        now = self.clock()
+        mixer = self._talkback_mixer(source)
+        who = source
+        if mixer is not None:
+            wanted = self._tb_wanted.get(ch)
+            who = "console"
+            if wanted is not None and wanted[1] == on and now <= wanted[2]:
+                who = wanted[0]
+                del self._tb_wanted[ch]
         song = self._song()
         take = self._takes.last_take.get(song) or None
+        data: dict[str, Any] = {
+            "channel": ch,
+            "mixer": source if mixer is not None else None,
+            "confirmed": mixer is not None and not event.assumed,
+            "assumed": event.assumed,
+        }
         if on:
-            self._talkback_start = self.clock()
-            self._talkback_seq = self._last_talkback_seq = self.log.next_seq()
+            self._cue_start[ch] = now
+            self._cue_seq[ch] = self._last_cue_seq[ch] = self.log.next_seq()
+            max_on = float(getattr(mixer, "talkback_max_on", 0.0) or 0.0) if mixer is not None else 0.0
+            if max_on > 0:
+                self._arm_stuck_release(ch, source, max_on, max_on)
             return self._append(
                 "talkback_start",
                 song=song,
                 take=take,
                 daw_seconds=self.position_now(),
-                source=source,
-                data={"channel": channel},
+                source=who,
+                data=data,
             )
-        duration = round(self.clock() - self._talkback_start, 3)
-        amends, self._talkback_seq = self._talkback_seq, None
+        self._cancel_stuck_release(ch)
+        amends = self._cue_seq.pop(ch, None)
+        if amends is None:
+            return None  # off with no cue open (the first report after connecting)
+        data["duration"] = round(now - self._cue_start.pop(ch, now), 3)
+        text = ""
+        auto = self._tb_auto.pop(ch, None)
+        if auto is not None:
+            data.update(auto_released=True, max_on=auto)
+            text = f"auto-released: talkback {ch} was on for more than max_on = {auto:g} s"
+            who = "auto_release"
         return self._append(
             "talkback_end",
             song=song,
             take=take,
             daw_seconds=self.position_now(),
-            source=source,
+            source=who,
             amends=amends,
-            data={"duration": duration, "channel": channel},
+            text=text,
+            data=data,
         )
+
+    def _execute_talkback(self, source: str, command: SetTalkback, done: Done) -> None:
+        ch = command.channel
+        if ch not in S.TALK_CHANNELS:
+            raise CommandError(f"no talk channel {ch!r} (channels: {', '.join(S.TALK_CHANNELS)})")
+        target = self._target("talkback", command) or self._target("mixer", command)
+        if target is None:
+            self._self_talkback(source, command, done)
+            return
+        slot = self.slots[target]
+        channels = tuple(getattr(slot.device, "talkback_channels", ("A",)))
+        if ch not in channels:
+            have = ", ".join(channels)
+            raise CommandError(f"{slot.role} '{target}' has no talk channel {ch} (it has {have})")
+        if slot.status != DeviceStatus.OK:
+            detail = self.details.get(target)
+            raise CommandError(f"{slot.role} '{target}' is {slot.status}" + (f": {detail}" if detail else ""))
+        wanted = (source, command.on, self.clock() + self.confirm_timeout)
+        self._tb_wanted[ch] = wanted
+
+        def finished(error: str | None) -> None:
+            if error:
+                if self._tb_wanted.get(ch) is wanted:
+                    del self._tb_wanted[ch]
+                detail = self.details.get(target)
+                if slot.status != DeviceStatus.OK and detail and detail not in error:
+                    error = f"{error}: {detail}"
+            done(error)
+
+        self._send(target, command, finished)
+
+    def _arm_stuck_release(self, ch: str, mixer: str, delay: float, max_on: float) -> None:
+        self._cancel_stuck_release(ch)
+        loop = asyncio.get_running_loop()
+        self._tb_stuck[ch] = loop.call_later(delay, self._release_stuck, ch, mixer, max_on)
+
+    def _cancel_stuck_release(self, ch: str) -> None:
+        handle = self._tb_stuck.pop(ch, None)
+        if handle is not None:
+            handle.cancel()
+        self._tb_release_failed.discard(ch)
+
+    def _release_stuck(self, ch: str, mixer: str, max_on: float) -> None:
+        """A talk channel stayed on past ``max_on``: release it at the mixer (a stuck talkback
+        puts the control room into the artist's headphones). The cue's end record says so."""
+        self._tb_stuck.pop(ch, None)
+        if self.store.get(S.talkback_key(ch)) is not True:
+            return
+        if ch not in self._tb_release_failed:
+            log.warning("talkback %s on %s for more than max_on = %g s: releasing it", ch, mixer, max_on)
+        self._tb_auto[ch] = max_on
+
+        def released(error: str | None) -> None:
+            if error is None:
+                if ch in self._tb_release_failed:
+                    log.info("talkback %s on %s released", ch, mixer)
+                self._tb_release_failed.discard(ch)
+                return
+            self._tb_auto.pop(ch, None)  # a later release by hand is not an auto-release
+            if self.store.get(S.talkback_key(ch)) is not True:
+                return
+            retry = max(1.0, self.confirm_timeout)
+            if ch not in self._tb_release_failed:
+                log.error(
+                    "talkback %s on %s could not be released: %s; retrying every %g s",
+                    ch,
+                    mixer,
+                    error,
+                    retry,
+                )
+            else:
+                log.debug("talkback %s on %s still not released: %s", ch, mixer, error)
+            self._arm_stuck_release(ch, mixer, retry, max_on)
+            self._tb_release_failed.add(ch)
+
+        self.submit("auto_release", Request(SetTalkback(False, ch), released))
 
     def _daw_marker(self, source: str, event: MarkerAdded) -> asyncio.Future[Any]:
         tag = event.tag
@@ -581,11 +710,7 @@ class Hub:
             if route == "session":
                 self._session_command(source, command, done)
             elif route == "talkback" and isinstance(command, SetTalkback):
-                target = self._target("talkback", command) or self._target("mixer", command)
-                if target is None:
-                    self._self_talkback(source, command, done)
-                else:
-                    self._send(target, command, done)
+                self._execute_talkback(source, command, done)
             else:
                 target = self._target("daw", command)
                 if target is None:
@@ -674,8 +799,9 @@ class Hub:
                 return lambda _e: get(key) is on
             case AddMarker(tag=tag):
                 return lambda e: isinstance(e, MarkerAdded) and e.tag in (tag, None)
-            case SetTalkback(on=on):
-                return lambda _e: get(S.TALKBACK) is on
+            case SetTalkback(on=on, channel=channel):
+                talk_key = S.talkback_key(channel)
+                return lambda _e: get(talk_key) is on
         return None  # continuous commands (faders) are not confirmed one by one
 
     def _check_pending(self, event: Event) -> None:

@@ -26,6 +26,15 @@ from bridge.errors import ConfigError
 T = TypeVar("T")
 
 
+class OptionsError(ConfigError):
+    """A driver's options are inconsistent with each other (raised by ``Device.validate``);
+    the config loader prefixes the file and ``devices.<name>.<key>``."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def show(value: Any) -> str:
     """Render a config value the way the user wrote it, for error messages."""
     if isinstance(value, str):

@@ -15,7 +15,9 @@ suffix. Keys:
 ``track/<n>/mute``             bool
 ``track/<n>/solo``             bool
 ``track/<n>/fader``            float   0.0-1.0
-``talkback``                   bool    talkback engaged (any channel)
+``talkback``                   bool    talkback channel A engaged (the artist's talkback)
+``talkback/<ch>``              bool    another talk channel engaged (``talkback/B``)
+``talkback/assumed``           bool    the last talkback report is assumed (no feedback)
 ``session``                    str     current session name
 ``song``                       str     current song
 ``take``                       int     last take number of the current song (0: none)
@@ -66,6 +68,9 @@ POSITION = "transport/position"
 ASSUMED = "transport/assumed"
 ON_AIR = "transport/on_air"
 TALKBACK = "talkback"
+TALKBACK_ASSUMED = "talkback/assumed"
+#: The talk channels the bridge knows: A (the artist) and B (e.g. the live room).
+TALK_CHANNELS = ("A", "B")
 SESSION = "session"
 SONG = "song"
 TAKE = "take"
@@ -96,6 +101,11 @@ CONTINUOUS_SUFFIXES = ("/position", "/fader", "/elapsed")
 
 def track_key(track: int, field: str) -> str:
     return f"track/{track}/{field}"
+
+
+def talkback_key(channel: str = "A") -> str:
+    """State key of a talk channel: ``talkback`` for A (compatibility), ``talkback/B`` etc."""
+    return TALKBACK if channel == "A" else f"{TALKBACK}/{channel}"
 
 
 def device_key(device: str) -> str:
@@ -160,8 +170,9 @@ def reduce(values: Mapping[str, Value], event: Event) -> list[Change]:
                 parsed = parse_track_key(key)
                 if parsed and parsed[0] >= first:
                     out.append(Change(key, values[key], None))
-        case TalkbackChanged(on=on):
-            _set(values, out, TALKBACK, on)
+        case TalkbackChanged(on=on, channel=channel, assumed=assumed):
+            _set(values, out, talkback_key(channel), on)
+            _set(values, out, TALKBACK_ASSUMED, assumed)
         case DeviceStatusChanged(device=device, status=status):
             _set(values, out, device_key(device), str(status))
         case LogStatusChanged(status=status, reason=reason, unwritten=unwritten):

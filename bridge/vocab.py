@@ -104,6 +104,9 @@ class AddMarker(Command):
 
 @dataclass(frozen=True, slots=True)
 class SetTalkback(Command):
+    """Engage (``on``) or release talkback on a talk channel: ``A`` (the artist's cue mix) or
+    ``B`` (e.g. the live room) where the mixer has two."""
+
     on: bool
     channel: str = "A"
 
@@ -268,8 +271,12 @@ class TracksReset(Event):
 
 @dataclass(frozen=True, slots=True)
 class TalkbackChanged(Event):
+    """The mixer reports a talk channel engaged or released. ``assumed`` marks a state the
+    bridge assumes because the device gives no feedback (as with MMC)."""
+
     on: bool
     channel: str = "A"
+    assumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,10 @@ BUILTIN: dict[str, str] = {
     "mqtt": "bridge.devices.mqtt:MqttBridge",
     "fake": "bridge.devices.fake:FakeDevice",
     "talkback_recorder": "bridge.devices.talkback_audio:TalkbackRecorder",
+    "x32": "bridge.devices.x32:X32Talkback",
+    "totalmix": "bridge.devices.totalmix:TotalMixTalkback",
+    "talkback_osc": "bridge.devices.talkback_osc:OscTalkback",
+    "talkback_midi": "bridge.devices.talkback_midi:MidiTalkback",
 }
 
 

@@ -168,7 +168,9 @@ class MackieSurface(SyncDevice):
         fps: int = field(default=30, metadata={"check": in_range(1, 999)})
         vpot_step: float = field(default=0.01, metadata={"check": in_range(0, 1)})
         seek_seconds: float = field(default=5.0, metadata={"check": non_negative})
-        talkback_channel: str = "A"
+        talkback_channel: str = field(
+            default="A", metadata={"check": lambda v: None if v in ("A", "B") else 'talk channel "A" or "B"'}
+        )
         #: Button -> action, merged over DEFAULT_KEYS (action "none" unbinds).
         keys: dict[str, str] = field(default_factory=dict, metadata={"check": _check_keys})
 
@@ -470,7 +472,7 @@ class MackieSurface(SyncDevice):
     def _render_transport(self) -> None:
         playing = self._get(st.PLAYING) is True
         recording = self._get(st.RECORDING) is True
-        talkback = self._get(st.TALKBACK) is True
+        talkback = self._get(st.talkback_key(self.options.talkback_channel)) is True
         for note, action in self.actions.items():
             if action == "play":
                 self._led(note, mc.led_state(playing))
@@ -751,7 +753,8 @@ class MackieSurface(SyncDevice):
             case "talkback":
                 return SetTalkback(True, self.options.talkback_channel)
             case "talkback_latch":
-                return SetTalkback(self._get(st.TALKBACK) is not True, self.options.talkback_channel)
+                channel = self.options.talkback_channel
+                return SetTalkback(self._get(st.talkback_key(channel)) is not True, channel)
             case "rewind":
                 return Locate(max(0.0, seconds - seek))
             case "fast_fwd":
