@@ -1,6 +1,6 @@
 """MidiTalkback (kind talkback_midi) through real JACK MIDI ports against a console emulated by a
 separate process (tests/midi_surface_proc.py through peers.jack)."""
-# ruff: noqa: F811  (pytest fixtures imported from peers.jack are used as parameters)
+
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 import pytest
-from peers.jack import JackServer, PeerFactory, jack_server, midi_peer, unique_name  # noqa: F401
+from peers.jack import JackServer, PeerFactory, unique_name
 from peers.recorder import Recorder
 
 from bridge.config import parse_config

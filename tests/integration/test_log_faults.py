@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from peers.daemon import Daemon, OscClient, cli, free_udp_port
-from peers.mosquitto import Broker, Seen, Subscriber, mosquitto  # noqa: F401
+from peers.mosquitto import Broker, Seen, Subscriber
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="mounting a tmpfs needs root")
@@ -385,7 +385,7 @@ def test_lock_is_released_by_kill_9(tmp_path: Path) -> None:
 
 @needs_root
 @pytest.mark.mqtt
-async def test_log_status_reaches_mqtt(tmp_path: Path, small_fs: SmallFs, mosquitto: Broker) -> None:  # noqa: F811
+async def test_log_status_reaches_mqtt(tmp_path: Path, small_fs: SmallFs, mosquitto: Broker) -> None:
     import asyncio
 
     root = "studio-bridge/faults"

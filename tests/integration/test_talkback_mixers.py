@@ -16,7 +16,7 @@ import pytest
 from peers.daemon import Daemon, OscClient, cli, free_udp_port
 from peers.fake_osc_talkback import FakeOscTalkback
 from peers.fake_totalmix import FakeTotalMix
-from peers.jack import JackServer, MidiPeer, PeerFactory, jack_server, midi_peer, unique_name  # noqa: F401
+from peers.jack import JackServer, MidiPeer, PeerFactory, unique_name
 
 pytestmark = pytest.mark.slow
 
@@ -156,8 +156,8 @@ def echoing(console: MidiPeer) -> Iterator[None]:
 @pytest.mark.jack
 def test_generic_midi(
     tmp_path: Path,
-    jack_server: JackServer,  # noqa: F811 - pytest fixture
-    midi_peer: PeerFactory,  # noqa: F811 - pytest fixture
+    jack_server: JackServer,
+    midi_peer: PeerFactory,
 ) -> None:
     client = unique_name("desk")
     console = midi_peer(client, "desk")
