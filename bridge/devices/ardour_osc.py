@@ -29,7 +29,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from bridge.devices._osc import Address, EventQueue, OscArgs, PositionLimiter, UdpEndpoint, dispatch, encode
+from bridge.devices._osc import (
+    Address,
+    EventQueue,
+    OscArgs,
+    PositionLimiter,
+    UdpEndpoint,
+    dispatch,
+    encode,
+    relearn_events,
+)
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, port_check, positive
@@ -50,7 +59,6 @@ from bridge.vocab import (
     SetTrackSolo,
     Stop,
     TrackChanged,
-    TracksReset,
     TransportChanged,
 )
 
@@ -225,12 +233,10 @@ class ArdourOsc(Device):
             raise DeviceUnavailable(
                 f"Ardour did not answer OSC at {opts.host}:{opts.port} within {opts.connect_timeout:g} s"
             )
-        # The starting state is known: report it as one consistent picture.
+        # The starting state is known: report it as one consistent picture (values only, no
+        # reset first: the bridge's state changes only where Ardour's really differs).
         self._syncing = False
-        self._emit(TracksReset(first=1))
-        for n in sorted(self._tracks):
-            t = self._tracks[n]
-            self._emit(TrackChanged(n, name=t.name, arm=t.arm, mute=t.mute, solo=t.solo, fader=t.fader))
+        self._emit_tracks()
         self._emit(TransportChanged(playing=bool(self._playing), recording=bool(self._recording)))
         if self._samples is not None:
             self._emit_position(force=True)
@@ -506,10 +512,15 @@ class ArdourOsc(Device):
             self._check_synced()
             return
         # Ardour re-sends the list when its strips change: re-report every track.
-        self._emit(TracksReset(first=1))
-        for n in sorted(self._tracks):
-            t = self._tracks[n]
-            self._emit(TrackChanged(n, name=t.name, arm=t.arm, mute=t.mute, solo=t.solo, fader=t.fader))
+        self._emit_tracks()
+
+    def _emit_tracks(self) -> None:
+        tracks = {
+            n: {"name": t.name, "arm": t.arm, "mute": t.mute, "solo": t.solo, "fader": t.fader}
+            for n, t in self._tracks.items()
+        }
+        for event in relearn_events(tracks):
+            self._emit(event)
 
     # --- strips: /strip/<what> ssid value
     def _handle_strip(self, address: str, args: OscArgs) -> bool:

@@ -15,6 +15,7 @@ from peers.recorder import Recorder, track_state
 from bridge.devices._osc import encode
 from bridge.devices.ardour_osc import ArdourOsc
 from bridge.errors import DeviceLost, DeviceUnavailable
+from bridge.state import Change, Store
 from bridge.vocab import (
     AddMarker,
     Event,
@@ -54,9 +55,10 @@ async def connected(peer: ArdourPeer, **kw: Any) -> AsyncIterator[tuple[ArdourOs
 
 async def test_record_two_markers_and_session_file(ardour: ArdourPeer) -> None:  # noqa: F811
     async with connected(ardour) as (driver, rec):
-        # Starting state learned from Ardour: a reset, then both tracks with their names.
+        # Starting state learned from Ardour: both tracks with their names, then "no track 3+".
         await rec.wait_for(lambda e: isinstance(e, TransportChanged) and e.playing is False)
-        assert isinstance(rec.events[0], TracksReset)
+        assert [type(e) for e in rec.events[:3]] == [TrackChanged, TrackChanged, TracksReset]
+        assert rec.events[2] == TracksReset(first=3)
         tracks = track_state(rec.events)
         assert tracks[1]["name"] == "Audio 1" and tracks[2]["name"] == "Audio 2"
         assert tracks[2]["arm"] is False and tracks[1]["mute"] is False
@@ -195,7 +197,7 @@ async def test_kill_and_restart_raises_lost_then_resyncs(ardour: ArdourPeer) -> 
     try:
         await rec.wait_for(lambda e: isinstance(e, TransportChanged))
         events: list[Event] = [e for e in rec.events if isinstance(e, Event)]
-        assert isinstance(events[0], TracksReset)
+        assert TracksReset(first=3) in events and TracksReset(first=1) not in events
         tracks = track_state(events)
         assert tracks[1]["name"] == "Audio 1" and tracks[2]["name"] == "Audio 2"
         assert tracks[1]["arm"] is False  # the unsaved arm was lost with the killed Ardour: resynced
@@ -217,3 +219,61 @@ async def test_unavailable_when_nothing_listens() -> None:
             async with asyncio.timeout(WAIT):
                 await driver.__aenter__()
         assert driver._endpoint is None
+
+
+async def _relearn(peer: ArdourPeer, store: Store) -> list[Change]:
+    """Connect, apply everything the driver reports until its starting picture is complete
+    (the TransportChanged after the tracks) to ``store``; return the track changes it made."""
+    driver = ArdourOsc("ardour", opts(peer))
+    async with asyncio.timeout(WAIT * 2):
+        while True:  # what the supervisor does after a restart: retry until Ardour answers
+            try:
+                await driver.__aenter__()
+                break
+            except DeviceUnavailable:
+                await asyncio.sleep(0.25)
+    rec = Recorder(driver, wait=WAIT)
+    try:
+        await rec.wait_for(lambda e: isinstance(e, TransportChanged))
+    finally:
+        await rec.stop()
+        await driver.__aexit__(None, None, None)
+    changes: list[Change] = []
+    for event in rec.events:
+        if isinstance(event, Event):
+            changes += store.apply(event)
+    return [c for c in changes if c.key.startswith("track/")]
+
+
+async def test_relearn_changes_only_what_really_differs(ardour: ArdourPeer) -> None:  # noqa: F811
+    """Issue 10.3: re-learning Ardour after a reconnect (and after a kill -9 + restart) must not
+    clear and re-set the tracks: the state changes only where Ardour's values differ."""
+    store = Store()
+    first = await _relearn(ardour, store)
+    assert store.get("track/1/name") == "Audio 1" and store.get("track/2/armed") is False
+    assert {c.key for c in first} >= {"track/1/name", "track/2/fader"} and all(c.old is None for c in first)
+
+    # Ardour changes while the bridge is away: a mute and an arm from another surface (on this
+    # host that is another OSC client that registers itself, as the bridge's next run would).
+    async with connected(ardour) as (other, orec):
+        await orec.wait_for(lambda e: isinstance(e, TransportChanged))
+        await other.send(SetTrackMute(1, True))
+        await other.send(SetTrackArm(2, True))
+        await orec.wait_for(lambda e: isinstance(e, TrackChanged) and e.track == 1 and e.mute is True)
+        await orec.wait_for(lambda e: isinstance(e, TrackChanged) and e.track == 2 and e.arm is True)
+    again = await _relearn(ardour, store)
+    assert sorted(((c.key, c.old, c.new) for c in again), key=lambda c: c[0]) == [
+        ("track/1/mute", False, True),
+        ("track/2/armed", False, True),
+    ]
+
+    # Nothing changed: nothing at all.
+    assert await _relearn(ardour, store) == []
+
+    # kill -9 and restart on the saved session: the same values, so no change either.
+    await asyncio.to_thread(ardour.save)
+    before = store.snapshot()
+    ardour.kill()
+    await asyncio.to_thread(ardour.restart)
+    assert await _relearn(ardour, store) == []
+    assert store.snapshot() == before
