@@ -134,8 +134,9 @@ class ArdourOsc(Device):
     )
     feedback = "none"
     min_interval: ClassVar[float] = 0.02
-    #: Ardour restarts in ~1 s: retry often so the bridge resyncs within 2 s of its return.
-    max_backoff: ClassVar[float] = 1.0
+    #: While Ardour is away the driver polls its registration every ``probe_interval`` inside each
+    #: connect attempt; a short pause between attempts keeps a returning Ardour from waiting.
+    max_backoff: ClassVar[float] = 0.25
     reports_all_tracks: ClassVar[bool] = True
 
     @dataclass(frozen=True)
@@ -149,6 +150,11 @@ class ArdourOsc(Device):
         feedback_bits: int = field(default=DEFAULT_FEEDBACK, metadata={"check": _nonneg_int})
         #: Seconds without any message (Ardour's heartbeat comes every 1 s) before DeviceLost.
         heartbeat_timeout: float = field(default=2.5, metadata={"check": positive})
+        #: Seconds without any message (a late heartbeat) before the bridge asks Ardour whether it
+        #: still knows the bridge's surface; a restarted Ardour does not: reconnect at once.
+        probe_after: float = field(default=1.3, metadata={"check": positive})
+        #: Seconds between those registration queries (also while waiting for Ardour to answer).
+        probe_interval: float = field(default=0.1, metadata={"check": in_range(0.01, 5)})
         #: Seconds to wait for Ardour's answer in ``__aenter__``.
         connect_timeout: float = field(default=2.0, metadata={"check": positive})
         #: Most PositionChanged events per second while rolling (jumps are always reported).
@@ -170,6 +176,8 @@ class ArdourOsc(Device):
             "unknown_strip": 0,
             "overflow": 0,
             "connects": 0,
+            "probes": 0,
+            "restarts_seen": 0,
         }
         self._reset_model()
 
@@ -189,6 +197,8 @@ class ArdourOsc(Device):
         self._syncing = True
         self._got: set[str] = set()
         self._sync_event = asyncio.Event()
+        self._unregistered = asyncio.Event()  # Ardour answered: "no such surface" (new instance)
+        self._probe_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Self:
@@ -211,28 +221,34 @@ class ArdourOsc(Device):
         subscribe = encode(
             "/set_surface", 0, opts.strip_types, opts.feedback_bits, GAINMODE_FADER, 0, 0, reply_port
         )
+        query = encode("/set_surface")  # no arguments: Ardour answers this address's settings
         deadline = self._clock() + opts.connect_timeout
-        # Ardour may still be starting (port not bound yet): re-send until it answers.
-        while True:
-            self._got.clear()
-            self._sync_event.clear()
-            self._tx(subscribe)
-            self._tx(encode("/strip/list"))
-            self._query_frame(self._on_sync_frame)
-            left = deadline - self._clock()
+        subscribed_at: float | None = None
+        # Register, then poll the registration cheaply until the starting state is complete.
+        # Ardour may be down or still starting (port not bound): the poll's first answer from
+        # a (new) Ardour says "not registered" and the bridge registers at once. In Ardour's
+        # "Manual" port mode that answer goes elsewhere: registering again every second covers it.
+        while not self._sync_event.is_set():
+            now = self._clock()
+            left = deadline - now
             if left <= 0:
-                break
-            try:
-                async with asyncio.timeout(min(0.5, left)):
-                    await self._sync_event.wait()
-                break
-            except TimeoutError:
+                raise DeviceUnavailable(
+                    f"Ardour did not answer OSC at {opts.host}:{opts.port} within {opts.connect_timeout:g} s"
+                )
+            if subscribed_at is None or self._unregistered.is_set() or now - subscribed_at >= 1.0:
+                self._got.clear()
                 self._frame_waiters.clear()
-                continue
-        if not self._sync_event.is_set():
-            raise DeviceUnavailable(
-                f"Ardour did not answer OSC at {opts.host}:{opts.port} within {opts.connect_timeout:g} s"
-            )
+                self._unregistered.clear()
+                self._tx(subscribe)
+                self._tx(encode("/strip/list"))
+                self._query_frame(self._on_sync_frame)
+                subscribed_at = now
+            else:
+                self._tx(query)
+                self._stats["probes"] += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(opts.probe_interval, left)):
+                    await _first(self._sync_event, self._unregistered)
         # The starting state is known: report it as one consistent picture (values only, no
         # reset first: the bridge's state changes only where Ardour's really differs).
         self._syncing = False
@@ -279,12 +295,24 @@ class ArdourOsc(Device):
             if not self._queue.empty():
                 yield self._queue.get_nowait()
                 continue
+            if self._unregistered.is_set():
+                self._stats["restarts_seen"] += 1
+                raise DeviceLost("Ardour restarted (it no longer knows the bridge's surface); re-registering")
             now = self._clock()
             self._expire_markers(now)
             silent = now - self._last_rx
             if silent > timeout:
                 raise DeviceLost(f"Ardour silent for {silent:.1f} s (no heartbeat)")
             wait = timeout - silent + 0.05
+            if silent >= self.options.probe_after:
+                # A heartbeat is late: is this still the Ardour we registered with?
+                if now >= self._probe_at:
+                    self._probe_at = now + self.options.probe_interval
+                    self._stats["probes"] += 1
+                    self._tx(encode("/set_surface"))
+                wait = min(wait, max(0.005, self._probe_at - now))
+            else:
+                wait = min(wait, self.options.probe_after - silent + 0.005)
             left = self._pos.flush_in(now)
             if left is not None:
                 if left <= 0:
@@ -293,12 +321,29 @@ class ArdourOsc(Device):
                 wait = min(wait, left)
             if self._markers:
                 wait = min(wait, max(0.01, self._markers[0].deadline - now))
+            if silent >= self.options.probe_after:
+                # probing: an answer saying "not registered" ends the wait at once
+                got = await self._get_unless_restarted(wait)
+                if got is not None:
+                    yield got
+                continue
             try:
                 async with asyncio.timeout(wait):
                     event = await self._queue.get()
             except TimeoutError:
                 continue
             yield event
+
+    async def _get_unless_restarted(self, wait: float) -> Event | None:
+        get = asyncio.ensure_future(self._queue.get())
+        restarted = asyncio.ensure_future(self._unregistered.wait())
+        try:
+            done, _ = await asyncio.wait((get, restarted), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            restarted.cancel()
+            if not get.done():
+                get.cancel()  # asyncio.Queue keeps the item for the next get()
+        return get.result() if get in done else None
 
     def _expire_markers(self, now: float) -> None:
         # A /transport_frame answer was lost: report the marker at the last known playhead.
@@ -456,6 +501,16 @@ class ArdourOsc(Device):
             if not self._syncing:
                 self._emit(TransportChanged(recording=rec))
 
+    def _h_surface(self, args: OscArgs) -> None:
+        """The answer to ``/set_surface`` without arguments: this address's surface settings
+        (bank size, strip types, feedback, gain mode, ...). Different from ours: Ardour does
+        not know the bridge's registration, so it is a new (restarted) instance."""
+        if len(args) < 4 or not all(isinstance(a, int) and not isinstance(a, bool) for a in args[:4]):
+            raise ValueError("bad /set_surface answer")
+        opts = self.options
+        if (args[1], args[2], args[3]) != (opts.strip_types, opts.feedback_bits, GAINMODE_FADER):
+            self._unregistered.set()
+
     def _h_heartbeat(self, args: OscArgs) -> None:
         _flag(args, 0)  # liveness only (_last_rx is updated for every handled message)
 
@@ -562,4 +617,15 @@ class ArdourOsc(Device):
         "/position/samples": _h_position,
         "/transport_frame": _h_frame,
         "/reply": _h_reply,
+        "/set_surface": _h_surface,
     }
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

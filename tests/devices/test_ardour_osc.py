@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from peers.ardour import ArdourPeer, ardour  # noqa: F401
+from peers.ardour import ArdourPeer, ardour, require_ardour  # noqa: F401
 from peers.recorder import Recorder, track_state
 
 from bridge.devices._osc import encode
@@ -277,3 +277,74 @@ async def test_relearn_changes_only_what_really_differs(ardour: ArdourPeer) -> N
     await asyncio.to_thread(ardour.restart)
     assert await _relearn(ardour, store) == []
     assert store.snapshot() == before
+
+
+async def test_fast_restart_is_noticed_by_its_first_answer(ardour: ArdourPeer) -> None:  # noqa: F811
+    """Issue 10.6: a restarted Ardour is noticed from its first answer to the bridge's
+    registration query (it does not know the bridge's surface any more), not only by the
+    heartbeat timeout; while Ardour is healthy the driver sends nothing."""
+    # A heartbeat timeout far beyond this test: only the registration query can notice.
+    driver = ArdourOsc("ardour", opts(ardour, heartbeat_timeout=60.0))
+    async with asyncio.timeout(WAIT):
+        await driver.__aenter__()
+    rec = Recorder(driver, wait=WAIT)
+    try:
+        await rec.wait_for(lambda e: isinstance(e, TransportChanged))
+        tx0 = driver.stats()["tx"]
+        await asyncio.sleep(3.5)  # three heartbeats
+        assert driver.stats()["tx"] - tx0 <= 3, driver.stats()  # no polling while healthy
+        assert driver.stats()["restarts_seen"] == 0
+
+        ardour.kill()
+        await asyncio.to_thread(ardour.start)  # at once, on the same port and session
+        async with asyncio.timeout(WAIT * 2):
+            with pytest.raises(DeviceLost, match="restarted"):
+                await rec.task
+        assert driver.stats()["restarts_seen"] == 1 and driver.stats()["probes"] > 0
+    finally:
+        await rec.stop()
+        await driver.__aexit__(None, None, None)
+    # The supervisor's next attempt re-registers with the new Ardour at once.
+    async with asyncio.timeout(WAIT):
+        await driver.__aenter__()
+    rec = Recorder(driver, wait=WAIT)
+    try:
+        await rec.wait_for(lambda e: isinstance(e, TransportChanged))
+        await driver.send(SetTrackMute(2, True))
+        await rec.wait_for(lambda e: isinstance(e, TrackChanged) and e.track == 2 and e.mute is True)
+    finally:
+        await rec.stop()
+        await driver.__aexit__(None, None, None)
+
+
+async def test_connect_waits_for_a_starting_ardour_and_registers_on_its_first_answer(
+    tmp_path: Any,
+) -> None:
+    """While Ardour is not up yet, connecting polls its registration (cheap queries) and
+    registers as soon as a (new) Ardour answers, within one connect attempt."""
+    require_ardour()
+    peer = ArdourPeer(tmp_path / "late")
+    peer.root.mkdir(parents=True)
+    peer.create()
+    driver = ArdourOsc("ardour", opts(peer, connect_timeout=60.0))
+    attempt = asyncio.create_task(driver.__aenter__())
+    try:
+        await asyncio.sleep(0.5)
+        assert not attempt.done()
+        polls = driver.stats()["probes"]
+        assert polls >= 2  # polling while Ardour is away...
+        await asyncio.to_thread(peer.start)
+        async with asyncio.timeout(WAIT * 2):
+            await attempt  # ...and connected once it answered
+        rec = Recorder(driver, wait=WAIT)
+        try:
+            await rec.wait_for(lambda e: isinstance(e, TransportChanged))
+            assert track_state(rec.events)[1]["name"] == "Audio 1"
+        finally:
+            await rec.stop()
+    finally:
+        if not attempt.done():
+            attempt.cancel()
+        await driver.__aexit__(None, None, None)
+        peer.stop()
+        peer.kill()
