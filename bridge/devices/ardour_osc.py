@@ -152,9 +152,10 @@ class ArdourOsc(Device):
         heartbeat_timeout: float = field(default=2.5, metadata={"check": positive})
         #: Seconds without any message (a late heartbeat) before the bridge asks Ardour whether it
         #: still knows the bridge's surface; a restarted Ardour does not: reconnect at once.
-        probe_after: float = field(default=1.3, metadata={"check": positive})
+        #: (Ardour's heartbeats come 1.0 s and 1.1 s apart.)
+        probe_after: float = field(default=1.2, metadata={"check": positive})
         #: Seconds between those registration queries (also while waiting for Ardour to answer).
-        probe_interval: float = field(default=0.1, metadata={"check": in_range(0.01, 5)})
+        probe_interval: float = field(default=0.05, metadata={"check": in_range(0.01, 5)})
         #: Seconds to wait for Ardour's answer in ``__aenter__``.
         connect_timeout: float = field(default=2.0, metadata={"check": positive})
         #: Most PositionChanged events per second while rolling (jumps are always reported).
