@@ -3,6 +3,7 @@
 * ``encode(address, *args)`` builds an OSC message with struct (python-osc's builder is
   ~25x slower); ints -> ``i`` (``h`` beyond int32), floats -> ``f``, str -> ``s``,
   bytes -> ``b``, bool -> ``T``/``F``, None -> ``N``. ``Typed("d", 1.0)`` forces a tag.
+* ``bundle(*messages)`` wraps encoded messages in one OSC bundle (handled in order).
 * ``decode(datagram)`` returns ``[(address, args), ...]`` (bundles flattened) and raises
   ``OscDecodeError`` on anything malformed.
 * ``UdpEndpoint`` wraps an asyncio datagram socket; each datagram goes to a callback on
@@ -111,6 +112,15 @@ def encode(address: str, *args: Any) -> bytes:
         tags += tag
         body += data
     return prefix + _pad(tags.encode()) + body
+
+
+def bundle(*messages: bytes) -> bytes:
+    """An OSC bundle (time tag "immediately") of encoded messages: the receiver handles them
+    one after another from one datagram."""
+    out = b"#bundle\0" + struct.pack(">q", 1)
+    for m in messages:
+        out += struct.pack(">i", len(m)) + m
+    return out
 
 
 def _flatten(bundle: OscBundle, out: list[tuple[str, OscArgs]]) -> None:

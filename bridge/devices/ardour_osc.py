@@ -9,13 +9,22 @@ arm/mute/solo and the sample rate) and ``/transport_frame``, and returns from ``
 only once all of that has arrived.
 
 Ardour's ``/rec_enable_toggle`` is a toggle: it is sent only when the known global record
-state differs from the wanted one. ``/add_marker`` cannot name a marker in 7.x, so the driver
-asks ``/transport_frame`` right after it and reports ``MarkerAdded`` with that exact playhead
-(Ardour's position for the marker) and ``marker_id = "<sample>"``.
+state differs from the wanted one. A marker is one OSC bundle ``/transport_frame``,
+``/add_marker <label>``, ``/transport_frame``: Ardour handles the three in a row and puts the
+marker at the playhead it reads in between, so when both answers agree that is the marker's
+exact sample (``MarkerAdded`` with ``marker_id = "<sample>"``). When they differ (Ardour's
+process cycle ended inside the bundle, a few percent of marks while rolling) the marker is one
+of the two samples: it is reported at once without a position, and read back from Ardour once
+the transport stops (locate to it by name, read the playhead, locate back), then reported again
+with its exact sample. Ardour's OSC has no query for a marker's position.
 
-Liveness: Ardour sends ``/heartbeat`` every second; silence longer than
-``heartbeat_timeout`` makes ``receive()`` raise DeviceLost (a restarted Ardour has forgotten
-our surface, so it is silent too). Bad or unexpected feedback is counted and dropped.
+Liveness: Ardour sends ``/heartbeat`` every second (1.0 s and 1.1 s apart). After
+``probe_after`` of silence the driver asks ``/set_surface`` (no arguments: Ardour answers the
+settings it has for this address) every ``probe_interval``: an answer without the bridge's
+settings means a restarted Ardour that has forgotten the surface, and ``receive()`` raises
+DeviceLost at once; no answer for ``heartbeat_timeout`` raises DeviceLost as well. Connecting
+polls the same way while Ardour is away and registers on a new Ardour's first answer.
+Bad or unexpected feedback is counted and dropped.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from bridge.devices._osc import (
     OscArgs,
     PositionLimiter,
     UdpEndpoint,
+    bundle,
     dispatch,
     encode,
     relearn_events,
@@ -103,11 +113,14 @@ class _Track:
     fader: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _PendingMarker:
     label: str
     tag: int | None
     deadline: float
+    #: Ardour's playhead right before and right after it created the marker (one bundle)
+    frames: list[int] = field(default_factory=list)
+    waiters: list[Callable[[int], None]] = field(default_factory=list)
 
 
 def _flag(args: OscArgs, i: int) -> bool:
@@ -179,6 +192,7 @@ class ArdourOsc(Device):
             "connects": 0,
             "probes": 0,
             "restarts_seen": 0,
+            "markers_read_back": 0,
         }
         self._reset_model()
 
@@ -194,6 +208,10 @@ class ArdourOsc(Device):
         self._pos = PositionLimiter(self.options.position_rate)
         self._frame_waiters: deque[Callable[[int], None]] = deque()
         self._markers: deque[_PendingMarker] = deque()
+        #: markers whose position is one of two samples (Ardour's cycle moved on while it made
+        #: them): read back from Ardour once the transport is stopped
+        self._unresolved: deque[tuple[_PendingMarker, int, int]] = deque()
+        self._resolver: asyncio.Task[None] | None = None
         self._last_rx = self._clock()
         self._syncing = True
         self._got: set[str] = set()
@@ -282,6 +300,9 @@ class ArdourOsc(Device):
         self._close()
 
     def _close(self) -> None:
+        if self._resolver is not None:
+            self._resolver.cancel()
+            self._resolver = None
         if self._endpoint is not None:
             self._endpoint.close()
             self._endpoint = None
@@ -347,19 +368,14 @@ class ArdourOsc(Device):
         return get.result() if get in done else None
 
     def _expire_markers(self, now: float) -> None:
-        # A /transport_frame answer was lost: report the marker at the last known playhead.
+        # Ardour's /transport_frame answers were lost: the marker exists, its position is unknown.
         while self._markers and self._markers[0].deadline <= now:
             m = self._markers.popleft()
-            if self._frame_waiters:
-                self._frame_waiters.popleft()
-            self._emit(
-                MarkerAdded(
-                    m.label,
-                    self._seconds(self._samples),
-                    None if self._samples is None else str(self._samples),
-                    m.tag,
-                )
-            )
+            for waiter in m.waiters:
+                with contextlib.suppress(ValueError):
+                    self._frame_waiters.remove(waiter)
+            log.warning("%s: no position from Ardour for marker %r", self.name, m.label)
+            self._emit(MarkerAdded(m.label, None, None, m.tag))
 
     # ------------------------------------------------------------------ send
     async def send(self, message: Outbound) -> None:
@@ -382,9 +398,7 @@ class ArdourOsc(Device):
         elif isinstance(message, SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader):
             self._strip_command(message)
         elif isinstance(message, AddMarker):
-            self._tx(encode("/add_marker"))
-            self._markers.append(_PendingMarker(message.label, message.tag, self._clock() + 1.0))
-            self._query_frame(self._on_marker_frame)
+            self._add_marker(message)
         else:
             self._stats["ignored"] += 1
 
@@ -435,11 +449,97 @@ class ArdourOsc(Device):
         self._samples = samples
         self._emit_position(force=True)
 
-    def _on_marker_frame(self, samples: int) -> None:
+    # --- markers
+    def _add_marker(self, cmd: AddMarker) -> None:
+        """One bundle: playhead, marker (named with the label), playhead. Ardour handles the three
+        in a row; the marker is at the playhead it read in between. Both playheads equal: that
+        is the marker's exact sample. Different (a process cycle ended in between): it is one of
+        the two, read back from Ardour once the transport is stopped."""
+        m = _PendingMarker(cmd.label, cmd.tag, self._clock() + 1.0)
+
+        def frame(samples: int) -> None:
+            self._marker_frame(m, samples)
+
+        m.waiters = [frame, frame]
+        self._markers.append(m)
+        self._frame_waiters.extend(m.waiters)
+        query = encode("/transport_frame")
+        add = encode("/add_marker", cmd.label) if cmd.label else encode("/add_marker")
+        self._tx(bundle(query, add, query))
+
+    def _marker_frame(self, m: _PendingMarker, samples: int) -> None:
+        m.frames.append(samples)
+        if len(m.frames) < 2:
+            return
         self._on_frame(samples)
-        if self._markers:
-            m = self._markers.popleft()
-            self._emit(MarkerAdded(m.label, self._seconds(samples), str(samples), m.tag))
+        with contextlib.suppress(ValueError):
+            self._markers.remove(m)
+        before, after = m.frames
+        if before == after:
+            self._emit(MarkerAdded(m.label, self._seconds(before), str(before), m.tag))
+            return
+        # Logged now without a position (the take is marked); the exact one follows.
+        self._emit(MarkerAdded(m.label, None, None, m.tag))
+        self._unresolved.append((m, min(before, after), max(before, after)))
+        self._stats["markers_read_back"] += 1
+        if self._playing is False:
+            self._start_resolver()
+
+    def _start_resolver(self) -> None:
+        if self._unresolved and (self._resolver is None or self._resolver.done()):
+            self._resolver = asyncio.create_task(self._resolve_markers(), name=f"{self.name}-markers")
+
+    async def _frame(self) -> int | None:
+        """Ardour's playhead now (None if it does not answer within 0.5 s)."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def got(samples: int) -> None:
+            if not fut.done():
+                fut.set_result(samples)
+
+        self._query_frame(got)
+        try:
+            async with asyncio.timeout(0.5):
+                return await fut
+        except TimeoutError:
+            with contextlib.suppress(ValueError):
+                self._frame_waiters.remove(got)
+            return None
+
+    async def _resolve_markers(self) -> None:
+        """Read back the markers whose position is one of two samples: with the transport
+        stopped, locate to the marker by its name (``/marker s``), read the playhead, and
+        locate back to where the playhead was. Stops when the transport rolls again."""
+        try:
+            while self._unresolved and self._playing is False:
+                m, low, high = self._unresolved[0]
+                home = await self._frame()
+                if home is None or self._playing is not False:
+                    return
+                found: int | None = None
+                t0 = sent = self._clock()
+                self._tx(encode("/marker", m.label))
+                while self._clock() - t0 < 2.0 and self._playing is False:
+                    await asyncio.sleep(0.02)
+                    if self._clock() - sent > 0.25:  # a locate right after a stop can be dropped
+                        self._tx(encode("/marker", m.label))
+                        sent = self._clock()
+                    now = await self._frame()
+                    log.debug("%s: reading back %r (%d or %d): at %s", self.name, m.label, low, high, now)
+                    # (home may itself be a candidate: then give the locate a few cycles)
+                    if now in (low, high) and (now != home or self._clock() - t0 > 0.2):
+                        found = now
+                        break
+                self._unresolved.popleft()
+                if found is None:
+                    log.warning("%s: could not read back marker %r from Ardour", self.name, m.label)
+                else:
+                    self._emit(MarkerAdded(m.label, self._seconds(found), str(found), m.tag))
+                if self._playing is False and home != found:
+                    self._tx(encode("/locate", home, 0))
+                    self._query_frame(self._on_frame)
+        except DeviceError:
+            return  # closed meanwhile
 
     def stats(self) -> dict[str, int]:
         out = dict(self._stats)
@@ -492,6 +592,8 @@ class ArdourOsc(Device):
             if not self._syncing:
                 self._emit(TransportChanged(playing=playing))
                 self._emit_position(force=True)
+                if not playing:
+                    self._start_resolver()
 
     def _h_rec(self, args: OscArgs) -> None:
         rec = _flag(args, 0)

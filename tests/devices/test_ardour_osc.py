@@ -348,3 +348,47 @@ async def test_connect_waits_for_a_starting_ardour_and_registers_on_its_first_an
         await driver.__aexit__(None, None, None)
         peer.stop()
         peer.kill()
+
+
+async def test_100_marks_are_logged_at_ardours_own_marker_positions(ardour: ArdourPeer) -> None:  # noqa: F811
+    """Issue 10.7: every logged marker position is the sample of Ardour's marker, as Ardour saves
+    it: 100 marks while rolling, at varied moments inside Ardour's 1024-sample cycles."""
+    n = 100
+    async with connected(ardour) as (driver, rec):
+        await rec.wait_for(lambda e: isinstance(e, TransportChanged))
+        await driver.send(Play())
+        await rec.wait_for(lambda e: isinstance(e, TransportChanged) and e.playing is True)
+        await rec.wait_for(lambda e: isinstance(e, PositionChanged) and e.seconds > 0.3)
+        for i in range(1, n + 1):
+            await driver.send(AddMarker(f"T{i}", tag=i))
+            await rec.wait_for(lambda e, i=i: isinstance(e, MarkerAdded) and e.tag == i)
+            await asyncio.sleep(0.011 + (i * 7 % 23) / 1000)  # 11-33 ms: all phases of a cycle
+        await driver.send(Stop())
+        await rec.wait_for(lambda e: isinstance(e, TransportChanged) and e.playing is False)
+
+        def logged() -> dict[int, MarkerAdded]:
+            last: dict[int, MarkerAdded] = {}
+            for e in rec.events:
+                if isinstance(e, MarkerAdded) and e.tag is not None:
+                    last[e.tag] = e  # a later report for the same take wins (as in the log)
+            return last
+
+        async with asyncio.timeout(WAIT * 3):  # markers read back after the stop, if any
+            while len(logged()) < n or any(m.marker_id is None for m in logged().values()):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        final = logged()
+        read_back = driver.stats().get("markers_read_back", 0)
+
+    await asyncio.to_thread(ardour.save)
+    saved = ardour.marker_samples()
+    assert len(saved) == n, saved
+    ours = [int(final[i].marker_id or -1) for i in range(1, n + 1)]
+    theirs = [sample for _, sample in saved]  # by position = in the order they were made
+    wrong = [(i + 1, a, b) for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+    assert not wrong, (
+        f"{len(wrong)} of {n} logged positions differ from Ardour's (take, ours, Ardour's): {wrong}"
+    )
+    assert all(final[i].seconds == int(final[i].marker_id or 0) / 48000 for i in range(1, n + 1))
+    assert [name for name, _ in saved] == [f"T{i}" for i in range(1, n + 1)]  # named with the take
+    assert read_back < n  # (how many needed the read-back: printed on failure)
+    print(f"{read_back} of {n} markers were read back after the stop")
