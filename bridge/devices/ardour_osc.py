@@ -577,12 +577,16 @@ class ArdourOsc(Device):
         return False
 
     # --- transport / master section
+    # Ardour sends both on every transport change: /transport_play 1 = rolling at speed 1,
+    # /transport_stop 1 = stopped or stopping. Both 0 is "in between" (a locate; a just-started
+    # Ardour that has not settled its transport yet): that says nothing about rolling.
     def _h_play(self, args: OscArgs) -> None:
         if _flag(args, 0):
             self._set_playing(True)
 
     def _h_stop(self, args: OscArgs) -> None:
-        self._set_playing(not _flag(args, 0))
+        if _flag(args, 0):
+            self._set_playing(False)
         self._got.add("transport")
         self._check_synced()
 

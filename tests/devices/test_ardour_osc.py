@@ -157,6 +157,15 @@ async def test_malformed_feedback_is_counted_and_dropped(ardour: ArdourPeer) -> 
         assert st["ignored"] - stats0["ignored"] >= 3
         assert sorted(driver._tracks) == [1, 2]
         assert not [e for e in rec.events[n0:] if isinstance(e, TrackChanged | TracksReset)]
+        # "Neither rolling nor stopped" (a locate; a just-started Ardour) is not "rolling": a
+        # restarted Ardour sent this and the desk's PLAY LED came on for a stopped Ardour.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(encode("/transport_play", 0.0), target)
+            s.sendto(encode("/transport_stop", 0.0), target)
+            s.sendto(encode("/transport_play", 0.0), target)
+        await asyncio.sleep(0.3)
+        assert not [e for e in rec.events[n0:] if isinstance(e, TransportChanged) and e.playing]
+        assert driver._playing is False
         assert track_state(rec.events) == before
         # Still working: a real command is confirmed by Ardour.
         await driver.send(SetTrackMute(1, True))
