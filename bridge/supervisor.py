@@ -1,4 +1,5 @@
-"""Device supervision: connect, pump both directions, reconnect with capped backoff.
+"""Device supervision: connect, pump both directions, reconnect with capped backoff
+(``Device.retry_delay``).
 
 ``run_device`` owns one device's lifecycle. It reports ``connecting`` on the first attempt,
 ``ok`` once ``__aenter__`` succeeded (the hub then resyncs the device's feedback),
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from bridge.errors import ConfigError, DeviceError
@@ -20,7 +22,6 @@ from bridge.vocab import DeviceStatus
 
 log = logging.getLogger(__name__)
 
-INITIAL_BACKOFF = 0.25
 BLACKOUT_TIMEOUT = 0.5
 
 
@@ -56,18 +57,22 @@ async def _blackout(hub: Hub, slot: Slot) -> None:
 
 
 async def _pump(hub: Hub, slot: Slot) -> None:
+    name = slot.device.name
     tasks = [
-        asyncio.create_task(_reader(hub, slot), name=f"{slot.device.name}-reader"),
-        asyncio.create_task(_writer(slot), name=f"{slot.device.name}-writer"),
+        asyncio.create_task(_reader(hub, slot), name=f"{name}-reader"),
+        asyncio.create_task(_writer(slot), name=f"{name}-writer"),
     ]
+    slot.device.report_now = functools.partial(hub.submit, name)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     except asyncio.CancelledError:
+        slot.device.report_now = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await _blackout(hub, slot)
         raise
+    slot.device.report_now = None
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -80,7 +85,7 @@ async def _pump(hub: Hub, slot: Slot) -> None:
 async def run_device(hub: Hub, slot: Slot) -> None:
     device = slot.device
     name = device.name
-    backoff = INITIAL_BACKOFF
+    attempt = 0  # failed connect attempts since the device was last up
     announced_down = False
     hub.device_down(name, DeviceStatus.CONNECTING)
     while True:
@@ -88,7 +93,7 @@ async def run_device(hub: Hub, slot: Slot) -> None:
             async with device:
                 hub.device_up(name)
                 log.info("%s (%s): connected", name, device.kind)
-                backoff = INITIAL_BACKOFF
+                attempt = 0
                 announced_down = False
                 await _pump(hub, slot)
         except asyncio.CancelledError:
@@ -113,5 +118,5 @@ async def run_device(hub: Hub, slot: Slot) -> None:
             stats = device.stats()
             if stats:
                 log.debug("%s stats: %s", name, stats)
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, max(INITIAL_BACKOFF, device.max_backoff))
+        await asyncio.sleep(device.retry_delay(attempt))
+        attempt += 1

@@ -34,9 +34,10 @@ from typing import Any, Literal
 import rtmidi
 
 from bridge.devices import _jackwatch
-from bridge.devices._child import spawn_module
+from bridge.devices._child import spawn_module, spawn_program
 from bridge.devices._midi_helper import HEADER, OpenError, frame, pick_port
 from bridge.devices._midi_helper import port_matcher as port_matcher  # re-exported for the drivers
+from bridge.devices.jackmidi import native_helper
 from bridge.errors import DeviceLost, DeviceUnavailable
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,8 @@ class MidiLink:
         self._parser = MidiStreamParser()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._listener: Callable[[list[bytes]], None] | None = None
+        self._listen_error: Exception | None = None
         self._lost: str | None = None
         self._open = False
         self._quiet = False
@@ -281,21 +284,36 @@ class MidiLink:
         except ValueError as exc:
             raise DeviceUnavailable(str(exc)) from exc
         # look first (cheap, no JACK client activated): no helper while the device is absent
+        peers: dict[str, str | None] = {"input": None, "output": None}
         try:
-            if self.in_pattern is not None:
-                pick_port("input", self.in_pattern, list_ports(api, inputs=False), self._own)
-            if self.out_pattern is not None:
-                pick_port("output", self.out_pattern, list_ports(api, inputs=True), self._own)
+            for direction, pattern, inputs in (
+                ("input", self.in_pattern, False),
+                ("output", self.out_pattern, True),
+            ):
+                if pattern is None:
+                    continue
+                ports = list_ports(api, inputs=inputs)
+                index, count = pick_port(direction, pattern, ports, self._own)
+                peers[direction] = ports[index]
+                if count > 1:
+                    what = f"{count} {direction} ports match {pattern!r}"
+                    log.info("%s: %s, using %r", self.client_name, what, ports[index])
         except OpenError as exc:
             raise DeviceUnavailable(str(exc)) from exc
-        cfg = {
-            "client_name": self.client_name,
-            "in_pattern": self.in_pattern,
-            "out_pattern": self.out_pattern,
-            "api": api,
-            "jack": api == rtmidi.API_UNIX_JACK,
-        }
-        proc = await spawn_module("bridge.devices._midi_helper", cfg, "the MIDI helper process")
+        native = native_helper() if api == rtmidi.API_UNIX_JACK else None
+        if native is not None:
+            # one JACK client, no Python in JACK's threads (bridge/devices/jackmidi)
+            argv = [native, self.client_name, peers["input"] or "-", peers["output"] or "-"]
+            proc = await spawn_program(argv, "the native MIDI helper process")
+        else:
+            cfg = {
+                "client_name": self.client_name,
+                "in_pattern": self.in_pattern,
+                "out_pattern": self.out_pattern,
+                "api": api,
+                "jack": api == rtmidi.API_UNIX_JACK,
+            }
+            proc = await spawn_module("bridge.devices._midi_helper", cfg, "the MIDI helper process")
         self._proc = proc
         self._stderr_tail.clear()
         assert proc.stdout is not None and proc.stderr is not None
@@ -303,8 +321,11 @@ class MidiLink:
         try:
             async with asyncio.timeout(OPEN_TIMEOUT):
                 kind, payload = await self._read_frame(proc.stdout)
-                while kind == b"W":
-                    log.info("%s: %s", self.client_name, payload.decode(errors="replace"))
+                while kind in (b"W", b"M"):
+                    if kind == b"W":
+                        log.info("%s: %s", self.client_name, payload.decode(errors="replace"))
+                    else:  # input that came before the ready frame (rtmidi's thread won the race)
+                        self._queue.append(payload)
                     kind, payload = await self._read_frame(proc.stdout)
         except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
             await self._stop_helper(kill=True)
@@ -346,6 +367,10 @@ class MidiLink:
                 if kind == b"M":
                     if self._quiet:
                         continue
+                    listener = self._listener
+                    if listener is not None and not q:
+                        self._deliver(listener, payload)
+                        continue
                     q.append(payload)
                     if len(q) == 1:
                         self._wake()
@@ -385,6 +410,48 @@ class MidiLink:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _deliver(self, listener: Callable[[list[bytes]], None], payload: bytes | list[int]) -> None:
+        self._received += 1
+        batch = self._parser.feed(payload)
+        if not batch:
+            return
+        self._messages += len(batch)
+        try:
+            listener(batch)
+        except Exception as exc:  # the listener's fault ends listen(), as it would end messages()
+            self._listener = None
+            self._listen_error = exc
+            self._wake()
+
+    async def listen(self, listener: Callable[[list[bytes]], None]) -> None:
+        """Like :meth:`messages`, but hand each batch to ``listener`` as soon as the helper's
+        frame is read, in the reading task: no wake-up of a consumer task per burst. Runs
+        until the link is lost (raises DeviceLost) or the listener raises (re-raised here).
+        Input injected from another thread (:meth:`inject`) still goes through the queue and
+        is delivered here in order."""
+        if not self._open or self._loop is None:
+            raise DeviceLost(f"MIDI link {self.client_name!r} is not open")
+        loop = self._loop
+        q = self._queue
+        self._listener = listener
+        self._listen_error = None
+        try:
+            while True:
+                while q and self._listener is not None:
+                    self._deliver(listener, q.popleft())
+                error, self._listen_error = self._listen_error, None
+                if error is not None:
+                    raise error
+                if self._lost is not None:
+                    raise DeviceLost(self._lost)
+                waiter = self._waiter = loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+        finally:
+            self._listener = None
 
     async def messages(self) -> AsyncIterator[list[bytes]]:
         """Yield batches of complete messages; raise DeviceLost when the port vanishes."""

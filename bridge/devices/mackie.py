@@ -49,6 +49,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from bridge import commands
 from bridge import state as st
 from bridge.devices import mackie_codec as mc
 from bridge.devices._midi import MidiLink, check_pattern
@@ -57,13 +58,10 @@ from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, non_negative, positive
 from bridge.vocab import (
     AddMarker,
-    CircleTake,
     Command,
-    FalseStart,
     Feedback,
     Inbound,
     Locate,
-    MarkTake,
     Outbound,
     Play,
     SetRecord,
@@ -78,21 +76,30 @@ from bridge.vocab import (
 
 log = logging.getLogger(__name__)
 
-ACTIONS = (
+#: Key actions the desk resolves itself (against its mirror / the playhead) ...
+LOCAL_ACTIONS = (
     "none",
     "play",
     "stop",
     "record",
-    "mark_take",
     "add_marker",
-    "circle_take",
-    "false_start",
     "talkback",
     "talkback_latch",
     "rewind",
     "fast_fwd",
     "locate_start",
 )
+#: ... and the registry's verbs with a desk key name (bridge/commands.py: ``Verb.mackie``);
+#: ``<name>_toggle`` for verbs with a toggle form.
+REGISTRY_ACTIONS: dict[str, tuple[commands.Verb, bool]] = {
+    **{v.mackie: (v, False) for v in commands.VERBS if v.mackie and "mackie" in v.grammars},
+    **{
+        f"{v.mackie}_toggle": (v, True)
+        for v in commands.VERBS
+        if v.mackie and v.toggle is not None and "mackie" in v.grammars
+    },
+}
+ACTIONS = (*LOCAL_ACTIONS, *REGISTRY_ACTIONS)
 DEFAULT_KEYS = {
     "play": "play",
     "stop": "stop",
@@ -101,6 +108,10 @@ DEFAULT_KEYS = {
     "rewind": "rewind",
     "fast_fwd": "fast_fwd",
     "user_a": "talkback",
+    "up": "song_previous",
+    "down": "song_next",
+    "left": "select_previous_take",
+    "right": "select_next_take",
 }
 MODELS = {"mcu": mc.MODEL_MCU, "xtouch": mc.MODEL_MCU, "logic": mc.MODEL_LOGIC}
 
@@ -229,9 +240,23 @@ class MackieSurface(SyncDevice):
         await self._aclose()
 
     async def _aclose(self) -> None:
+        # the read left pending by a cancelled receive() (or the handshake) goes first: closing
+        # the link would end it with DeviceLost('closed') that nobody retrieves (asyncio then
+        # logs "Task exception was never retrieved" at ERROR on every clean stop)
+        self._cancel_read()
         if self._link is not None:
             await self._link.aclose()  # waits for the helper process to close the ports
         self._close()
+
+    def _cancel_read(self) -> None:
+        read, self._next = self._next, None
+        if read is None:
+            return
+        if read.done():
+            if not read.cancelled():
+                read.exception()  # retrieved: the link is being closed, its end is no news
+        else:
+            read.cancel()
 
     def _close(self) -> None:
         for i, handle in enumerate(self._settle):
@@ -239,9 +264,7 @@ class MackieSurface(SyncDevice):
                 handle.cancel()
                 self._settle[i] = None
         self._touched = [False] * mc.STRIPS
-        if self._next is not None and not self._next.done():
-            self._next.cancel()
-        self._next = None
+        self._cancel_read()
         self._gen = None
         if self._link is not None:
             self._link.close()
@@ -379,7 +402,7 @@ class MackieSurface(SyncDevice):
             return
         if key == st.POSITION:
             self._render_timecode()
-        elif key.startswith("device/"):
+        elif key.startswith("device/") or key == st.ELAPSED:
             return
         else:
             self._render_transport()
@@ -456,6 +479,10 @@ class MackieSurface(SyncDevice):
                 self._led(note, mc.led_state(recording, flash=recording and not playing))
             elif action in ("talkback", "talkback_latch"):
                 self._led(note, mc.led_state(talkback))
+            elif action in ("circle_take", "circle_take_toggle"):
+                self._led(note, mc.led_state(self._get(st.SELECTED_CIRCLED) is True))
+            elif action in ("false_start", "false_start_toggle"):
+                self._led(note, mc.led_state(self._get(st.SELECTED_FALSE_START) is True))
 
     def _take_number(self) -> int:
         key = st.TAKE if self._get(st.RECORDING) is True else st.NEXT_TAKE
@@ -718,14 +745,8 @@ class MackieSurface(SyncDevice):
                 return Stop()
             case "record":
                 return SetRecord(self._get(st.RECORDING) is not True)
-            case "mark_take":
-                return MarkTake()
             case "add_marker":
                 return AddMarker("marker")
-            case "circle_take":
-                return CircleTake()
-            case "false_start":
-                return FalseStart()
             case "talkback":
                 return SetTalkback(True, self.options.talkback_channel)
             case "talkback_latch":
@@ -736,6 +757,10 @@ class MackieSurface(SyncDevice):
                 return Locate(seconds + seek)
             case "locate_start":
                 return Locate(0.0)
+        found = REGISTRY_ACTIONS.get(action)
+        if found is not None:
+            verb, toggle = found
+            return commands.build_toggle(verb, None, self._get) if toggle else commands.build(verb)
         return None
 
     def _touch(self, strip: int, touched: bool, now: float) -> None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from peers.ardour import ArdourPeer, ardour, require_ardour  # noqa: F401
+from peers.ardour import ArdourPeer, require_ardour
 from peers.recorder import Recorder, track_state
 
 from bridge.devices._osc import encode
@@ -53,7 +53,7 @@ async def connected(peer: ArdourPeer, **kw: Any) -> AsyncIterator[tuple[ArdourOs
         await driver.__aexit__(None, None, None)
 
 
-async def test_record_two_markers_and_session_file(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_record_two_markers_and_session_file(ardour: ArdourPeer) -> None:
     async with connected(ardour) as (driver, rec):
         # Starting state learned from Ardour: both tracks with their names, then "no track 3+".
         await rec.wait_for(lambda e: isinstance(e, TransportChanged) and e.playing is False)
@@ -99,7 +99,7 @@ async def test_record_two_markers_and_session_file(ardour: ArdourPeer) -> None: 
         assert driver.stats()["bad"] == 0
 
 
-async def test_record_toggle_is_never_blind(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_record_toggle_is_never_blind(ardour: ArdourPeer) -> None:
     async with connected(ardour) as (driver, rec):
         await rec.wait_for(lambda e: isinstance(e, TransportChanged) and e.recording is False)
         # Two "on" commands back to back: one toggle only, Ardour ends up recording.
@@ -117,7 +117,7 @@ async def test_record_toggle_is_never_blind(ardour: ArdourPeer) -> None:  # noqa
         await rec.wait_for(lambda e: isinstance(e, TrackChanged) and e.track == 1 and e.name == "Lead Vox")
 
 
-async def test_malformed_feedback_is_counted_and_dropped(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_malformed_feedback_is_counted_and_dropped(ardour: ArdourPeer) -> None:
     async with connected(ardour) as (driver, rec):
         await rec.wait_for(lambda e: isinstance(e, TransportChanged))
         before = track_state(rec.events)
@@ -172,7 +172,7 @@ async def test_malformed_feedback_is_counted_and_dropped(ardour: ArdourPeer) -> 
         await rec.wait_for(lambda e: isinstance(e, TrackChanged) and e.track == 1 and e.mute is True)
 
 
-async def test_kill_and_restart_raises_lost_then_resyncs(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_kill_and_restart_raises_lost_then_resyncs(ardour: ArdourPeer) -> None:
     driver = ArdourOsc("ardour", opts(ardour, heartbeat_timeout=2.5))
     async with asyncio.timeout(WAIT):
         await driver.__aenter__()
@@ -254,7 +254,7 @@ async def _relearn(peer: ArdourPeer, store: Store) -> list[Change]:
     return [c for c in changes if c.key.startswith("track/")]
 
 
-async def test_relearn_changes_only_what_really_differs(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_relearn_changes_only_what_really_differs(ardour: ArdourPeer) -> None:
     """Issue 10.3: re-learning Ardour after a reconnect (and after a kill -9 + restart) must not
     clear and re-set the tracks: the state changes only where Ardour's values differ."""
     store = Store()
@@ -288,7 +288,7 @@ async def test_relearn_changes_only_what_really_differs(ardour: ArdourPeer) -> N
     assert store.snapshot() == before
 
 
-async def test_fast_restart_is_noticed_by_its_first_answer(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_fast_restart_is_noticed_by_its_first_answer(ardour: ArdourPeer) -> None:
     """Issue 10.6: a restarted Ardour is noticed from its first answer to the bridge's
     registration query (it does not know the bridge's surface any more), not only by the
     heartbeat timeout; while Ardour is healthy the driver sends nothing."""
@@ -359,7 +359,7 @@ async def test_connect_waits_for_a_starting_ardour_and_registers_on_its_first_an
         peer.kill()
 
 
-async def test_100_marks_are_logged_at_ardours_own_marker_positions(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_100_marks_are_logged_at_ardours_own_marker_positions(ardour: ArdourPeer) -> None:
     """Issue 10.7: every logged marker position is the sample of Ardour's marker, as Ardour saves
     it: 100 marks while rolling, at varied moments inside Ardour's 1024-sample cycles."""
     n = 100

@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from mcu_emulator_proc import McuEmulator, jack_sync  # noqa: F401
-from peers.ardour import ArdourPeer, ardour  # noqa: F401
+from mcu_emulator_proc import McuEmulator
+from peers.ardour import ArdourPeer
 from peers.daemon import Daemon, OscClient
 from peers.jack import JackServer, unique_name
 
@@ -23,7 +23,7 @@ LCD_HDR = bytes((0xF0, 0, 0, 0x66, 0x14, 0x12))
 
 
 @pytest.fixture
-def emu(jack_sync: JackServer) -> Iterator[McuEmulator]:  # noqa: F811
+def emu(jack_sync: JackServer) -> Iterator[McuEmulator]:
     emulator = McuEmulator(unique_name("XTouch"), jack_sync.env)
     try:
         yield emulator
@@ -107,8 +107,8 @@ async def wait_status(port: int, wanted: str) -> None:
 async def test_desk_sees_no_relearn_when_ardour_restarts(
     tmp_path: pytest.TempPathFactory,
     emu: McuEmulator,
-    ardour: ArdourPeer,  # noqa: F811
-    jack_sync: JackServer,  # noqa: F811
+    ardour: ArdourPeer,
+    jack_sync: JackServer,
 ) -> None:
     daemon = Daemon(tmp_path, config(emu, ardour), env=jack_sync.env)  # type: ignore[arg-type]
     await asyncio.to_thread(daemon.start)
