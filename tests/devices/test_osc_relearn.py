@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
 from bridge.devices._osc import relearn_events
+from bridge.devices.fake import FakeDevice
+from bridge.hub import DAW_COMMANDS, Hub
+from bridge.sessionlog import SessionLog
 from bridge.state import Store
-from bridge.vocab import TrackChanged, TracksReset
+from bridge.supervisor import run_device
+from bridge.vocab import DeviceStatus, Feedback, TrackChanged, TracksReset
 
 
 def _store() -> Store:
@@ -63,3 +71,54 @@ def test_unknown_fields_are_left_alone_and_an_empty_list_forgets_all() -> None:
     assert {c.key.split("/")[1] for c in changes} == {"2", "3"}
     assert [c for e in relearn_events({}) for c in store.apply(e)] != []
     assert store.tracks() == []
+
+
+async def test_hub_sends_surfaces_only_what_a_relearn_changed(tmp_path: Path) -> None:
+    """The whole core: a DAW drops and comes back re-reporting its tracks the way the OSC drivers
+    do; a state-feedback surface gets feedback only for the value that really changed."""
+    hub = Hub(SessionLog(tmp_path / "log.sqlite3"))
+    await hub.start()
+    daw = FakeDevice("daw", handles=DAW_COMMANDS)
+    desk = FakeDevice("desk", feedback="state")
+    tasks = [
+        asyncio.create_task(run_device(hub, hub.add_device(d, r))) for d, r in ((daw, "daw"), (desk, None))
+    ]
+    tracks = {
+        1: {"name": "Kick", "arm": False, "mute": False, "solo": False, "fader": 0.5},
+        2: {"name": "Snare", "arm": True, "mute": False, "solo": False, "fader": 0.75},
+    }
+
+    async def until(pred: Any) -> None:
+        async with asyncio.timeout(5):
+            while not pred():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+
+    def track_feedback() -> list[tuple[str, Any]]:
+        return [
+            (m.control, m.value)
+            for m in desk.sent
+            if isinstance(m, Feedback) and m.control.startswith("track/")
+        ]
+
+    try:
+        await until(
+            lambda: hub.slots["desk"].status == DeviceStatus.OK and hub.slots["daw"].status == DeviceStatus.OK
+        )
+        for e in relearn_events(tracks):
+            daw.report(e)
+        await until(lambda: ("track/2/fader", 0.75) in track_feedback())
+        desk.sent.clear()
+        daw.lose("DAW restarted")
+        await until(lambda: hub.slots["daw"].status != DeviceStatus.OK)
+        await until(lambda: hub.slots["daw"].status == DeviceStatus.OK)  # the supervisor reconnects
+        tracks[2]["mute"] = True
+        for e in relearn_events(tracks):
+            daw.report(e)
+        await until(lambda: ("track/2/mute", True) in track_feedback())
+        await asyncio.sleep(0.2)
+        assert track_feedback() == [("track/2/mute", True)]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await hub.log.close()
