@@ -194,7 +194,14 @@ class ArdourOsc(Device):
             "restarts_seen": 0,
             "markers_read_back": 0,
         }
+        self._reconnect_now = False
         self._reset_model()
+
+    def retry_delay(self, attempt: int) -> float:
+        if attempt == 0 and self._reconnect_now:
+            self._reconnect_now = False
+            return 0.0
+        return super().retry_delay(attempt)
 
     def _reset_model(self) -> None:
         self._tracks: dict[int, _Track] = {}
@@ -319,6 +326,7 @@ class ArdourOsc(Device):
                 continue
             if self._unregistered.is_set():
                 self._stats["restarts_seen"] += 1
+                self._reconnect_now = True  # the new Ardour is answering: no pause
                 raise DeviceLost("Ardour restarted (it no longer knows the bridge's surface); re-registering")
             now = self._clock()
             self._expire_markers(now)

@@ -312,6 +312,8 @@ async def test_fast_restart_is_noticed_by_its_first_answer(ardour: ArdourPeer) -
             with pytest.raises(DeviceLost, match="restarted"):
                 await rec.task
         assert driver.stats()["restarts_seen"] == 1 and driver.stats()["probes"] > 0
+        # the new Ardour answers already: the supervisor reconnects without its usual pause
+        assert driver.retry_delay(0) == 0.0 and driver.retry_delay(0) == 0.25
     finally:
         await rec.stop()
         await driver.__aexit__(None, None, None)
