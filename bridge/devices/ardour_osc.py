@@ -514,6 +514,23 @@ class ArdourOsc(Device):
                 self._frame_waiters.remove(got)
             return None
 
+    async def _locate_back(self, home: int) -> None:
+        """Put the stopped playhead back at ``home`` (Ardour drops a locate that comes while it
+        is still finishing the previous one: ask again until it is there)."""
+        t0 = sent = self._clock()
+        self._tx(encode("/locate", home, 0))
+        while self._clock() - t0 < 2.0 and self._playing is False:
+            await asyncio.sleep(0.02)
+            now = await self._frame()
+            if now == home:
+                self._on_frame(home)
+                return
+            if self._clock() - sent > 0.25:
+                self._tx(encode("/locate", home, 0))
+                sent = self._clock()
+        if self._playing is False:
+            log.warning("%s: the playhead did not return to %d after a marker read-back", self.name, home)
+
     async def _resolve_markers(self) -> None:
         """Read back the markers whose position is one of two samples: with the transport
         stopped, locate to the marker by its name (``/marker s``), read the playhead, and
@@ -538,14 +555,15 @@ class ArdourOsc(Device):
                     if now in (low, high) and (now != home or self._clock() - t0 > 0.2):
                         found = now
                         break
+                if found is None and self._playing is not False:
+                    return  # rolling again: read it back at the next stop
                 self._unresolved.popleft()
                 if found is None:
                     log.warning("%s: could not read back marker %r from Ardour", self.name, m.label)
                 else:
                     self._emit(MarkerAdded(m.label, self._seconds(found), str(found), m.tag))
-                if self._playing is False and home != found:
-                    self._tx(encode("/locate", home, 0))
-                    self._query_frame(self._on_frame)
+                if home != found:
+                    await self._locate_back(home)
         except DeviceError:
             return  # closed meanwhile
 

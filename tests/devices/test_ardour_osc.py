@@ -19,6 +19,7 @@ from bridge.state import Change, Store
 from bridge.vocab import (
     AddMarker,
     Event,
+    Locate,
     MarkerAdded,
     Play,
     PositionChanged,
@@ -405,3 +406,28 @@ async def test_100_marks_are_logged_at_ardours_own_marker_positions(ardour: Ardo
     assert [name for name, _ in saved] == [f"T{i}" for i in range(1, n + 1)]  # named with the take
     assert read_back < n  # (how many needed the read-back: printed on failure)
     print(f"{read_back} of {n} markers were read back after the stop")
+
+
+async def test_a_split_marker_is_read_back_exactly_and_the_playhead_returns(ardour: ArdourPeer) -> None:
+    """The rare path of issue 10.7, made to happen: a marker whose bracket gave two samples is
+    read back from Ardour once stopped (locate to it by name, read), then reported again with
+    Ardour's exact sample, and the playhead goes back where it was."""
+    from bridge.devices.ardour_osc import _PendingMarker
+
+    async with connected(ardour) as (driver, rec):
+        await rec.wait_for(lambda e: isinstance(e, TransportChanged) and e.playing is False)
+        await driver.send(Locate(1.0))
+        await rec.wait_for(lambda e: isinstance(e, PositionChanged) and e.seconds == 1.0)
+        await driver.send(AddMarker("R1", tag=7))
+        first = await rec.wait_for(lambda e: isinstance(e, MarkerAdded) and e.tag == 7)
+        assert first.marker_id == "48000"  # stopped: both playheads agree
+        await driver.send(Locate(2.0))
+        await rec.wait_for(lambda e: isinstance(e, PositionChanged) and e.seconds == 2.0)
+        m = rec.mark()
+        # as if Ardour's cycle had ended inside the bundle: 48000 or 49024
+        driver._unresolved.append((_PendingMarker("R1", 7, 0.0), 48000, 49024))
+        driver._start_resolver()
+        again = await rec.wait_for(lambda e: isinstance(e, MarkerAdded) and e.tag == 7, start=m)
+        assert (again.marker_id, again.seconds) == ("48000", 1.0)
+        await rec.wait_for(lambda e: isinstance(e, PositionChanged) and e.seconds == 2.0, start=m)
+        assert driver._samples == 96000 and not driver._unresolved
