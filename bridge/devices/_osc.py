@@ -3,10 +3,13 @@
 * ``encode(address, *args)`` builds an OSC message with struct (python-osc's builder is
   ~25x slower); ints -> ``i`` (``h`` beyond int32), floats -> ``f``, str -> ``s``,
   bytes -> ``b``, bool -> ``T``/``F``, None -> ``N``. ``Typed("d", 1.0)`` forces a tag.
+* ``bundle(*messages)`` wraps encoded messages in one OSC bundle (handled in order).
 * ``decode(datagram)`` returns ``[(address, args), ...]`` (bundles flattened) and raises
   ``OscDecodeError`` on anything malformed.
 * ``UdpEndpoint`` wraps an asyncio datagram socket; each datagram goes to a callback on
   the event loop, with no per-packet task or thread.
+* ``relearn_events(tracks)``: how a DAW driver re-reports its whole track list after a
+  (re)connect or a track-list change, without a reset first (see its docstring).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +26,7 @@ from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 
 from bridge.errors import DeviceLost, DeviceUnavailable
-from bridge.vocab import Event
+from bridge.vocab import Event, TrackChanged, TracksReset
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,15 @@ def encode(address: str, *args: Any) -> bytes:
         tags += tag
         body += data
     return prefix + _pad(tags.encode()) + body
+
+
+def bundle(*messages: bytes) -> bytes:
+    """An OSC bundle (time tag "immediately") of encoded messages: the receiver handles them
+    one after another from one datagram."""
+    out = b"#bundle\0" + struct.pack(">q", 1)
+    for m in messages:
+        out += struct.pack(">i", len(m)) + m
+    return out
 
 
 def _flatten(bundle: OscBundle, out: list[tuple[str, OscArgs]]) -> None:
@@ -307,3 +319,16 @@ class EventQueue(asyncio.Queue[Event]):
     def raise_if_flooded(self, who: str) -> None:
         if self.flooded:
             raise DeviceLost(f"{who} feedback flood ({self.limit} events behind); resyncing")
+
+
+def relearn_events(tracks: Mapping[int, Mapping[str, Any]]) -> list[Event]:
+    """The events that re-report a DAW's complete track list (``{number: {field: value}}``,
+    numbered 1..N as DAWs number them), e.g. after a (re)connect.
+
+    Every track's full state first, then ``TracksReset(first=N + 1)`` for the tracks that are
+    gone. No reset comes first: the state then changes only where a value really differs, so a
+    re-learn never moves a motor fader to 0 and back, blinks a LED or blanks a display for a
+    value that is the same as before the outage."""
+    events: list[Event] = [TrackChanged(n, **dict(tracks[n])) for n in sorted(tracks)]
+    events.append(TracksReset(first=max(tracks, default=0) + 1))
+    return events

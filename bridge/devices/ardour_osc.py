@@ -9,13 +9,22 @@ arm/mute/solo and the sample rate) and ``/transport_frame``, and returns from ``
 only once all of that has arrived.
 
 Ardour's ``/rec_enable_toggle`` is a toggle: it is sent only when the known global record
-state differs from the wanted one. ``/add_marker`` cannot name a marker in 7.x, so the driver
-asks ``/transport_frame`` right after it and reports ``MarkerAdded`` with that exact playhead
-(Ardour's position for the marker) and ``marker_id = "<sample>"``.
+state differs from the wanted one. A marker is one OSC bundle ``/transport_frame``,
+``/add_marker <label>``, ``/transport_frame``: Ardour handles the three in a row and puts the
+marker at the playhead it reads in between, so when both answers agree that is the marker's
+exact sample (``MarkerAdded`` with ``marker_id = "<sample>"``). When they differ (Ardour's
+process cycle ended inside the bundle, a few percent of marks while rolling) the marker is one
+of the two samples: it is reported at once without a position, and read back from Ardour once
+the transport stops (locate to it by name, read the playhead, locate back), then reported again
+with its exact sample. Ardour's OSC has no query for a marker's position.
 
-Liveness: Ardour sends ``/heartbeat`` every second; silence longer than
-``heartbeat_timeout`` makes ``receive()`` raise DeviceLost (a restarted Ardour has forgotten
-our surface, so it is silent too). Bad or unexpected feedback is counted and dropped.
+Liveness: Ardour sends ``/heartbeat`` every second (1.0 s and 1.1 s apart). After
+``probe_after`` of silence the driver asks ``/set_surface`` (no arguments: Ardour answers the
+settings it has for this address) every ``probe_interval``: an answer without the bridge's
+settings means a restarted Ardour that has forgotten the surface, and ``receive()`` raises
+DeviceLost at once; no answer for ``heartbeat_timeout`` raises DeviceLost as well. Connecting
+polls the same way while Ardour is away and registers on a new Ardour's first answer.
+Bad or unexpected feedback is counted and dropped.
 """
 
 from __future__ import annotations
@@ -29,7 +38,17 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from bridge.devices._osc import Address, EventQueue, OscArgs, PositionLimiter, UdpEndpoint, dispatch, encode
+from bridge.devices._osc import (
+    Address,
+    EventQueue,
+    OscArgs,
+    PositionLimiter,
+    UdpEndpoint,
+    bundle,
+    dispatch,
+    encode,
+    relearn_events,
+)
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, port_check, positive
@@ -50,7 +69,6 @@ from bridge.vocab import (
     SetTrackSolo,
     Stop,
     TrackChanged,
-    TracksReset,
     TransportChanged,
 )
 
@@ -95,11 +113,14 @@ class _Track:
     fader: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _PendingMarker:
     label: str
     tag: int | None
     deadline: float
+    #: Ardour's playhead right before and right after it created the marker (one bundle)
+    frames: list[int] = field(default_factory=list)
+    waiters: list[Callable[[int], None]] = field(default_factory=list)
 
 
 def _flag(args: OscArgs, i: int) -> bool:
@@ -126,8 +147,9 @@ class ArdourOsc(Device):
     )
     feedback = "none"
     min_interval: ClassVar[float] = 0.02
-    #: Ardour restarts in ~1 s: retry often so the bridge resyncs within 2 s of its return.
-    max_backoff: ClassVar[float] = 1.0
+    #: While Ardour is away the driver polls its registration every ``probe_interval`` inside each
+    #: connect attempt; a short pause between attempts keeps a returning Ardour from waiting.
+    max_backoff: ClassVar[float] = 0.25
     reports_all_tracks: ClassVar[bool] = True
 
     @dataclass(frozen=True)
@@ -141,6 +163,12 @@ class ArdourOsc(Device):
         feedback_bits: int = field(default=DEFAULT_FEEDBACK, metadata={"check": _nonneg_int})
         #: Seconds without any message (Ardour's heartbeat comes every 1 s) before DeviceLost.
         heartbeat_timeout: float = field(default=2.5, metadata={"check": positive})
+        #: Seconds without any message (a late heartbeat) before the bridge asks Ardour whether it
+        #: still knows the bridge's surface; a restarted Ardour does not: reconnect at once.
+        #: (Ardour's heartbeats come 1.0 s and 1.1 s apart.)
+        probe_after: float = field(default=1.2, metadata={"check": positive})
+        #: Seconds between those registration queries (also while waiting for Ardour to answer).
+        probe_interval: float = field(default=0.05, metadata={"check": in_range(0.01, 5)})
         #: Seconds to wait for Ardour's answer in ``__aenter__``.
         connect_timeout: float = field(default=2.0, metadata={"check": positive})
         #: Most PositionChanged events per second while rolling (jumps are always reported).
@@ -162,8 +190,18 @@ class ArdourOsc(Device):
             "unknown_strip": 0,
             "overflow": 0,
             "connects": 0,
+            "probes": 0,
+            "restarts_seen": 0,
+            "markers_read_back": 0,
         }
+        self._reconnect_now = False
         self._reset_model()
+
+    def retry_delay(self, attempt: int) -> float:
+        if attempt == 0 and self._reconnect_now:
+            self._reconnect_now = False
+            return 0.0
+        return super().retry_delay(attempt)
 
     def _reset_model(self) -> None:
         self._tracks: dict[int, _Track] = {}
@@ -177,10 +215,16 @@ class ArdourOsc(Device):
         self._pos = PositionLimiter(self.options.position_rate)
         self._frame_waiters: deque[Callable[[int], None]] = deque()
         self._markers: deque[_PendingMarker] = deque()
+        #: markers whose position is one of two samples (Ardour's cycle moved on while it made
+        #: them): read back from Ardour once the transport is stopped
+        self._unresolved: deque[tuple[_PendingMarker, int, int]] = deque()
+        self._resolver: asyncio.Task[None] | None = None
         self._last_rx = self._clock()
         self._syncing = True
         self._got: set[str] = set()
         self._sync_event = asyncio.Event()
+        self._unregistered = asyncio.Event()  # Ardour answered: "no such surface" (new instance)
+        self._probe_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Self:
@@ -203,34 +247,38 @@ class ArdourOsc(Device):
         subscribe = encode(
             "/set_surface", 0, opts.strip_types, opts.feedback_bits, GAINMODE_FADER, 0, 0, reply_port
         )
+        query = encode("/set_surface")  # no arguments: Ardour answers this address's settings
         deadline = self._clock() + opts.connect_timeout
-        # Ardour may still be starting (port not bound yet): re-send until it answers.
-        while True:
-            self._got.clear()
-            self._sync_event.clear()
-            self._tx(subscribe)
-            self._tx(encode("/strip/list"))
-            self._query_frame(self._on_sync_frame)
-            left = deadline - self._clock()
+        subscribed_at: float | None = None
+        # Register, then poll the registration cheaply until the starting state is complete.
+        # Ardour may be down or still starting (port not bound): the poll's first answer from
+        # a (new) Ardour says "not registered" and the bridge registers at once. In Ardour's
+        # "Manual" port mode that answer goes elsewhere: registering again every second covers it.
+        while not self._sync_event.is_set():
+            now = self._clock()
+            left = deadline - now
             if left <= 0:
-                break
-            try:
-                async with asyncio.timeout(min(0.5, left)):
-                    await self._sync_event.wait()
-                break
-            except TimeoutError:
+                raise DeviceUnavailable(
+                    f"Ardour did not answer OSC at {opts.host}:{opts.port} within {opts.connect_timeout:g} s"
+                )
+            if subscribed_at is None or self._unregistered.is_set() or now - subscribed_at >= 1.0:
+                self._got.clear()
                 self._frame_waiters.clear()
-                continue
-        if not self._sync_event.is_set():
-            raise DeviceUnavailable(
-                f"Ardour did not answer OSC at {opts.host}:{opts.port} within {opts.connect_timeout:g} s"
-            )
-        # The starting state is known: report it as one consistent picture.
+                self._unregistered.clear()
+                self._tx(subscribe)
+                self._tx(encode("/strip/list"))
+                self._query_frame(self._on_sync_frame)
+                subscribed_at = now
+            else:
+                self._tx(query)
+                self._stats["probes"] += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(opts.probe_interval, left)):
+                    await _first(self._sync_event, self._unregistered)
+        # The starting state is known: report it as one consistent picture (values only, no
+        # reset first: the bridge's state changes only where Ardour's really differs).
         self._syncing = False
-        self._emit(TracksReset(first=1))
-        for n in sorted(self._tracks):
-            t = self._tracks[n]
-            self._emit(TrackChanged(n, name=t.name, arm=t.arm, mute=t.mute, solo=t.solo, fader=t.fader))
+        self._emit_tracks()
         self._emit(TransportChanged(playing=bool(self._playing), recording=bool(self._recording)))
         if self._samples is not None:
             self._emit_position(force=True)
@@ -259,6 +307,9 @@ class ArdourOsc(Device):
         self._close()
 
     def _close(self) -> None:
+        if self._resolver is not None:
+            self._resolver.cancel()
+            self._resolver = None
         if self._endpoint is not None:
             self._endpoint.close()
             self._endpoint = None
@@ -273,12 +324,25 @@ class ArdourOsc(Device):
             if not self._queue.empty():
                 yield self._queue.get_nowait()
                 continue
+            if self._unregistered.is_set():
+                self._stats["restarts_seen"] += 1
+                self._reconnect_now = True  # the new Ardour is answering: no pause
+                raise DeviceLost("Ardour restarted (it no longer knows the bridge's surface); re-registering")
             now = self._clock()
             self._expire_markers(now)
             silent = now - self._last_rx
             if silent > timeout:
                 raise DeviceLost(f"Ardour silent for {silent:.1f} s (no heartbeat)")
             wait = timeout - silent + 0.05
+            if silent >= self.options.probe_after:
+                # A heartbeat is late: is this still the Ardour we registered with?
+                if now >= self._probe_at:
+                    self._probe_at = now + self.options.probe_interval
+                    self._stats["probes"] += 1
+                    self._tx(encode("/set_surface"))
+                wait = min(wait, max(0.005, self._probe_at - now))
+            else:
+                wait = min(wait, self.options.probe_after - silent + 0.005)
             left = self._pos.flush_in(now)
             if left is not None:
                 if left <= 0:
@@ -287,6 +351,12 @@ class ArdourOsc(Device):
                 wait = min(wait, left)
             if self._markers:
                 wait = min(wait, max(0.01, self._markers[0].deadline - now))
+            if silent >= self.options.probe_after:
+                # probing: an answer saying "not registered" ends the wait at once
+                got = await self._get_unless_restarted(wait)
+                if got is not None:
+                    yield got
+                continue
             try:
                 async with asyncio.timeout(wait):
                     event = await self._queue.get()
@@ -294,20 +364,26 @@ class ArdourOsc(Device):
                 continue
             yield event
 
+    async def _get_unless_restarted(self, wait: float) -> Event | None:
+        get = asyncio.ensure_future(self._queue.get())
+        restarted = asyncio.ensure_future(self._unregistered.wait())
+        try:
+            done, _ = await asyncio.wait((get, restarted), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            restarted.cancel()
+            if not get.done():
+                get.cancel()  # asyncio.Queue keeps the item for the next get()
+        return get.result() if get in done else None
+
     def _expire_markers(self, now: float) -> None:
-        # A /transport_frame answer was lost: report the marker at the last known playhead.
+        # Ardour's /transport_frame answers were lost: the marker exists, its position is unknown.
         while self._markers and self._markers[0].deadline <= now:
             m = self._markers.popleft()
-            if self._frame_waiters:
-                self._frame_waiters.popleft()
-            self._emit(
-                MarkerAdded(
-                    m.label,
-                    self._seconds(self._samples),
-                    None if self._samples is None else str(self._samples),
-                    m.tag,
-                )
-            )
+            for waiter in m.waiters:
+                with contextlib.suppress(ValueError):
+                    self._frame_waiters.remove(waiter)
+            log.warning("%s: no position from Ardour for marker %r", self.name, m.label)
+            self._emit(MarkerAdded(m.label, None, None, m.tag))
 
     # ------------------------------------------------------------------ send
     async def send(self, message: Outbound) -> None:
@@ -330,9 +406,7 @@ class ArdourOsc(Device):
         elif isinstance(message, SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader):
             self._strip_command(message)
         elif isinstance(message, AddMarker):
-            self._tx(encode("/add_marker"))
-            self._markers.append(_PendingMarker(message.label, message.tag, self._clock() + 1.0))
-            self._query_frame(self._on_marker_frame)
+            self._add_marker(message)
         else:
             self._stats["ignored"] += 1
 
@@ -383,11 +457,115 @@ class ArdourOsc(Device):
         self._samples = samples
         self._emit_position(force=True)
 
-    def _on_marker_frame(self, samples: int) -> None:
+    # --- markers
+    def _add_marker(self, cmd: AddMarker) -> None:
+        """One bundle: playhead, marker (named with the label), playhead. Ardour handles the three
+        in a row; the marker is at the playhead it read in between. Both playheads equal: that
+        is the marker's exact sample. Different (a process cycle ended in between): it is one of
+        the two, read back from Ardour once the transport is stopped."""
+        m = _PendingMarker(cmd.label, cmd.tag, self._clock() + 1.0)
+
+        def frame(samples: int) -> None:
+            self._marker_frame(m, samples)
+
+        m.waiters = [frame, frame]
+        self._markers.append(m)
+        self._frame_waiters.extend(m.waiters)
+        query = encode("/transport_frame")
+        add = encode("/add_marker", cmd.label) if cmd.label else encode("/add_marker")
+        self._tx(bundle(query, add, query))
+
+    def _marker_frame(self, m: _PendingMarker, samples: int) -> None:
+        m.frames.append(samples)
+        if len(m.frames) < 2:
+            return
         self._on_frame(samples)
-        if self._markers:
-            m = self._markers.popleft()
-            self._emit(MarkerAdded(m.label, self._seconds(samples), str(samples), m.tag))
+        with contextlib.suppress(ValueError):
+            self._markers.remove(m)
+        before, after = m.frames
+        if before == after:
+            self._emit(MarkerAdded(m.label, self._seconds(before), str(before), m.tag))
+            return
+        # Logged now without a position (the take is marked); the exact one follows.
+        self._emit(MarkerAdded(m.label, None, None, m.tag))
+        self._unresolved.append((m, min(before, after), max(before, after)))
+        self._stats["markers_read_back"] += 1
+        if self._playing is False:
+            self._start_resolver()
+
+    def _start_resolver(self) -> None:
+        if self._unresolved and (self._resolver is None or self._resolver.done()):
+            self._resolver = asyncio.create_task(self._resolve_markers(), name=f"{self.name}-markers")
+
+    async def _frame(self) -> int | None:
+        """Ardour's playhead now (None if it does not answer within 0.5 s)."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def got(samples: int) -> None:
+            if not fut.done():
+                fut.set_result(samples)
+
+        self._query_frame(got)
+        try:
+            async with asyncio.timeout(0.5):
+                return await fut
+        except TimeoutError:
+            with contextlib.suppress(ValueError):
+                self._frame_waiters.remove(got)
+            return None
+
+    async def _locate_back(self, home: int) -> None:
+        """Put the stopped playhead back at ``home`` (Ardour drops a locate that comes while it
+        is still finishing the previous one: ask again until it is there)."""
+        t0 = sent = self._clock()
+        self._tx(encode("/locate", home, 0))
+        while self._clock() - t0 < 2.0 and self._playing is False:
+            await asyncio.sleep(0.02)
+            now = await self._frame()
+            if now == home:
+                self._on_frame(home)
+                return
+            if self._clock() - sent > 0.25:
+                self._tx(encode("/locate", home, 0))
+                sent = self._clock()
+        if self._playing is False:
+            log.warning("%s: the playhead did not return to %d after a marker read-back", self.name, home)
+
+    async def _resolve_markers(self) -> None:
+        """Read back the markers whose position is one of two samples: with the transport
+        stopped, locate to the marker by its name (``/marker s``), read the playhead, and
+        locate back to where the playhead was. Stops when the transport rolls again."""
+        try:
+            while self._unresolved and self._playing is False:
+                m, low, high = self._unresolved[0]
+                home = await self._frame()
+                if home is None or self._playing is not False:
+                    return
+                found: int | None = None
+                t0 = sent = self._clock()
+                self._tx(encode("/marker", m.label))
+                while self._clock() - t0 < 2.0 and self._playing is False:
+                    await asyncio.sleep(0.02)
+                    if self._clock() - sent > 0.25:  # a locate right after a stop can be dropped
+                        self._tx(encode("/marker", m.label))
+                        sent = self._clock()
+                    now = await self._frame()
+                    log.debug("%s: reading back %r (%d or %d): at %s", self.name, m.label, low, high, now)
+                    # (home may itself be a candidate: then give the locate a few cycles)
+                    if now in (low, high) and (now != home or self._clock() - t0 > 0.2):
+                        found = now
+                        break
+                if found is None and self._playing is not False:
+                    return  # rolling again: read it back at the next stop
+                self._unresolved.popleft()
+                if found is None:
+                    log.warning("%s: could not read back marker %r from Ardour", self.name, m.label)
+                else:
+                    self._emit(MarkerAdded(m.label, self._seconds(found), str(found), m.tag))
+                if home != found:
+                    await self._locate_back(home)
+        except DeviceError:
+            return  # closed meanwhile
 
     def stats(self) -> dict[str, int]:
         out = dict(self._stats)
@@ -425,12 +603,16 @@ class ArdourOsc(Device):
         return False
 
     # --- transport / master section
+    # Ardour sends both on every transport change: /transport_play 1 = rolling at speed 1,
+    # /transport_stop 1 = stopped or stopping. Both 0 is "in between" (a locate; a just-started
+    # Ardour that has not settled its transport yet): that says nothing about rolling.
     def _h_play(self, args: OscArgs) -> None:
         if _flag(args, 0):
             self._set_playing(True)
 
     def _h_stop(self, args: OscArgs) -> None:
-        self._set_playing(not _flag(args, 0))
+        if _flag(args, 0):
+            self._set_playing(False)
         self._got.add("transport")
         self._check_synced()
 
@@ -440,6 +622,8 @@ class ArdourOsc(Device):
             if not self._syncing:
                 self._emit(TransportChanged(playing=playing))
                 self._emit_position(force=True)
+                if not playing:
+                    self._start_resolver()
 
     def _h_rec(self, args: OscArgs) -> None:
         rec = _flag(args, 0)
@@ -449,6 +633,16 @@ class ArdourOsc(Device):
             self._recording = rec
             if not self._syncing:
                 self._emit(TransportChanged(recording=rec))
+
+    def _h_surface(self, args: OscArgs) -> None:
+        """The answer to ``/set_surface`` without arguments: this address's surface settings
+        (bank size, strip types, feedback, gain mode, ...). Different from ours: Ardour does
+        not know the bridge's registration, so it is a new (restarted) instance."""
+        if len(args) < 4 or not all(isinstance(a, int) and not isinstance(a, bool) for a in args[:4]):
+            raise ValueError("bad /set_surface answer")
+        opts = self.options
+        if (args[1], args[2], args[3]) != (opts.strip_types, opts.feedback_bits, GAINMODE_FADER):
+            self._unregistered.set()
 
     def _h_heartbeat(self, args: OscArgs) -> None:
         _flag(args, 0)  # liveness only (_last_rx is updated for every handled message)
@@ -506,10 +700,15 @@ class ArdourOsc(Device):
             self._check_synced()
             return
         # Ardour re-sends the list when its strips change: re-report every track.
-        self._emit(TracksReset(first=1))
-        for n in sorted(self._tracks):
-            t = self._tracks[n]
-            self._emit(TrackChanged(n, name=t.name, arm=t.arm, mute=t.mute, solo=t.solo, fader=t.fader))
+        self._emit_tracks()
+
+    def _emit_tracks(self) -> None:
+        tracks = {
+            n: {"name": t.name, "arm": t.arm, "mute": t.mute, "solo": t.solo, "fader": t.fader}
+            for n, t in self._tracks.items()
+        }
+        for event in relearn_events(tracks):
+            self._emit(event)
 
     # --- strips: /strip/<what> ssid value
     def _handle_strip(self, address: str, args: OscArgs) -> bool:
@@ -551,4 +750,15 @@ class ArdourOsc(Device):
         "/position/samples": _h_position,
         "/transport_frame": _h_frame,
         "/reply": _h_reply,
+        "/set_surface": _h_surface,
     }
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -31,7 +31,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
-from bridge.devices._osc import Address, EventQueue, OscArgs, PositionLimiter, UdpEndpoint, dispatch, encode
+from bridge.devices._osc import (
+    Address,
+    EventQueue,
+    OscArgs,
+    PositionLimiter,
+    UdpEndpoint,
+    dispatch,
+    encode,
+    relearn_events,
+)
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, port_check, positive
@@ -52,7 +61,6 @@ from bridge.vocab import (
     SetTrackSolo,
     Stop,
     TrackChanged,
-    TracksReset,
     TransportChanged,
 )
 
@@ -198,9 +206,8 @@ class ReaperOsc(Device):
             while self._clock() - self._last_rx < 0.1:  # noqa: ASYNC110 - bounded settle wait
                 await asyncio.sleep(0.05)
         self._syncing = False
-        self._emit(TracksReset(first=1))
-        for n in sorted(self._tracks):
-            self._emit(TrackChanged(n, **self._tracks[n]))
+        for event in relearn_events(self._tracks):  # values only: no reset first
+            self._emit(event)
         self._emit(TransportChanged(playing=bool(self._playing), recording=bool(self._recording)))
         if self._seconds is not None:
             self._emit_position(force=True)

@@ -68,7 +68,10 @@ async def test_connect_learns_state_with_a_raised_bank_size() -> None:
         await rec.wait_for(lambda e: isinstance(e, TransportChanged))
         assert ("/device/track/count", [16]) in fake.received
         assert ("/action", [41743]) in fake.received
-        assert isinstance(rec.events[0], TracksReset)
+        # every track's values, then only the tracks beyond the last one are forgotten
+        resets = [e for e in rec.events if isinstance(e, TracksReset)]
+        assert resets == [TracksReset(first=17)]
+        assert all(isinstance(e, TrackChanged) for e in rec.events[: rec.events.index(resets[0])])
         tracks = tracks_of(rec.events)
         assert sorted(tracks) == list(range(1, 17))  # all 16, not just the default 8
         assert tracks[12]["name"] == "Track 12" and tracks[12]["arm"] is False
@@ -240,7 +243,7 @@ async def test_feedback_flood_beyond_the_queue_forces_a_full_resync(monkeypatch:
             await driver.__aenter__()
         async with asyncio.timeout(WAIT):
             first = await anext(driver.receive())
-        assert isinstance(first, TracksReset)
+        assert isinstance(first, TrackChanged) and first.track == 1 and first.name is not None
     finally:
         await driver.__aexit__(None, None, None)
         await fake.close()

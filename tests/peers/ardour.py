@@ -289,6 +289,24 @@ class ArdourPeer:
             out.append((loc.get("name") or "", seconds))
         return out
 
+    def marker_samples(self, rate: int = 48000) -> list[tuple[str, int]]:
+        """(name, exact sample) of every plain marker in the saved session file, by position.
+
+        ``a<superclock>`` is converted exactly (282240000 / 48000 = 5880 ticks per sample)."""
+        out: list[tuple[str, int]] = []
+        for loc in self.session_xml().iter("Location"):
+            if "IsMark" not in (loc.get("flags") or "").split(","):
+                continue
+            start = loc.get("start") or "0"
+            if start.startswith("a"):
+                ticks = int(start[1:])
+                assert ticks * rate % SUPERCLOCK_RATE == 0, f"marker at {ticks} ticks is not on a sample"
+                sample = ticks * rate // SUPERCLOCK_RATE
+            else:
+                sample = int(start)
+            out.append((loc.get("name") or "", sample))
+        return sorted(out, key=lambda m: m[1])
+
     def armed_tracks(self) -> list[str]:
         """Names of the routes whose rec-enable control is on in the saved session file."""
         names = []
