@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_FAIL
+    except BrokenPipeError:  # `log show | head`: the reader went away; no traceback for that
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail too
+        return EXIT_FAIL
     parser.error(f"unknown command {args.command}")
     return EXIT_FAIL
 
