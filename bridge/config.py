@@ -147,13 +147,19 @@ def _device(
     options = parse_options(driver.Options, table, where, file)
     if not enabled:
         return None
-    driver.validate(options, base_dir)
+    try:
+        driver.validate(options, base_dir)  # the files its options name (a profile...)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {where}: {exc}") from exc
     mapping = None
     if mapping_path is not None:
         path = Path(mapping_path)
         if not path.is_absolute():
             path = base_dir / path
-        mapping = load_mapping(path)
+        try:
+            mapping = load_mapping(path)
+        except ConfigError as exc:
+            raise ConfigError(f"{file}: {where}.mapping: {exc}") from exc
     elif driver.feedback == "mapped":
         raise ConfigError(f"{file}: {where}.mapping: required for a {kind} device (a studio mapping file)")
     fingerprint = repr(sorted((k, repr(v)) for k, v in table.items())) + f"|{kind}|{role}|{mapping_path}"
