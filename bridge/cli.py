@@ -229,6 +229,13 @@ def _log(args: argparse.Namespace) -> int:
         for s in sessions:
             _print_session(s)
         return EXIT_OK
+    if args.session is not None:
+        ids = [s.id for s in sessionlog.list_sessions(path)]
+        if args.session not in ids:
+            known = f"sessions {ids[0]}-{ids[-1]}" if ids else "no sessions yet"
+            raise SessionLogError(
+                f"no session {args.session} in {path} ({known}; see `studio-bridge log list`)"
+            )
     records = sessionlog.read_records(path, args.session)
     if args.log_command == "show":
         for record in records:

@@ -1,4 +1,5 @@
-"""``studio-bridge log show | head``: the reader goes away early; the CLI stops quietly.
+"""``studio-bridge log show | head``: the reader goes away early; the CLI stops quietly; and
+asking for a session that is not in the log is an error, not an empty take sheet.
 
 It printed a BrokenPipeError traceback (``log export | head -2`` of a real session)."""
 
@@ -41,3 +42,19 @@ def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path, action: list[
     assert first
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert proc.returncode == 1
+
+
+@pytest.mark.parametrize("action", [["show"], ["export", "--format", "csv"]])
+def test_a_session_that_does_not_exist_is_an_error(
+    tmp_path: Path, action: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``log export 7`` of a log with sessions 1-1 printed an empty take sheet and exit 0."""
+    from bridge.cli import EXIT_FAIL, main
+
+    asyncio.run(_write_log(tmp_path, 1))
+    assert main(["log", *action, "7", "--data-dir", str(tmp_path)]) == EXIT_FAIL
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "no session 7" in err and "sessions 1-1" in err
+    assert main(["log", *action, "1", "--data-dir", str(tmp_path)]) == 0
+    assert "last" in capsys.readouterr().out
