@@ -59,7 +59,13 @@ def _data_dir(args: argparse.Namespace, config_dir: str | None = None) -> Path:
     if getattr(args, "data_dir", None):
         return Path(args.data_dir)
     if config_dir:
-        return Path(config_dir)
+        path = Path(config_dir).expanduser()
+        config = getattr(args, "config", None)
+        if not path.is_absolute() and config:
+            # relative to the config file, like its mapping and profile paths (not to the cwd:
+            # `log list -c` from elsewhere, or a unit's cwd /, found no log or wrote elsewhere)
+            path = Path(config).resolve().parent / path
+        return path
     return default_data_dir()
 
 

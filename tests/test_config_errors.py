@@ -51,3 +51,25 @@ def test_a_good_room_still_loads(tmp_path: Path) -> None:
     )
     config = load_config(tmp_path / "room.toml")
     assert config.devices["nano"].mapping is not None
+
+
+def test_a_relative_data_dir_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``data_dir = "takes"`` was taken relative to the cwd: the daemon started from / wrote
+    /takes, and ``log list -c room/room.toml`` from elsewhere found no log."""
+    import argparse
+
+    from bridge.cli import _data_dir
+
+    room = tmp_path / "room"
+    room.mkdir()
+    (room / "room.toml").write_text('[bridge]\ndata_dir = "takes"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    args = argparse.Namespace(config="../room/room.toml", data_dir=None)
+    config = load_config(Path(args.config))
+    assert _data_dir(args, config.bridge.data_dir) == room / "takes"
+    args.data_dir = "cli-wins"
+    assert _data_dir(args, config.bridge.data_dir) == Path("cli-wins")
