@@ -59,7 +59,13 @@ def _data_dir(args: argparse.Namespace, config_dir: str | None = None) -> Path:
     if getattr(args, "data_dir", None):
         return Path(args.data_dir)
     if config_dir:
-        return Path(config_dir)
+        path = Path(config_dir).expanduser()
+        config = getattr(args, "config", None)
+        if not path.is_absolute() and config:
+            # relative to the config file, like its mapping and profile paths (not to the cwd:
+            # `log list -c` from elsewhere, or a unit's cwd /, found no log or wrote elsewhere)
+            path = Path(config).resolve().parent / path
+        return path
     return default_data_dir()
 
 
@@ -171,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"studio-bridge: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_FAIL
     except KeyboardInterrupt:
+        return EXIT_FAIL
+    except BrokenPipeError:  # `log show | head`: the reader went away; no traceback for that
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail too
         return EXIT_FAIL
     parser.error(f"unknown command {args.command}")
     return EXIT_FAIL
@@ -284,6 +294,13 @@ def _log(args: argparse.Namespace) -> int:
         for s in sessions:
             _print_session(s)
         return EXIT_OK
+    if args.session is not None:
+        ids = [s.id for s in sessionlog.list_sessions(path)]
+        if args.session not in ids:
+            known = f"sessions {ids[0]}-{ids[-1]}" if ids else "no sessions yet"
+            raise SessionLogError(
+                f"no session {args.session} in {path} ({known}; see `studio-bridge log list`)"
+            )
     records = sessionlog.read_records(path, args.session)
     if args.log_command == "show":
         for record in records:

@@ -484,6 +484,14 @@ def button(values: Sequence[Any]) -> Sequence[Any]:
     return values
 
 
+def toggle_button(values: Sequence[Any]) -> None:
+    """A ``/toggle`` address's button value: as :func:`button`, and a lone int 0 is a release
+    too (a button set to send ints sends ``i 1`` / ``i 0``; the release flipped it back)."""
+    if len(values) == 1 and type(values[0]) is int and values[0] < 1:
+        raise Release
+    button(values)
+
+
 def toggle_key(v: Verb, args: Mapping[str, Any]) -> str:
     """The state key a toggle of ``v`` reads (track verbs: with the resolved track number)."""
     if v.toggle is None:

@@ -148,15 +148,20 @@ def _device(
     if not enabled:
         return None
     try:
-        driver.validate(options, base_dir)
+        driver.validate(options, base_dir)  # the files its options name (a profile...)
     except OptionsError as exc:  # options that contradict each other: name the file and key
         raise ConfigError(f"{file}: {where}.{exc.key}: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {where}: {exc}") from exc
     mapping = None
     if mapping_path is not None:
         path = Path(mapping_path)
         if not path.is_absolute():
             path = base_dir / path
-        mapping = load_mapping(path)
+        try:
+            mapping = load_mapping(path)
+        except ConfigError as exc:
+            raise ConfigError(f"{file}: {where}.mapping: {exc}") from exc
     elif driver.feedback == "mapped":
         raise ConfigError(f"{file}: {where}.mapping: required for a {kind} device (a studio mapping file)")
     fingerprint = repr(sorted((k, repr(v)) for k, v in table.items())) + f"|{kind}|{role}|{mapping_path}"

@@ -1108,7 +1108,8 @@ class Hub:
                 return
         if not auto and self._auto_mark is not None:
             auto_song, auto_take, at = self._auto_mark
-            if auto_song == song and auto_take == last and now - at <= AUTO_TAKE_MERGE:
+            recording = self.store.get(S.RECORDING) is True  # not once it stopped (a false start)
+            if recording and auto_song == song and auto_take == last and now - at <= AUTO_TAKE_MERGE:
                 self._auto_mark = None  # the mark sent as recording started is the automatic take
                 if label:
                     self._rename(source, song, last, label, done)

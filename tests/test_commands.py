@@ -234,3 +234,22 @@ def test_a_button_value_is_neither_text_nor_a_take_number() -> None:
         api._parse("/take/circle", [0.0])
     assert api._parse("/take/falsestart", [2, 0]) == FalseStart(2, False)
     assert api._parse("/take/circle/toggle", [1.0]) == CircleTake(None, True)
+
+
+@pytest.mark.parametrize("verb", [v for v in commands.VERBS if v.toggle is not None], ids=lambda v: v.name)
+def test_a_toggle_button_that_sends_ints_flips_once_per_tap(verb: commands.Verb) -> None:
+    """``i 1`` on press, ``i 0`` on release (a button set to send ints): one flip per tap. The
+    release flipped it back (``/take/circle/toggle i 1`` then ``i 0`` circled and un-circled)."""
+    api = OscApi("osc")
+    address = verb.osc_address.replace("<n>", "2") + "/toggle"
+    assert api._parse(address, [1]) == commands.build_toggle(
+        verb, {"track": 2} if verb.is_track else None, {}.get
+    )
+    with pytest.raises(commands.Release):
+        api._parse(address, [0])
+    if verb.is_track:
+        api._state["track/2/name"] = "Snare"
+        by_name = verb.osc_address.replace("/<n>/", "/name/") + "/toggle"
+        assert api._parse(by_name, ["Snare", 1]) == api._parse(address, [1])
+        with pytest.raises(commands.Release):
+            api._parse(by_name, ["Snare", 0])

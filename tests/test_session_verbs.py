@@ -282,6 +282,33 @@ async def test_recording_starts_a_take_and_a_mark_right_after_is_that_take(tmp_p
     assert [t.label for t in sheet.takes] == ["verse", "chorus", "", "pickup"]
 
 
+async def test_a_mark_after_a_false_start_stopped_is_a_new_take(tmp_path: Path) -> None:
+    """Recording rolled and stopped again within AUTO_TAKE_MERGE (a false start); the producer
+    flags it and marks the next take: that is take 2, not a rename of the stopped take 1."""
+    clock = Clock()
+    hub = Hub(SessionLog(tmp_path / "log.sqlite3"), clock=clock, confirm_timeout=0.3)
+    await hub.start()
+    daw = FakeDevice("daw", handles=DAW_COMMANDS)
+    task = await start(hub, daw, "daw")
+    try:
+        assert await ask(hub, SetSong("Blue")) is None
+        daw.report(TransportChanged(playing=True, recording=True))
+        await settle()
+        assert state(hub, "take", "take/next") == (1, 2)
+        clock.now += AUTO_TAKE_MERGE / 4
+        daw.report(TransportChanged(playing=False, recording=False))
+        await settle()
+        assert await ask(hub, FalseStart()) is None
+        clock.now += AUTO_TAKE_MERGE / 4
+        assert await ask(hub, MarkTake("next one")) is None
+        assert state(hub, "take", "take/next", "take/label") == (2, 3, "next one")
+    finally:
+        await stop(task)
+        await hub.log.close()
+    sheet = build_take_sheet(read_records(tmp_path / "log.sqlite3"))
+    assert [(t.take, t.label, t.false_start) for t in sheet.takes] == [(1, "", True), (2, "next one", False)]
+
+
 async def test_auto_take_off(tmp_path: Path) -> None:
     hub = await make_hub(tmp_path / "log.sqlite3", auto_take="off")
     daw = FakeDevice("daw", handles=DAW_COMMANDS)

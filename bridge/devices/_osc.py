@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import struct
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,33 @@ from bridge.vocab import Event, TrackChanged, TracksReset
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+
+
+class _ParserWarnings(logging.Filter):
+    """python-osc reports some malformed input (an unknown type tag, an unknown bundle
+    element) with ``logging.warning`` on the root logger, once per packet and not
+    rate-limited, and then goes on parsing: a flood of such packets filled the journal with
+    ``WARNING root: Unhandled parameter type: Q``. Its records are kept out of the log here;
+    ``decode`` turns the ones raised while it parses into OscDecodeError (counted and logged
+    at a limited rate by the caller)."""
+
+    _MARK = f"{os.sep}pythonosc{os.sep}"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._MARK not in (record.pathname or ""):
+            return True
+        found: list[str] | None = getattr(self.local, "found", None)
+        if found is not None:
+            found.append(record.getMessage())
+        return False
+
+
+_PARSER_WARNINGS = _ParserWarnings()
+logging.getLogger().addFilter(_PARSER_WARNINGS)
 OscArgs = list[Any]
 
 
@@ -133,19 +162,26 @@ def _flatten(bundle: OscBundle, out: list[tuple[str, OscArgs]]) -> None:
 
 def decode(datagram: bytes) -> list[tuple[str, OscArgs]]:
     """Decode a datagram into ``[(address, args)]``; raise OscDecodeError if malformed."""
+    found: list[str] = []
+    _PARSER_WARNINGS.local.found = found
     try:
         if datagram.startswith(b"#bundle\0"):
             out: list[tuple[str, OscArgs]] = []
             _flatten(OscBundle(datagram), out)
-            return out
-        if not datagram.startswith(b"/"):
+        elif not datagram.startswith(b"/"):
             raise OscDecodeError("not an OSC message (address must start with '/')")
-        msg = OscMessage(datagram)
-        return [(msg.address, list(msg.params))]
+        else:
+            msg = OscMessage(datagram)
+            out = [(msg.address, list(msg.params))]
     except OscDecodeError:
         raise
     except Exception as exc:  # python-osc raises ParseError, IndexError, struct.error...
         raise OscDecodeError(f"malformed OSC packet: {exc}") from exc
+    finally:
+        _PARSER_WARNINGS.local.found = None
+    if found:  # python-osc skipped something it could not parse: the arguments are not sure
+        raise OscDecodeError(f"malformed OSC packet: {found[0]}")
+    return out
 
 
 class _Protocol(asyncio.DatagramProtocol):

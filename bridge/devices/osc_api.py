@@ -772,7 +772,7 @@ class OscApi(SyncDevice):
         base = address.removesuffix("/toggle")
         verb = _ADDRESSES.get(base)
         if verb is not None and verb.toggle is not None:
-            commands.button(args)
+            commands.toggle_button(args)
             return commands.build_toggle(verb, None, self._state.get)
         parts = base.split("/")  # "", "track", n|name, what
         if len(parts) != 4 or parts[1] != "track" or parts[3] not in _TRACK_VERBS:
@@ -793,7 +793,7 @@ class OscApi(SyncDevice):
             track = int(which)
         else:
             raise ValueError("track numbers start at 1")
-        commands.button(args)
+        commands.toggle_button(args)
         return commands.build_toggle(verb, {"track": track}, self._state.get)
 
     def _track_named(self, name: str) -> int | None:
