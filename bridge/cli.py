@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--osc-port", type=_port, metavar="N", help="UDP port of the OSC API (wins over the file)"
     )
+    run.add_argument(
+        "--web-port", type=_port, metavar="N", help="TCP port of the web console (wins over the file)"
+    )
     run.add_argument("--data-dir", metavar="DIR", help="where the session log lives (wins over the file)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="wins over the file")
     run.add_argument(
@@ -118,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "export":
             p.add_argument(
                 "--format",
-                choices=["csv", "json", "reaper", "audacity"],
+                choices=["csv", "json", "reaper", "audacity", "html"],
                 default="csv",
-                help="csv/json: the take sheet and cues; reaper: region/marker CSV; audacity: label track",
+                help="csv/json: the take sheet and cues; reaper: region/marker CSV; audacity: label track;"
+                " html: the session report (one file, prints to PDF)",
             )
             p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
@@ -170,6 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         config,
         data_dir=_data_dir(args, config.bridge.data_dir),
         osc_port=args.osc_port,
+        web_port=args.web_port,
         new_session=args.new_session,
     )
     try:
@@ -242,6 +247,11 @@ def _log(args: argparse.Namespace) -> int:
         "reaper": export.to_reaper_csv,
         "audacity": export.to_audacity_labels,
     }
+    if args.format == "html":
+        from bridge import report_html
+
+        room = load_config(Path(args.config)).bridge.room if args.config else "studio"
+        writers["html"] = lambda sheet, file: report_html.to_html(sheet, file, room=room, records=records)
     out = _out(args.output)
     try:
         writers[args.format](sheet, out)

@@ -1,0 +1,373 @@
+/* The producer's console. Everything shown comes from the daemon (state keys and the take sheet);
+   an action shows "pending" until the daemon answers that the fact is confirmed (or why not). */
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const S = {
+    ws: null, state: {}, sheet: null, verbs: [], transport: true, room: "", offset: 0,
+    nextId: 1, pending: new Map(), view: "song", retry: 500, talkHeld: false, connected: false, replies: 0, trail: [],
+  };
+  window.console_state = S; // for tests and for the curious
+
+  // ------------------------------------------------------------------ connection
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${proto}//${location.host}/ws`);
+    S.ws = ws;
+    ws.onopen = () => { S.retry = 500; };
+    ws.onmessage = (ev) => {
+      let m;
+      try { m = JSON.parse(ev.data); } catch (e) { return; }
+      onMessage(m);
+    };
+    ws.onclose = () => {
+      if (S.ws !== ws) return;
+      S.connected = false;
+      S.ws = null;
+      setLink(false);
+      // talkback: the daemon releases it for a lost connection; show it released here too
+      releaseTalk(false);
+      for (const [id, p] of S.pending) {
+        finish(p, "connection lost: not confirmed (the list will show what happened)");
+      }
+      S.pending.clear();
+      setTimeout(connect, S.retry);
+      S.retry = Math.min(5000, S.retry * 2);
+    };
+  }
+
+  function setLink(up) {
+    const el = $("link");
+    el.className = "link " + (up ? "up" : "down");
+    el.textContent = up ? "live" : "reconnecting…";
+    document.body.dataset.live = up ? "1" : "0";
+  }
+
+  function onMessage(m) {
+    switch (m.t) {
+      case "hello":
+        S.verbs = m.verbs || []; S.transport = !!m.transport; S.room = m.room || "";
+        S.offset = (m.server_time || Date.now() / 1000) - Date.now() / 1000;
+        $("room").textContent = S.room;
+        $("transportbtns").style.display = S.transport ? "" : "none";
+        break;
+      case "snapshot":
+        S.state = m.state || {}; S.sheet = m.sheet; S.connected = true;
+        setLink(true); renderAll();
+        break;
+      case "state":
+        for (const [k, v] of Object.entries(m.set || {})) {
+          if (v === null) delete S.state[k]; else S.state[k] = v;
+        }
+        renderState();
+        if (Object.keys(m.set || {}).some((k) => k === "song" || k.startsWith("take"))) renderTakes();
+        break;
+      case "sheet":
+        S.sheet = m.sheet; renderTakes(); renderState();
+        break;
+      case "reply": {
+        const p = S.pending.get(m.id);
+        if (p) { S.pending.delete(m.id); finish(p, m.ok ? null : (m.error || "failed")); }
+        else if (!m.ok) showStatus(m.error || "error", true);
+        break;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ actions
+  function act(verb, args, el, what) {
+    if (!S.ws || S.ws.readyState !== WebSocket.OPEN) {
+      showStatus(`${what || verb}: not connected`, true);
+      return null;
+    }
+    const id = S.nextId++;
+    const p = { id, verb, el, what: what || verb, t0: performance.now() };
+    S.pending.set(id, p);
+    if (el) { el.classList.add("pending"); el.classList.remove("failed"); el.dataset.state = "pending"; }
+    showStatus(`${p.what}…`, false);
+    S.trail.push([id, verb, "pending"]);
+    S.ws.send(JSON.stringify({ id, verb, args: args || {} }));
+    return id;
+  }
+
+  function finish(p, error) {
+    S.trail.push([p.id, p.verb, error ? "error" : "done"]);
+    const el = p.el;
+    if (el) {
+      el.classList.remove("pending");
+      el.dataset.state = error ? "error" : "done";
+      if (error) el.classList.add("failed");
+    }
+    if (error) showStatus(`${p.what}: ${error}`, true);
+    else showStatus(`${p.what}: done`, false, true);
+    document.body.dataset.lastReply = error ? "error" : "done";
+    document.body.dataset.lastError = error || "";
+    document.body.dataset.replies = String(++S.replies);
+  }
+
+  let statusTimer = null;
+  function showStatus(text, err, ok) {
+    const el = $("status");
+    el.textContent = text;
+    el.className = "status" + (err ? " err" : ok ? " ok" : "");
+    clearTimeout(statusTimer);
+    if (!err) statusTimer = setTimeout(() => { el.textContent = ""; }, 4000);
+  }
+
+  // ------------------------------------------------------------------ rendering
+  const fmtDur = (s) => {
+    if (s === null || s === undefined) return "";
+    s = Math.max(0, s);
+    const m = Math.floor(s / 60), sec = Math.floor(s % 60);
+    return `${m}:${String(sec).padStart(2, "0")}`;
+  };
+  const fmtClock = (iso) => {
+    if (!iso) return "";
+    const d = new Date(iso);
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  };
+  const esc = (t) => String(t).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+  function currentSong() { return typeof S.state.song === "string" ? S.state.song : ""; }
+
+  function currentTake() {
+    if (!S.sheet) return null;
+    const song = currentSong(), n = S.state.take;
+    for (let i = S.sheet.takes.length - 1; i >= 0; i--) {
+      const t = S.sheet.takes[i];
+      if (t.song === song && t.take === n) return t;
+    }
+    return null;
+  }
+
+  function renderAll() { renderState(); renderTakes(); }
+
+  function renderState() {
+    const st = S.state;
+    const onAir = st["transport/on_air"] === true;
+    const oa = $("onair");
+    oa.className = "onair" + (onAir ? " on" : "");
+    oa.textContent = onAir ? "ON AIR" : "OFF AIR";
+    $("session").textContent = st.session || "—";
+    const playing = st["transport/playing"] === true, rec = st["transport/recording"] === true;
+    $("transport").textContent = (playing ? (rec ? "recording" : "playing") : (rec ? "record armed, stopped" : "stopped"))
+      + (st["transport/assumed"] ? " (assumed)" : "");
+    $("play").classList.toggle("on", playing);
+    $("rec").classList.toggle("on", rec);
+    const talk = $("talk");
+    talk.classList.toggle("on", st.talkback === true);
+    talk.setAttribute("aria-pressed", st.talkback === true ? "true" : "false");
+    talk.textContent = st.talkback === true ? "TALKING" : "Hold to talk";
+    const take = st.take;
+    $("takeno").textContent = take ? String(take) : "—";
+    $("takelabel").textContent = (currentTake() || {}).label || st["take/label"] || "";
+    renderSongs();
+    renderHealth();
+    tick();
+  }
+
+  function renderSongs() {
+    const sel = $("song");
+    const songs = [...((S.sheet && S.sheet.songs) || [])];
+    const list = Array.isArray(S.state.songs) ? S.state.songs : null;
+    if (list) for (const s of list) if (!songs.includes(s)) songs.push(s);
+    const cur = currentSong();
+    if (cur && !songs.includes(cur)) songs.push(cur);
+    const want = JSON.stringify([songs, cur]);
+    if (sel.dataset.key === want) return;
+    sel.dataset.key = want;
+    sel.innerHTML = (cur ? "" : '<option value="">(no song)</option>')
+      + songs.map((s) => `<option${s === cur ? " selected" : ""}>${esc(s)}</option>`).join("");
+  }
+
+  function renderHealth() {
+    const el = $("health");
+    const chips = [];
+    for (const [k, v] of Object.entries(S.state)) {
+      const m = /^device\/(.+)\/status$/.exec(k);
+      if (!m || m[1] === "web") continue;
+      const cls = v === "ok" ? "ok" : (v === "connecting" ? "warn" : "bad");
+      chips.push(`<span class="chip ${cls}" data-device="${esc(m[1])}" title="${esc(m[1])}: ${esc(v)}">${esc(m[1])}</span>`);
+    }
+    const lg = (S.sheet && S.sheet.log) || {};
+    chips.push(`<span class="chip ${lg.ok === false ? "bad" : "ok"}" data-device="log" title="session log${lg.detail ? ": " + esc(lg.detail) : ""}">log</span>`);
+    const html = chips.join("");
+    if (el.innerHTML !== html) el.innerHTML = html;
+  }
+
+  function tick() {
+    const t = currentTake(), el = $("elapsed");
+    if (typeof S.state["take/elapsed"] === "number" && t && t.duration === null) {
+      el.textContent = fmtDur(S.state["take/elapsed"]);
+    } else if (t && t.duration === null) {
+      el.textContent = fmtDur(Date.now() / 1000 + S.offset - Date.parse(t.start) / 1000);
+    } else if (t) {
+      el.textContent = fmtDur(t.duration);
+    } else {
+      el.textContent = "0:00";
+    }
+    el.classList.toggle("running", !!(t && t.duration === null));
+  }
+  setInterval(tick, 250);
+
+  function takeRow(t, isCurrent) {
+    const cls = ["take"];
+    if (t.circled) cls.push("circled");
+    if (t.false_start) cls.push("false");
+    if (isCurrent) cls.push("current");
+    const badges = (t.circled ? '<span class="badge c">CIRCLED</span>' : "")
+      + (t.false_start ? '<span class="badge f">FALSE START</span>' : "");
+    const notes = (t.notes || []).map((n) => `<div>${esc(n)}</div>`).join("");
+    const dur = t.duration === null ? "running" : fmtDur(t.duration);
+    const key = `${esc(t.song)}|${t.take}`;
+    return `<div class="${cls.join(" ")}" data-seq="${t.seq}" data-song="${esc(t.song)}" data-take="${t.take}">
+      <div class="num">${t.take ?? "?"}</div>
+      <div class="meta"><div class="label">${esc(t.label || "Take " + t.take)}<span class="badges">${badges}</span></div>
+        <div class="times">${fmtClock(t.start)} · ${dur}</div></div>
+      <div class="acts">
+        <button class="btn circle${t.circled ? " on" : ""}" type="button" data-act="circle" data-key="${key}" aria-label="circle take ${t.take}">${t.circled ? "◉ Circled" : "○ Circle"}</button>
+        <button class="btn fs${t.false_start ? " on" : ""}" type="button" data-act="falsestart" data-key="${key}">FS</button>
+        <button class="btn" type="button" data-act="rename" data-key="${key}">Rename</button>
+        <button class="btn" type="button" data-act="note" data-key="${key}">Note</button>
+      </div>
+      ${notes ? `<div class="notes">${notes}</div>` : ""}
+    </div>`;
+  }
+
+  function cueRow(c) {
+    const dur = c.duration === null ? "talking…" : `${c.duration.toFixed(1)} s`;
+    const audio = c.audio ? ` · <a href="#" title="${esc(c.audio)}">audio</a>` : "";
+    return `<div class="cue" data-cue="${c.seq}">◆ talkback ${fmtClock(c.start)} · ${dur}${audio}</div>`;
+  }
+
+  function renderTakes() {
+    const box = $("takes");
+    if (!S.sheet) { box.innerHTML = '<div class="empty">loading…</div>'; return; }
+    const song = currentSong(), cur = currentTake();
+    const items = [];
+    for (const t of S.sheet.takes) items.push({ seq: t.seq, t });
+    for (const c of S.sheet.talkback) items.push({ seq: c.seq, c });
+    for (const n of S.sheet.notes) items.push({ seq: n.seq, n });
+    items.sort((a, b) => a.seq - b.seq);
+    let html = "", lastSong = null, count = 0;
+    for (const it of items) {
+      const itemSong = it.t ? it.t.song : it.c ? it.c.song : it.n.song;
+      if (S.view === "song" && itemSong !== song) continue;
+      if (S.view === "session" && it.t && it.t.song !== lastSong) {
+        html += `<div class="songhead">${esc(it.t.song || "(no song)")}</div>`;
+        lastSong = it.t.song;
+      }
+      if (it.t) { html += takeRow(it.t, cur && it.t.seq === cur.seq); count++; }
+      else if (it.c) html += cueRow(it.c);
+      else html += `<div class="cue">✎ ${esc(it.n.text)}</div>`;
+    }
+    if (!count) html = `<div class="empty">No takes ${S.view === "song" ? "of this song " : ""}yet.</div>` + html;
+    // keep pending/failed marks on buttons across re-renders
+    const marks = {};
+    for (const p of S.pending.values()) if (p.el && p.el.dataset.act) marks[p.el.dataset.act + p.el.dataset.key] = p;
+    box.innerHTML = html;
+    for (const b of box.querySelectorAll("button[data-act]")) {
+      const p = marks[b.dataset.act + b.dataset.key];
+      if (p) { p.el = b; b.classList.add("pending"); b.dataset.state = "pending"; }
+    }
+    document.body.dataset.takes = String(S.sheet.takes.length);
+  }
+
+  // ------------------------------------------------------------------ dialogs
+  function ask(label, value) {
+    return new Promise((resolve) => {
+      const dlg = $("ask");
+      $("asklabel").textContent = label;
+      const input = $("askinput");
+      input.value = value || "";
+      dlg.returnValue = "";
+      dlg.onclose = () => resolve(dlg.returnValue === "ok" ? input.value : null);
+      dlg.showModal();
+      input.focus();
+      input.select();
+    });
+  }
+
+  // ------------------------------------------------------------------ wiring
+  function findTake(key) {
+    const [song, n] = [key.slice(0, key.lastIndexOf("|")), Number(key.slice(key.lastIndexOf("|") + 1))];
+    return (S.sheet.takes || []).find((t) => t.song === song && t.take === n);
+  }
+
+  $("takes").addEventListener("click", async (ev) => {
+    const b = ev.target.closest("button[data-act]");
+    if (!b) return;
+    const t = findTake(b.dataset.key);
+    if (!t) return;
+    const args = { take: t.take, song: t.song };
+    const name = `take ${t.take}`;
+    switch (b.dataset.act) {
+      case "circle":
+        act("take.circle", { ...args, on: !t.circled }, b, `${t.circled ? "un-circle" : "circle"} ${name}`);
+        break;
+      case "falsestart":
+        act("take.falsestart", { ...args, on: !t.false_start }, b, `false start ${t.false_start ? "off" : "on"} ${name}`);
+        break;
+      case "rename": {
+        const text = await ask(`New name for ${name}`, t.label);
+        if (text !== null) act("take.rename", { ...args, label: text }, b, `rename ${name}`);
+        break;
+      }
+      case "note": {
+        const text = await ask(`Note on ${name}`, "");
+        if (text) act("note.add", { ...args, text }, b, `note on ${name}`);
+        break;
+      }
+    }
+  });
+
+  $("mark").addEventListener("click", (ev) => act("take.mark", {}, ev.currentTarget, "mark take"));
+  for (const id of ["play", "stop"]) {
+    $(id).addEventListener("click", (ev) => act(ev.currentTarget.dataset.verb, {}, ev.currentTarget, id));
+  }
+  $("rec").addEventListener("click", (ev) => {
+    const on = S.state["transport/recording"] !== true;
+    act("transport.record", { on }, ev.currentTarget, on ? "record on" : "record off");
+  });
+  $("song").addEventListener("change", (ev) => {
+    const name = ev.target.value;
+    if (name) act("song.set", { name }, ev.target, `song ${name}`);
+  });
+  $("newsong").addEventListener("click", async (ev) => {
+    const btn = ev.currentTarget;
+    const name = await ask("Song name", "");
+    if (name && name.trim()) act("song.set", { name: name.trim() }, btn, `song ${name.trim()}`);
+  });
+  for (const [id, view] of [["tab-song", "song"], ["tab-session", "session"]]) {
+    $(id).addEventListener("click", () => {
+      S.view = view;
+      $("tab-song").classList.toggle("on", view === "song");
+      $("tab-session").classList.toggle("on", view === "session");
+      renderTakes();
+    });
+  }
+
+  // push-to-talk: press and hold; every way a press can end releases it
+  const talk = $("talk");
+  function pressTalk(ev) {
+    ev.preventDefault();
+    if (S.talkHeld) return;
+    S.talkHeld = true;
+    if (ev.pointerId !== undefined) { try { talk.setPointerCapture(ev.pointerId); } catch (e) { /* ignore */ } }
+    act("talkback", { on: true }, talk, "talkback on");
+  }
+  function releaseTalk(send) {
+    if (!S.talkHeld) return;
+    S.talkHeld = false;
+    if (send !== false) act("talkback", { on: false }, talk, "talkback off");
+  }
+  talk.addEventListener("pointerdown", pressTalk);
+  for (const type of ["pointerup", "pointercancel", "lostpointercapture"]) {
+    talk.addEventListener(type, () => releaseTalk());
+  }
+  talk.addEventListener("contextmenu", (ev) => ev.preventDefault());
+  window.addEventListener("blur", () => releaseTalk());
+  document.addEventListener("visibilitychange", () => { if (document.hidden) releaseTalk(); });
+
+  connect();
+})();
