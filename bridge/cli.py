@@ -128,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
+    layout = sub.add_parser(
+        "layout",
+        help="write a tablet layout for the OSC API",
+        description="Write a TouchOSC (Mk2 .tosc) layout or an Open Stage Control session that uses the "
+        "OSC API as it is (buttons light from its feedback). See docs/console.md for the reply-port setup.",
+    )
+    layout.add_argument("format", choices=["touchosc", "open-stage-control"])
+    layout.add_argument("--view", choices=["producer", "engineer"], default="producer")
+    layout.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write")
+
     try:
         learn = importlib.import_module("bridge.learn")
     except ImportError:  # pragma: no cover - learn ships with the MIDI drivers
@@ -147,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args)
         if args.command == "log":
             return _log(args)
+        if args.command == "layout":
+            from bridge import layouts
+
+            layouts.write(args.format, args.view, Path(args.output))
+            return EXIT_OK
         if args.command == "learn":
             return int(importlib.import_module("bridge.learn").run(args))
     except ConfigError as exc:

@@ -90,6 +90,12 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{int(secs):02d}" if hours else f"{minutes}:{int(secs):02d}"
 
 
+def _position(seconds: float) -> str:
+    """A DAW position to a tenth of a second: ``1:05.3``."""
+    minutes, secs = divmod(max(0.0, round(seconds, 1)), 60.0)
+    return f"{int(minutes)}:{secs:04.1f}"
+
+
 def _ticks(t0: float, span: float) -> list[float]:
     raw = span / 8
     step = min(
@@ -159,6 +165,8 @@ table { width: 100%; border-collapse: collapse; margin: 6px 0 10px; page-break-i
 tr { page-break-inside: avoid; }
 th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #ccc; vertical-align: top; }
 th { font-size: 9pt; text-transform: uppercase; letter-spacing: .04em; color: #555; }
+table.takes { table-layout: fixed; }
+th.n { text-align: right; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.circled td { background: #fff3c4; font-weight: 700; }
 tr.circled td:first-child { border-left: 5px solid #c89400; }
@@ -220,8 +228,11 @@ def to_html(
         takes = [t for t in sheet.takes if t.song == song]
         parts.append(f"<h2>{e(song or '(no song)')}</h2>")
         parts.append(
-            "<table><thead><tr><th>Take</th><th>Label</th><th>Flags</th><th>Start (UTC)</th>"
-            "<th>Duration</th><th>DAW</th><th>Notes</th></tr></thead><tbody>"
+            '<table class="takes"><colgroup><col style="width:7%"><col style="width:20%">'
+            '<col style="width:15%"><col style="width:12%"><col style="width:10%"><col style="width:10%">'
+            '<col></colgroup><thead><tr><th class="n">Take</th><th>Label</th><th>Flags</th>'
+            '<th class="n">Start (UTC)</th><th class="n">Duration</th><th class="n">DAW</th><th>Notes</th>'
+            "</tr></thead><tbody>"
         )
         for t in takes:
             cls = " ".join(c for c, on in (("circled", t.circled), ("false", t.false_start)) if on)
@@ -234,7 +245,7 @@ def to_html(
                 f'<td class="n">{t.take if t.take is not None else ""}</td>'
                 f'<td class="label">{e(t.label)}</td><td>{flags}</td><td class="n">{e(_time(t.start))}</td>'
                 f'<td class="n">{e(_dur(t.duration)) or "open"}</td>'
-                f'<td class="n">{"" if t.daw_seconds is None else _clock(t.daw_seconds)}</td>'
+                f'<td class="n">{"" if t.daw_seconds is None else _position(t.daw_seconds)}</td>'
                 f"<td>{notes}</td></tr>"
             )
         parts.append("</tbody></table>")
@@ -255,8 +266,8 @@ def to_html(
         parts.append('<p class="dim">No talkback.</p>')
     else:
         parts.append(
-            "<table><thead><tr><th>Time (UTC)</th><th>Duration</th><th>During</th><th>DAW</th>"
-            "<th>Audio</th></tr></thead><tbody>"
+            '<table><thead><tr><th class="n">Time (UTC)</th><th class="n">Duration</th><th>During</th>'
+            '<th class="n">DAW</th><th>Audio</th></tr></thead><tbody>'
         )
         for c in sheet.talkback:
             during = f"{c.song} T{c.take}" if c.take else (c.song or "")
@@ -264,7 +275,7 @@ def to_html(
             parts.append(
                 f'<tr data-seq="{c.seq}"><td class="n">{e(_time(c.start))}</td>'
                 f'<td class="n">{e(_dur(c.duration))}</td><td>{e(during)}</td>'
-                f'<td class="n">{"" if c.daw_seconds is None else _clock(c.daw_seconds)}</td>'
+                f'<td class="n">{"" if c.daw_seconds is None else _position(c.daw_seconds)}</td>'
                 f"<td>{audio}</td></tr>"
             )
         parts.append("</tbody></table>")

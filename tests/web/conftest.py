@@ -125,4 +125,3 @@ class Console:
 
     def last_error(self) -> str:
         return str(self.page.evaluate("document.body.dataset.lastError"))
-
