@@ -228,6 +228,30 @@ def _dumps(message: dict[str, Any]) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
+class _Limited:
+    """Log refusals without letting a flood fill the journal: 5 per 10 s, then a count."""
+
+    def __init__(self, per_window: int = 5, window: float = 10.0) -> None:
+        self.per_window, self.window = per_window, window
+        self._start, self._count, self._suppressed = float("-inf"), 0, 0
+
+    def flush(self) -> None:
+        if self._suppressed:
+            log.info("web console: %d more refusals in the last %.0f s", self._suppressed, self.window)
+            self._suppressed = 0
+
+    def note(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._start > self.window:
+            self.flush()
+            self._start, self._count = now, 0
+        if self._count < self.per_window:
+            self._count += 1
+            log.info("web console: " + msg, *args)
+        else:
+            self._suppressed += 1
+
+
 @dataclass(eq=False)
 class _Console:
     """One open page."""
@@ -281,6 +305,7 @@ class WebConsole(SyncDevice):
         self._last_seq = 0
         self._caught_up = False
         self._web: Any = None  # the aiohttp.web module, once imported
+        self._refusals = _Limited()
         self.counters = {
             "requests": 0,
             "consoles_opened": 0,
@@ -343,6 +368,7 @@ class WebConsole(SyncDevice):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._runner.cleanup(), 1.0)
             self._runner = None
+        self._refusals.flush()
         refused = {
             k: v
             for k, v in self.counters.items()
@@ -535,7 +561,7 @@ class WebConsole(SyncDevice):
 
     def _refuse(self, counter: str, request: web.Request, why: str) -> web.Response:
         self.counters[counter] += 1
-        log.info("web console: refused %s %s from %s: %s", request.method, request.path, request.remote, why)
+        self._refusals.note("refused %s %s from %s: %s", request.method, request.path, request.remote, why)
         response: web.Response = self._web.Response(status=403, text=f"refused: {why}\n")
         return response
 
