@@ -52,7 +52,7 @@ from bridge import state as S
 from bridge.devices.base import DeviceContext, FeedbackMode, SyncDevice
 from bridge.devices.osc_api import PRIVATE_NETWORKS, _check_networks
 from bridge.errors import ConfigError, DeviceUnavailable
-from bridge.options import in_range, port_check, positive
+from bridge.options import port_check, positive
 from bridge.vocab import (
     AddNote,
     CircleTake,
@@ -115,6 +115,10 @@ def _check_hosts(value: Any) -> str | None:
     return None
 
 
+def _check_message_size(value: Any) -> str | None:
+    return None if 256 <= value <= HARD_MESSAGE_LIMIT else f"an integer 256-{HARD_MESSAGE_LIMIT} (bytes)"
+
+
 @dataclass(frozen=True)
 class WebOptions:
     bind: str = "0.0.0.0"
@@ -127,7 +131,7 @@ class WebOptions:
     token: str = ""
     #: the producer view has transport buttons (play / stop / record)
     producer_transport: bool = True
-    max_message: int = field(default=16384, metadata={"check": in_range(256, HARD_MESSAGE_LIMIT)})
+    max_message: int = field(default=16384, metadata={"check": _check_message_size})
     max_consoles: int = field(default=64, metadata={"check": positive})
     #: state pushes per second at most for continuous keys (the playhead)
     position_rate: float = field(default=10.0, metadata={"check": positive})
