@@ -32,7 +32,7 @@ def test_switched_off() -> None:
         ({"allow": ["lan"]}, "web.allow: expected IP networks"),
         ({"hosts": ["evil.example/x"]}, "web.hosts: expected host names"),
         ({"producer_transport": "yes"}, "web.producer_transport: expected true or false"),
-        ({"max_message": 10}, "web.max_message: expected a number 256-1048576"),
+        ({"max_message": 10}, "web.max_message: expected an integer 256-1048576 (bytes), got 10"),
         ({"tokne": "x"}, "web.tokne: unknown key"),
     ],
 )
