@@ -75,6 +75,7 @@ from bridge.vocab import (
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from bridge.export import TakeSheet
     from bridge.sessionlog import Record
 
 log = logging.getLogger(__name__)
@@ -298,6 +299,7 @@ class WebConsole(SyncDevice):
         self._records: dict[int, Record] = {}
         self._session: int | None = None
         self._sheet_text = "null"
+        self._sheet_seen: dict[str, Any] | None = None
         self._sheet_dirty = True
         self._state_pending: dict[str, Value] = {}
         self._flush_handle: asyncio.Handle | None = None
@@ -450,7 +452,7 @@ class WebConsole(SyncDevice):
         from bridge import export
 
         records = sorted(self._records.values(), key=lambda r: r.seq)
-        sheet = export.sheet_to_json(export.build_take_sheet(records))
+        sheet = _sheet_json(export.build_take_sheet(records))
         songs: list[str] = []
         for record in records:
             if record.song and record.song not in songs:
@@ -510,11 +512,31 @@ class WebConsole(SyncDevice):
             text = _dumps({"t": "state", "set": self._state_pending})
             self._state_pending = {}
             self._broadcast(text)
-        if self._sheet_dirty:
-            self._sheet_dirty = False
-            self._sheet_text = _dumps(self._sheet())
-            if self._consoles:
-                self._broadcast('{"t":"sheet","sheet":' + self._sheet_text + "}")
+        if self._sheet_dirty and self._consoles:  # nobody looking: built at the next connect
+            self._broadcast(self._rebuild_sheet())
+
+    def _rebuild_sheet(self) -> str:
+        """Rebuild the take sheet; returns the message for open consoles: only the takes, cues
+        and notes that changed (by seq; they never go away within a session), or the whole
+        sheet when the session changed."""
+        self._sheet_dirty = False
+        sheet = self._sheet()
+        self._sheet_text = _dumps(sheet)
+        previous, self._sheet_seen = (
+            self._sheet_seen,
+            {kind: {item["seq"]: item for item in sheet[kind]} for kind in ("takes", "talkback", "notes")},
+        )
+        if previous is None or previous["session"] != sheet["session"]:
+            self._sheet_seen["session"] = sheet["session"]
+            return '{"t":"sheet","sheet":' + self._sheet_text + "}"
+        self._sheet_seen["session"] = sheet["session"]
+        delta: dict[str, Any] = {"t": "delta"}
+        for kind in ("takes", "talkback", "notes"):
+            old = previous[kind]
+            delta[kind] = [item for seq, item in self._sheet_seen[kind].items() if old.get(seq) != item]
+        for key in ("songs", "log", "session"):
+            delta[key] = sheet[key]
+        return _dumps(delta)
 
     def _broadcast(self, text: str) -> None:
         for console in list(self._consoles):
@@ -657,10 +679,10 @@ class WebConsole(SyncDevice):
         await ws.prepare(request)
         response: web.StreamResponse = ws
         console = _Console(ws, request.remote or "?")
+        if self._sheet_dirty:  # the others get what changed first; the new one the whole sheet
+            self._broadcast(self._rebuild_sheet())
         self._consoles.add(console)
         self.counters["consoles_opened"] += 1
-        if self._sheet_dirty:
-            self.flush()
         console.push(
             _dumps(
                 {
@@ -794,6 +816,24 @@ class WebConsole(SyncDevice):
             if self._state.get(S.TALKBACK) is True and not any(c.talkback for c in self._consoles):
                 log.info("web console: %s went away holding talkback; released", console.peer)
                 self._submit(SetTalkback(False))
+
+
+def _fields(item: Any) -> dict[str, Any]:
+    return {name: getattr(item, name) for name in item.__slots__}
+
+
+def _sheet_json(sheet: TakeSheet) -> dict[str, Any]:
+    """``export.sheet_to_json`` without ``dataclasses.asdict`` (10x faster; tuples dump as lists)."""
+    from bridge.export import FORMAT
+
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "session": {"id": sheet.session, "name": sheet.name, "started": sheet.started, "ended": sheet.ended},
+        "takes": [_fields(t) for t in sheet.takes],
+        "talkback": [_fields(c) for c in sheet.talkback],
+        "notes": [_fields(n) for n in sheet.notes],
+    }
 
 
 def _render_export(path: Path, session: int | None, fmt: str, room: str) -> str:

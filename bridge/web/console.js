@@ -5,9 +5,9 @@
   const $ = (id) => document.getElementById(id);
   const S = {
     ws: null, state: {}, sheet: null, verbs: [], transport: true, room: "", offset: 0,
-    nextId: 1, pending: new Map(), view: "song", retry: 500, talkHeld: false, connected: false, replies: 0, trail: [],
+    nextId: 1, pending: new Map(), view: "song", retry: 500, talkHeld: false, connected: false, replies: 0, trail: [], renders: [], liveAt: null,
   };
-  window.console_state = S; // for tests and for the curious
+  window.console_state = S; // for tests, the benchmark and the curious
 
   // ------------------------------------------------------------------ connection
   function connect() {
@@ -54,6 +54,7 @@
       case "snapshot":
         S.state = m.state || {}; S.sheet = m.sheet; S.connected = true;
         setLink(true); renderAll();
+        if (S.liveAt === null) S.liveAt = performance.now();
         break;
       case "state":
         for (const [k, v] of Object.entries(m.set || {})) {
@@ -63,7 +64,13 @@
         if (Object.keys(m.set || {}).some((k) => k === "song" || k.startsWith("take"))) renderTakes();
         break;
       case "sheet":
-        S.sheet = m.sheet; renderTakes(); renderState();
+      case "delta":
+        if (m.t === "sheet" || !S.sheet) S.sheet = m.sheet || S.sheet;
+        else mergeDelta(m);
+        renderTakes(); renderState();
+        // when each change was on screen (wall clock, ms), for the benchmark
+        S.renders.push([performance.timeOrigin + performance.now(), (S.sheet.log || {}).last_seq]);
+        if (S.renders.length > 1000) S.renders.splice(0, 500);
         break;
       case "reply": {
         const p = S.pending.get(m.id);
@@ -72,6 +79,19 @@
         break;
       }
     }
+  }
+
+  // takes, cues and notes never go away within a session: a delta upserts them by seq
+  function mergeDelta(m) {
+    for (const kind of ["takes", "talkback", "notes"]) {
+      const list = S.sheet[kind];
+      for (const item of m[kind] || []) {
+        const i = list.findIndex((x) => x.seq === item.seq);
+        if (i >= 0) list[i] = item;
+        else { list.push(item); list.sort((a, b) => a.seq - b.seq); }
+      }
+    }
+    for (const key of ["songs", "log", "session"]) if (key in m) S.sheet[key] = m[key];
   }
 
   // ------------------------------------------------------------------ actions
@@ -85,13 +105,14 @@
     S.pending.set(id, p);
     if (el) { el.classList.add("pending"); el.classList.remove("failed"); el.dataset.state = "pending"; }
     showStatus(`${p.what}…`, false);
-    S.trail.push([id, verb, "pending"]);
+    S.trail.push([id, verb, "pending", performance.now()]);
     S.ws.send(JSON.stringify({ id, verb, args: args || {} }));
     return id;
   }
 
   function finish(p, error) {
-    S.trail.push([p.id, p.verb, error ? "error" : "done"]);
+    S.trail.push([p.id, p.verb, error ? "error" : "done", performance.now()]);
+    if (S.trail.length > 2000) S.trail.splice(0, 1000);
     const el = p.el;
     if (el) {
       el.classList.remove("pending");
@@ -103,6 +124,7 @@
     document.body.dataset.lastReply = error ? "error" : "done";
     document.body.dataset.lastError = error || "";
     document.body.dataset.replies = String(++S.replies);
+    if (S.onreply) S.onreply(p, error);
   }
 
   let statusTimer = null;
@@ -121,10 +143,11 @@
     const m = Math.floor(s / 60), sec = Math.floor(s % 60);
     return `${m}:${String(sec).padStart(2, "0")}`;
   };
-  const fmtClock = (iso) => {
+  const pad2 = (n) => String(n).padStart(2, "0");
+  const fmtClock = (iso) => {  // local wall clock, 24 h (toLocaleTimeString is ~50 µs a call)
     if (!iso) return "";
     const d = new Date(iso);
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+    return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
   };
   const esc = (t) => String(t).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
@@ -240,35 +263,52 @@
     return `<div class="cue" data-cue="${c.seq}">◆ talkback ${fmtClock(c.start)} · ${dur}${audio}</div>`;
   }
 
+  // the list is a sequence of keyed pieces of HTML; only the pieces that changed are replaced
+  let shownKeys = [], shownHtml = [];
   function renderTakes() {
     const box = $("takes");
-    if (!S.sheet) { box.innerHTML = '<div class="empty">loading…</div>'; return; }
+    if (!S.sheet) { box.innerHTML = '<div class="empty">loading…</div>'; shownKeys = []; shownHtml = []; return; }
     const song = currentSong(), cur = currentTake();
     const items = [];
     for (const t of S.sheet.takes) items.push({ seq: t.seq, t });
     for (const c of S.sheet.talkback) items.push({ seq: c.seq, c });
     for (const n of S.sheet.notes) items.push({ seq: n.seq, n });
     items.sort((a, b) => a.seq - b.seq);
-    let html = "", lastSong = null, count = 0;
+    const keys = [], parts = [];
+    let lastSong = null, count = 0;
     for (const it of items) {
       const itemSong = it.t ? it.t.song : it.c ? it.c.song : it.n.song;
       if (S.view === "song" && itemSong !== song) continue;
       if (S.view === "session" && it.t && it.t.song !== lastSong) {
-        html += `<div class="songhead">${esc(it.t.song || "(no song)")}</div>`;
+        keys.push("h" + it.seq); parts.push(`<div class="songhead">${esc(it.t.song || "(no song)")}</div>`);
         lastSong = it.t.song;
       }
-      if (it.t) { html += takeRow(it.t, cur && it.t.seq === cur.seq); count++; }
-      else if (it.c) html += cueRow(it.c);
-      else html += `<div class="cue">✎ ${esc(it.n.text)}</div>`;
+      if (it.t) { keys.push("t" + it.seq); parts.push(takeRow(it.t, cur && it.t.seq === cur.seq)); count++; }
+      else if (it.c) { keys.push("c" + it.seq); parts.push(cueRow(it.c)); }
+      else { keys.push("n" + it.seq); parts.push(`<div class="cue">✎ ${esc(it.n.text)}</div>`); }
     }
-    if (!count) html = `<div class="empty">No takes ${S.view === "song" ? "of this song " : ""}yet.</div>` + html;
-    // keep pending/failed marks on buttons across re-renders
-    const marks = {};
-    for (const p of S.pending.values()) if (p.el && p.el.dataset.act) marks[p.el.dataset.act + p.el.dataset.key] = p;
-    box.innerHTML = html;
-    for (const b of box.querySelectorAll("button[data-act]")) {
-      const p = marks[b.dataset.act + b.dataset.key];
-      if (p) { p.el = b; b.classList.add("pending"); b.dataset.state = "pending"; }
+    if (!count) {
+      keys.unshift("empty");
+      parts.unshift(`<div class="empty">No takes ${S.view === "song" ? "of this song " : ""}yet.</div>`);
+    }
+    const sameShape = keys.length === shownKeys.length && keys.every((k, i) => k === shownKeys[i])
+      && box.children.length === keys.length;
+    if (sameShape) {
+      const tmp = document.createElement("template");
+      for (let i = 0; i < parts.length; i++) {
+        if (parts[i] === shownHtml[i]) continue;
+        tmp.innerHTML = parts[i];
+        box.replaceChild(tmp.content.firstElementChild, box.children[i]);
+      }
+    } else {
+      box.innerHTML = parts.join("");
+    }
+    shownKeys = keys; shownHtml = parts;
+    // keep pending marks on buttons across re-renders
+    for (const p of S.pending.values()) {
+      if (!p.el || !p.el.dataset.act || p.el.isConnected) continue;
+      const b = box.querySelector(`button[data-act="${p.el.dataset.act}"][data-key="${CSS.escape(p.el.dataset.key)}"]`);
+      if (b) { p.el = b; b.classList.add("pending"); b.dataset.state = "pending"; }
     }
     document.body.dataset.takes = String(S.sheet.takes.length);
   }
@@ -369,5 +409,6 @@
   window.addEventListener("blur", () => releaseTalk());
   document.addEventListener("visibilitychange", () => { if (document.hidden) releaseTalk(); });
 
+  window.console_act = act; // the benchmark drives the page's own action path
   connect();
 })();

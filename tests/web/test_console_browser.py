@@ -28,7 +28,7 @@ def _trail_ok(c: Console) -> list[Any]:
     """Every action the page sent went pending, then done (never done without pending)."""
     trail = c.page.evaluate("window.console_state.trail")
     by_id: dict[int, list[str]] = {}
-    for ident, _verb, state in trail:
+    for ident, _verb, state, _at in trail:
         by_id.setdefault(ident, []).append(state)
     for ident, states in by_id.items():
         assert states[0] == "pending", (ident, states)
