@@ -206,8 +206,8 @@ async def _malformed_and_oversized(d: Daemon) -> None:
         await bad.send_str(json.dumps({"id": 4, "verb": "take.mark", "args": {"label": "after the garbage"}}))
         reply = await _messages_until(bad, lambda m: m["t"] == "reply" and m["id"] == 4)
         assert reply["ok"] is True
-        sheet = await _messages_until(other, lambda m: m["t"] == "sheet" and m["sheet"]["takes"])
-        assert [t["label"] for t in sheet["sheet"]["takes"]] == ["after the garbage"]
+        delta = await _messages_until(other, lambda m: m["t"] == "delta" and m["takes"])
+        assert [t["label"] for t in delta["takes"]] == ["after the garbage"]
         # beyond the hard limit (1 MiB) only that connection is closed (1009); the other lives on
         await bad.send_str("x" * (1 << 20) + "y")
         async with asyncio.timeout(10):
