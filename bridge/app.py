@@ -83,6 +83,7 @@ class App:
             clock=time.monotonic,
             state=self.hub.store.get,
             room=self.config.bridge.room,
+            roles=lambda: dict(self.hub.roles),
         )
 
     def _build(self, spec: DeviceSpec) -> Device:

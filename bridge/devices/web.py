@@ -690,6 +690,7 @@ class WebConsole(SyncDevice):
                     "room": self.ctx.room,
                     "view": "producer",
                     "transport": self.options.producer_transport,
+                    "roles": self.ctx.roles() if self.ctx.roles is not None else {},
                     "verbs": sorted(
                         v for v, (_, t) in VERBS.items() if self.options.producer_transport or not t
                     ),

@@ -47,6 +47,7 @@
     switch (m.t) {
       case "hello":
         S.verbs = m.verbs || []; S.transport = !!m.transport; S.room = m.room || "";
+        S.roles = m.roles || {};
         S.offset = (m.server_time || Date.now() / 1000) - Date.now() / 1000;
         $("room").textContent = S.room;
         $("transportbtns").style.display = S.transport ? "" : "none";
@@ -203,14 +204,24 @@
       + songs.map((s) => `<option${s === cur ? " selected" : ""}>${esc(s)}</option>`).join("");
   }
 
+  const ROLE_NAMES = { daw: "DAW", mixer: "Mixer", talkback: "Talkback" };
   function renderHealth() {
     const el = $("health");
-    const chips = [];
+    const byDevice = {};
+    for (const [role, name] of Object.entries(S.roles || {})) byDevice[name] = ROLE_NAMES[role] || role;
+    const devices = [];
     for (const [k, v] of Object.entries(S.state)) {
       const m = /^device\/(.+)\/status$/.exec(k);
       if (!m || m[1] === "web") continue;
+      devices.push([m[1], v]);
+    }
+    // the devices with a role first (DAW, mixer, talkback), then the others
+    devices.sort((a, b) => (byDevice[a[0]] ? 0 : 1) - (byDevice[b[0]] ? 0 : 1) || a[0].localeCompare(b[0]));
+    const chips = [];
+    for (const [name, v] of devices) {
       const cls = v === "ok" ? "ok" : (v === "connecting" ? "warn" : "bad");
-      chips.push(`<span class="chip ${cls}" data-device="${esc(m[1])}" title="${esc(m[1])}: ${esc(v)}">${esc(m[1])}</span>`);
+      const label = byDevice[name] ? `${byDevice[name]} · ${name}` : name;
+      chips.push(`<span class="chip ${cls}" data-device="${esc(name)}" title="${esc(name)}: ${esc(v)}">${esc(label)}</span>`);
     }
     const lg = (S.sheet && S.sheet.log) || {};
     chips.push(`<span class="chip ${lg.ok === false ? "bad" : "ok"}" data-device="log" title="session log${lg.detail ? ": " + esc(lg.detail) : ""}">log</span>`);

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers.daemon import OscClient, cli
+from peers.daemon import OscClient, cli, free_udp_port
 
 from web.conftest import Console, console_daemon, get_json
 from web.proxy import CutProxy
@@ -203,4 +203,26 @@ def test_transport_off_for_producer(tmp_path: Path, browser: Any) -> None:
         )
         assert reply["ok"] is False and "switched off" in reply["error"]
         assert c.page.evaluate("window.console_state.state['transport/playing']") is not True
+        ctx.close()
+
+
+def test_health_and_a_refused_action_shown_as_the_error(tmp_path: Path, browser: Any, shots: Path) -> None:
+    """A DAW that is not there: its chip says so, and Play is answered with the reason (pending,
+    then the error: never "done")."""
+    port = free_udp_port()  # nothing listens there: Ardour is "not running"
+    config = f'[devices.ardour]\nkind = "ardour"\nrole = "daw"\nhost = "127.0.0.1"\nport = {port}\n'
+    with console_daemon(tmp_path, config) as d:
+        ctx = browser.new_context(viewport={"width": 1024, "height": 768})
+        c = Console(ctx.new_page(), f"http://127.0.0.1:{d.web_port}").open()
+        chip = c.page.locator(".chip[data-device='ardour']")
+        assert chip.inner_text() == "DAW · ardour"
+        assert "ok" not in (chip.get_attribute("class") or "").split()
+        assert "ok" in (c.page.locator(".chip[data-device='log']").get_attribute("class") or "").split()
+        assert c.act_and_confirm(c.page.locator("#play")) == "error"
+        assert "ardour" in c.last_error()
+        assert c.page.locator("#status").inner_text().startswith("play: ")
+        assert c.page.locator("#play").get_attribute("data-state") == "error"
+        c.page.screenshot(path=str(shots / "producer-daw-down.png"))
+        trail = _trail_ok(c)
+        assert [state for _id, _verb, state, _at in trail] == ["pending", "error"]
         ctx.close()
