@@ -181,11 +181,11 @@ VERBS: dict[str, tuple[Callable[[dict[str, Any]], Command], bool]] = {
     "transport.play": (lambda a: Play(), True),
     "transport.stop": (lambda a: Stop(), True),
     "transport.record": (lambda a: SetRecord(_arg_bool(a, "on", True)), True),
-    "song.set": (lambda a: SetSong(_arg_text(a, "name", limit=200)), False),
+    "song": (lambda a: SetSong(_arg_text(a, "name", limit=200)), False),
     "take.mark": (lambda a: MarkTake(_arg_text(a, "label", required=False, limit=200)), False),
     "take.circle": (lambda a: CircleTake(_arg_take(a), _arg_bool(a, "on", True)), False),
     "take.falsestart": (lambda a: _false_start(a), False),
-    "note.add": (lambda a: AddNote(_arg_text(a, "text"), _arg_take(a)), False),
+    "note": (lambda a: AddNote(_arg_text(a, "text"), _arg_take(a)), False),
     "talkback": (lambda a: SetTalkback(_arg_bool(a, "on")), False),
 }
 

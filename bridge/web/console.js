@@ -366,7 +366,7 @@
       }
       case "note": {
         const text = await ask(`Note on ${name}`, "");
-        if (text) act("note.add", { ...args, text }, b, `note on ${name}`);
+        if (text) act("note", { ...args, text }, b, `note on ${name}`);
         break;
       }
     }
@@ -382,12 +382,12 @@
   });
   $("song").addEventListener("change", (ev) => {
     const name = ev.target.value;
-    if (name) act("song.set", { name }, ev.target, `song ${name}`);
+    if (name) act("song", { name }, ev.target, `song ${name}`);
   });
   $("newsong").addEventListener("click", async (ev) => {
     const btn = ev.currentTarget;
     const name = await ask("Song name", "");
-    if (name && name.trim()) act("song.set", { name: name.trim() }, btn, `song ${name.trim()}`);
+    if (name && name.trim()) act("song", { name: name.trim() }, btn, `song ${name.trim()}`);
   });
   for (const [id, view] of [["tab-song", "song"], ["tab-session", "session"]]) {
     $(id).addEventListener("click", () => {
