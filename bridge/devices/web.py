@@ -332,10 +332,7 @@ class WebConsole(SyncDevice):
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> WebConsole:
-        import importlib
-
-        # aiohttp costs ~120 ms to import: in a worker thread, so the daemon is ready meanwhile
-        self._web = await asyncio.to_thread(importlib.import_module, "aiohttp.web")
+        self._web = await _import_aiohttp_web()
         web_mod = self._web
         await self._load_records()
         app = web_mod.Application(middlewares=[self._guard], client_max_size=64 * 1024)
@@ -817,6 +814,42 @@ class WebConsole(SyncDevice):
             if self._state.get(S.TALKBACK) is True and not any(c.talkback for c in self._consoles):
                 log.info("web console: %s went away holding talkback; released", console.peer)
                 self._submit(SetTalkback(False))
+
+
+async def _import_aiohttp_web() -> Any:
+    """aiohttp costs ~120 ms to import: in a daemon thread, so the daemon is ready meanwhile, and
+    a daemon stopping while the import runs (``--exit-when-ready``) does not wait for it."""
+    import importlib
+    import sys
+    import threading
+
+    loaded = sys.modules.get("aiohttp.web")
+    if loaded is not None:
+        return loaded
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+
+    def work() -> None:
+        try:
+            module, error = importlib.import_module("aiohttp.web"), None
+        except BaseException as exc:  # ImportError and anything the import raised
+            module, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(settle, module, error)
+
+    threading.Thread(target=work, name="web-import", daemon=True).start()
+    try:
+        return await fut
+    except ImportError as exc:
+        raise DeviceUnavailable(f"the web console needs aiohttp ({exc})") from exc
 
 
 def _fields(item: Any) -> dict[str, Any]:
