@@ -138,6 +138,9 @@ def test_report_in_chromium(recorded: dict[str, Any], browser: Any, shots: Path)
     )
     assert style[0] != "rgba(0, 0, 0, 0)" and int(style[1]) >= 700
     page.screenshot(path=str(shots / "report.png"), full_page=True)
+    page.emulate_media(media="print")  # what the PDF gets (no PDF rasterizer here)
+    page.set_viewport_size({"width": 794, "height": 1123})  # A4 at 96 dpi
+    page.screenshot(path=str(shots / "report-print.png"), full_page=True)
     pdf = page.pdf(format="A4", print_background=True)
     (shots / "report.pdf").write_bytes(pdf)
     assert pdf.startswith(b"%PDF") and len(pdf) > 5000
