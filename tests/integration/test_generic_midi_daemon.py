@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from peers.daemon import Daemon, OscClient
-from peers.jack import JackServer, MidiPeer, PeerFactory, jack_server, midi_peer  # noqa: F401
+from peers.jack import JackServer, MidiPeer, PeerFactory
 
 MAPPING = Path(__file__).resolve().parents[2] / "configs" / "mappings" / "nanokontrol2-tracking.toml"
 REC, PLAY, STOP, MARKER_SET = 45, 41, 42, 60
@@ -29,8 +29,8 @@ def wait_bytes(peer: MidiPeer, *wanted: list[int], timeout: float = 10.0) -> Non
 @pytest.mark.jack
 def test_nanokontrol2_drives_the_daemon_and_leds_follow_the_state(
     tmp_path: Path,
-    jack_server: JackServer,  # noqa: F811 - pytest fixture
-    midi_peer: PeerFactory,  # noqa: F811 - pytest fixture
+    jack_server: JackServer,
+    midi_peer: PeerFactory,
 ) -> None:
     peer = midi_peer("nanoKONTROL2", "nanoKONTROL2 MIDI 1")
     config = f"""
