@@ -2,9 +2,11 @@
 
 ``studio-bridge layout touchosc|open-stage-control [--view producer|engineer] -o FILE``
 
-Every control uses an OSC API address: buttons send a command address and light from the
-feedback the API sends on the same address (``/transport/record``, ``/talkback``,
-``/track/<n>/arm``...); labels show feedback addresses (``/song``, ``/take``, ``/transport/time``).
+Every control uses an OSC API address, from the command registry's verb list: buttons send a
+command address and light from the feedback the API sends (on the same address: ``/transport/record``,
+``/talkback``, ``/track/<n>/arm``; or the selected take's flags: CIRCLE sends
+``/take/circle/toggle`` and lights from ``/take/selected/circled``); labels show feedback addresses
+(``/song``, ``/take/selected``, ``/transport/time``).
 ``osc_api_addresses()`` lists what the API accepts and sends, and ``addresses_of`` reads a layout
 file back, so a test can check that every address a layout uses exists.
 
@@ -78,16 +80,42 @@ def build_layout(view: View = "producer") -> Layout:
     """The controls of a view (the same for both formats)."""
     c: list[Control] = [
         Control("onair", "led", 20, 16, 200, 70, "ON AIR", receive="/transport/on_air", color=RED),
-        Control("song", "label", 240, 16, 480, 70, "song", receive="/song", size=34),
+        Control("song_prev", "push", 240, 16, 70, 70, "◀", send="/song/previous", color=GREY),
+        Control("song", "label", 318, 16, 326, 70, "song", receive="/song", size=34),
+        Control("song_next", "push", 652, 16, 70, 70, "▶", send="/song/next", color=GREY),
         Control("sync", "button", 740, 16, 264, 70, "Sync", send="/state", color=GREY),
         Control("take_caption", "label", 20, 100, 160, 40, "TAKE", size=20),
-        Control("take", "label", 20, 140, 160, 110, "0", receive="/take", size=72),
-        Control("take_label", "label", 200, 100, 520, 60, "", receive="/take/label", size=26),
+        Control("take", "label", 20, 140, 160, 110, "0", receive="/take/selected", size=72),
+        Control("take_label", "label", 200, 100, 520, 60, "", receive="/take/selected/label", size=26),
         Control("time", "label", 200, 160, 520, 90, "00:00:00.000", receive="/transport/time", size=48),
-        Control("session", "label", 740, 100, 264, 40, "", receive="/session", size=18),
+        Control(
+            "take_prev",
+            "push",
+            740,
+            100,
+            128,
+            150,
+            "◀ TAKE",
+            send="/take/select/previous",
+            color=GREY,
+            size=20,
+        ),
+        Control(
+            "take_next", "push", 876, 100, 128, 150, "TAKE ▶", send="/take/select/next", color=GREY, size=20
+        ),
         Control("mark", "push", 20, 270, 320, 150, "MARK TAKE", send="/take/mark", color=BLUE, size=34),
         Control(
-            "circle", "push", 352, 270, 320, 150, "CIRCLE LAST", send="/take/circle", color=GOLD, size=30
+            "circle",
+            "push",
+            352,
+            270,
+            320,
+            150,
+            "CIRCLE",
+            send="/take/circle/toggle",
+            receive="/take/selected/circled",
+            color=GOLD,
+            size=30,
         ),
         Control(
             "falsestart",
@@ -97,7 +125,8 @@ def build_layout(view: View = "producer") -> Layout:
             320,
             150,
             "FALSE START",
-            send="/take/falsestart",
+            send="/take/falsestart/toggle",
+            receive="/take/selected/false_start",
             color=GREY,
             size=30,
         ),
@@ -189,13 +218,28 @@ def build_layout(view: View = "producer") -> Layout:
 # ------------------------------------------------------------------------------------ OSC API
 
 
+QUERIES = ("/ping", "/state", "/subscribe", "/unsubscribe", "/stats")
+
+
 def osc_api_addresses(tracks: int = ENGINEER_TRACKS) -> tuple[set[str], set[str]]:
-    """(command addresses the OSC API accepts, feedback addresses it sends), with track numbers
-    1..``tracks`` filled in."""
+    """(command addresses the OSC API accepts, feedback addresses it sends), from the command
+    registry's verb list, with track numbers 1..``tracks`` filled in."""
+    from bridge import commands
     from bridge.devices import osc_api
 
-    commands = set(osc_api._COMMANDS) | set(osc_api._TOGGLES)
-    commands |= {"/ping", "/state", "/subscribe", "/unsubscribe", "/stats"}
+    command_set: set[str] = set(QUERIES)
+    for v in commands.VERBS:
+        if "osc" not in v.grammars:
+            continue
+        addresses = (
+            [v.osc_address.replace("<n>", str(n)) for n in range(1, tracks + 1)]
+            if v.is_track
+            else [v.osc_address]
+        )
+        for address in addresses:
+            command_set.add(address)
+            if v.toggle is not None:
+                command_set.add(address + "/toggle")
     feedback: set[str] = set()
     keys = [
         S.PLAYING,
@@ -206,20 +250,22 @@ def osc_api_addresses(tracks: int = ENGINEER_TRACKS) -> tuple[set[str], set[str]
         S.TALKBACK,
         S.SESSION,
         S.SONG,
+        S.SONGS,
         S.TAKE,
         S.NEXT_TAKE,
         S.TAKE_LABEL,
+        S.SELECTED,
+        S.SELECTED_CIRCLED,
+        S.SELECTED_FALSE_START,
+        S.SELECTED_LABEL,
+        S.ELAPSED,
     ]
     for n in range(1, tracks + 1):
-        for what in ("arm", "mute", "solo", "fader"):
-            commands.add(f"/track/{n}/{what}")
-        for what in ("arm", "mute", "solo"):
-            commands.add(f"/track/{n}/{what}/toggle")
         keys += [S.track_key(n, f) for f in ("name", "armed", "mute", "solo", "fader")]
     for key in keys:
         for address, _ in osc_api.feedback_messages(key, None):
             feedback.add(address)
-    return commands, feedback
+    return command_set, feedback
 
 
 # ------------------------------------------------------------------------------------ TouchOSC

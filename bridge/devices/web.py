@@ -54,21 +54,13 @@ from bridge.devices.osc_api import PRIVATE_NETWORKS, _check_networks
 from bridge.errors import ConfigError, DeviceUnavailable
 from bridge.options import port_check, positive
 from bridge.vocab import (
-    AddNote,
-    CircleTake,
     Command,
-    FalseStart,
     Feedback,
     Inbound,
     LogEntry,
-    MarkTake,
     Outbound,
-    Play,
     Request,
-    SetRecord,
-    SetSong,
     SetTalkback,
-    Stop,
     Value,
 )
 
@@ -141,62 +133,55 @@ class WebOptions:
 # ------------------------------------------------------------------------------------------ verbs
 
 
-class VerbError(ValueError):
-    """A page sent an action that cannot become a command (unknown verb, bad arguments)."""
+#: the verbs of the command registry a producer's page may use (transport ones only while
+#: ``producer_transport``); anything else is refused like an unknown verb
+PRODUCER_VERBS: frozenset[str] = frozenset(
+    {
+        "transport.play",
+        "transport.stop",
+        "transport.record",
+        "song",
+        "song.add",
+        "song.next",
+        "song.previous",
+        "take.mark",
+        "take.select",
+        "take.select.next",
+        "take.select.previous",
+        "take.circle",
+        "take.falsestart",
+        "take.rename",
+        "note",
+        "talkback",
+    }
+)
+TEXT_LIMIT = 500
 
 
-def _arg_bool(args: dict[str, Any], key: str, default: bool | None = None) -> bool:
-    value = args.get(key, default)
-    if not isinstance(value, bool):
-        raise VerbError(f"{key}: expected true or false")
-    return value
+def page_verbs(transport: bool) -> list[dict[str, object]]:
+    """The registry's schema of the verbs the page may use."""
+    from bridge import commands
+
+    return [
+        v
+        for v in commands.schema()
+        if v["name"] in PRODUCER_VERBS and (transport or not str(v["name"]).startswith("transport."))
+    ]
 
 
-def _arg_take(args: dict[str, Any], key: str = "take", required: bool = False) -> int | None:
-    value = args.get(key)
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise VerbError(f"{key}: expected a take number >= 1")
-    return value
+def build_command(verb: str, args: dict[str, Any], transport: bool) -> Command:
+    """A page's action -> the Command, through the command registry; ``commands.ArgError`` (an
+    ``UnknownVerb`` for a verb the page may not use) with a one-line reason when it cannot be."""
+    from bridge import commands
 
-
-def _arg_text(args: dict[str, Any], key: str, required: bool = True, limit: int = 500) -> str:
-    value = args.get(key, None if required else "")
-    if not isinstance(value, str):
-        raise VerbError(f"{key}: expected text")
-    if len(value) > limit:
-        raise VerbError(f"{key}: at most {limit} characters")
-    return value
-
-
-def _false_start(args: dict[str, Any]) -> Command:
-    if not _arg_bool(args, "on", True):
-        raise VerbError("false start off is not supported by this daemon")
-    return FalseStart(_arg_take(args))
-
-
-#: verb -> (builder, transport?): what a page may ask for
-VERBS: dict[str, tuple[Callable[[dict[str, Any]], Command], bool]] = {
-    "transport.play": (lambda a: Play(), True),
-    "transport.stop": (lambda a: Stop(), True),
-    "transport.record": (lambda a: SetRecord(_arg_bool(a, "on", True)), True),
-    "song": (lambda a: SetSong(_arg_text(a, "name", limit=200)), False),
-    "take.mark": (lambda a: MarkTake(_arg_text(a, "label", required=False, limit=200)), False),
-    "take.circle": (lambda a: CircleTake(_arg_take(a), _arg_bool(a, "on", True)), False),
-    "take.falsestart": (lambda a: _false_start(a), False),
-    "note": (lambda a: AddNote(_arg_text(a, "text"), _arg_take(a)), False),
-    "talkback": (lambda a: SetTalkback(_arg_bool(a, "on")), False),
-}
-
-
-def build_command(verb: str, args: dict[str, Any]) -> tuple[Command, bool]:
-    """A page's action -> (Command, is it a transport command); VerbError when it cannot be."""
-    entry = VERBS.get(verb)
-    if entry is None:
-        raise VerbError(f"unknown verb {verb!r}")
-    builder, transport = entry
-    return builder(args), transport
+    if verb not in PRODUCER_VERBS:
+        raise commands.UnknownVerb(f"unknown verb {verb!r}")
+    if verb.startswith("transport.") and not transport:
+        raise commands.ArgError("transport is switched off for the producer view")
+    for key, value in args.items():
+        if isinstance(value, str) and len(value) > TEXT_LIMIT:
+            raise commands.ArgError(f"{verb}: {key}: at most {TEXT_LIMIT} characters")
+    return commands.build(verb, args)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -688,9 +673,7 @@ class WebConsole(SyncDevice):
                     "view": "producer",
                     "transport": self.options.producer_transport,
                     "roles": self.ctx.roles() if self.ctx.roles is not None else {},
-                    "verbs": sorted(
-                        v for v, (_, t) in VERBS.items() if self.options.producer_transport or not t
-                    ),
+                    "verbs": page_verbs(self.options.producer_transport),
                     "server_time": time.time(),
                 }
             )
@@ -779,20 +762,24 @@ class WebConsole(SyncDevice):
             self.counters["bad_args"] += 1
             self._reply(console, ident, "args: expected an object")
             return
-        try:
-            command, transport = build_command(verb, args)
-        except VerbError as exc:
-            self.counters["unknown_verb" if str(exc).startswith("unknown verb") else "bad_args"] += 1
-            self._reply(console, ident, str(exc))
-            return
-        song = args.get("song")
+        # a take is named by song and number on the page; take numbers are per song
+        args = dict(args)
+        song = args.pop("song", None)
         if song is not None and song != (self._state.get(S.SONG) or ""):
             self.counters["bad_args"] += 1
             self._reply(console, ident, f"that take is of song {song!r}: pick the song first")
             return
-        if transport and not self.options.producer_transport:
-            self.counters["refused_transport"] += 1
-            self._reply(console, ident, "transport is switched off for the producer view")
+        from bridge import commands
+
+        try:
+            command = build_command(verb, args, self.options.producer_transport)
+        except commands.UnknownVerb as exc:
+            self.counters["unknown_verb"] += 1
+            self._reply(console, ident, str(exc))
+            return
+        except commands.ArgError as exc:
+            self.counters["refused_transport" if "switched off" in str(exc) else "bad_args"] += 1
+            self._reply(console, ident, str(exc))
             return
         self.counters["actions"] += 1
         if isinstance(command, SetTalkback):

@@ -62,7 +62,9 @@
           if (v === null) delete S.state[k]; else S.state[k] = v;
         }
         renderState();
-        if (Object.keys(m.set || {}).some((k) => k === "song" || k.startsWith("take"))) renderTakes();
+        if (Object.keys(m.set || {}).some((k) => k === "song" || (k.startsWith("take") && k !== "take/elapsed"))) {
+          renderTakes();
+        }
         break;
       case "sheet":
       case "delta":
@@ -193,7 +195,9 @@
   function renderSongs() {
     const sel = $("song");
     const songs = [...((S.sheet && S.sheet.songs) || [])];
-    const list = Array.isArray(S.state.songs) ? S.state.songs : null;
+    let list = null;  // the session's song list: a JSON array in the state key "songs"
+    try { list = typeof S.state.songs === "string" ? JSON.parse(S.state.songs) : null; } catch (e) { list = null; }
+    if (!Array.isArray(list)) list = null;
     if (list) for (const s of list) if (!songs.includes(s)) songs.push(s);
     const cur = currentSong();
     if (cur && !songs.includes(cur)) songs.push(cur);
@@ -231,16 +235,17 @@
 
   function tick() {
     const t = currentTake(), el = $("elapsed");
-    if (typeof S.state["take/elapsed"] === "number" && t && t.duration === null) {
-      el.textContent = fmtDur(S.state["take/elapsed"]);
-    } else if (t && t.duration === null) {
+    const open = !!(t && t.duration === null);
+    if (open && typeof S.state["take/elapsed"] === "number") {
+      el.textContent = fmtDur(S.state["take/elapsed"]);  // the daemon's: DAW position - take start
+    } else if (open) {
       el.textContent = fmtDur(Date.now() / 1000 + S.offset - Date.parse(t.start) / 1000);
     } else if (t) {
       el.textContent = fmtDur(t.duration);
     } else {
       el.textContent = "0:00";
     }
-    el.classList.toggle("running", !!(t && t.duration === null));
+    el.classList.toggle("running", open && S.state["transport/playing"] === true);
   }
   setInterval(tick, 250);
 
@@ -249,13 +254,14 @@
     if (t.circled) cls.push("circled");
     if (t.false_start) cls.push("false");
     if (isCurrent) cls.push("current");
+    if (t.song === currentSong() && t.take === S.state["take/selected"]) cls.push("selected");
     const badges = (t.circled ? '<span class="badge c">CIRCLED</span>' : "")
       + (t.false_start ? '<span class="badge f">FALSE START</span>' : "");
     const notes = (t.notes || []).map((n) => `<div>${esc(n)}</div>`).join("");
     const dur = t.duration === null ? "running" : fmtDur(t.duration);
     const key = `${esc(t.song)}|${t.take}`;
     return `<div class="${cls.join(" ")}" data-seq="${t.seq}" data-song="${esc(t.song)}" data-take="${t.take}">
-      <div class="num">${t.take ?? "?"}</div>
+      <button class="num" type="button" data-act="select" data-key="${key}" aria-label="select take ${t.take}">${t.take ?? "?"}</button>
       <div class="meta"><div class="label">${esc(t.label || "Take " + t.take)}<span class="badges">${badges}</span></div>
         <div class="times">${fmtClock(t.start)} · ${dur}</div></div>
       <div class="acts">
@@ -353,6 +359,9 @@
     const args = { take: t.take, song: t.song };
     const name = `take ${t.take}`;
     switch (b.dataset.act) {
+      case "select":
+        act("take.select", args, b, `select ${name}`);
+        break;
       case "circle":
         act("take.circle", { ...args, on: !t.circled }, b, `${t.circled ? "un-circle" : "circle"} ${name}`);
         break;

@@ -69,12 +69,27 @@ def test_producer_session_in_chromium(tmp_path: Path, browser: Any, shots: Path)
         b.wait("() => window.console_state.sheet.takes[1].circled === true")
         assert "circled" in (b.row(2).get_attribute("class") or "")
 
-        # false start on take 1
-        assert a.act_and_confirm(a.row(1).locator("[data-act=falsestart]")) == "done"
-        a.wait("() => window.console_state.sheet.takes[0].false_start === true")
+        # false start on take 1, and off again
+        for want in (True, False):
+            assert a.act_and_confirm(a.row(1).locator("[data-act=falsestart]")) == "done", a.last_error()
+            a.wait("w => window.console_state.sheet.takes[0].false_start === w", want)
+            assert ("false" in (a.row(1).get_attribute("class") or "").split()) is want
+        b.wait("() => window.console_state.sheet.takes[0].false_start === false")
 
-        # a note on take 1 while take 3 is the current take
+        # rename take 3
+        a.row(3).locator("[data-act=rename]").click()
+        a.page.fill("#askinput", "the keeper?")
+        before = a.page.evaluate("window.console_state.replies")
+        a.page.click("#askok")
+        a.wait("n => window.console_state.replies > n", before)
+        assert a.page.evaluate("document.body.dataset.lastReply") == "done", a.last_error()
+        a.wait("() => window.console_state.sheet.takes[2].label === 'the keeper?'")
+        b.wait("() => window.console_state.sheet.takes[2].label === 'the keeper?'")
+        assert b.row(3).locator(".label").inner_text().startswith("the keeper?")
+
+        # a note on take 1 while take 3 is the current take (and the selected one)
         assert a.page.locator("#takeno").inner_text() == "3"
+        assert "selected" in (a.row(3).get_attribute("class") or "").split()
         a.row(1).locator("[data-act=note]").click()
         a.page.fill("#askinput", "great feel, pitchy at the end")
         before = a.page.evaluate("window.console_state.replies")
@@ -83,6 +98,8 @@ def test_producer_session_in_chromium(tmp_path: Path, browser: Any, shots: Path)
         assert a.page.evaluate("document.body.dataset.lastReply") == "done", a.last_error()
         a.wait("() => window.console_state.sheet.takes[0].notes.length === 1")
         assert a.row(1).locator(".notes").inner_text().strip() == "great feel, pitchy at the end"
+        assert a.row(3).locator(".notes").count() == 0  # not on the current take
+        assert a.page.evaluate("window.console_state.state['take/selected']") == 3
 
         # push-to-talk held for about 0.5 s: exactly one cue
         talk = a.page.locator("#talk")
@@ -111,7 +128,7 @@ def test_producer_session_in_chromium(tmp_path: Path, browser: Any, shots: Path)
 
         # every action so far went pending, then done (never done without pending)
         trail = _trail_ok(a)
-        assert len(trail) >= 2 * 9, trail
+        assert len(trail) >= 2 * 12, trail
 
         # reload mid-session: the list is intact
         shown = a.rows()
