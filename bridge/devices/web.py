@@ -23,11 +23,14 @@ answered 403 and counted (``denied``, ``bad_host``, ``bad_origin``, ``bad_token`
 
 WebSocket protocol (server -> page): ``{"t": "hello", "room", "view", "transport", "verbs",
 "server_time"}``, ``{"t": "snapshot", "state": {...}, "sheet": {...}}`` at connect,
-``{"t": "state", "set": {key: value}}`` for changed keys (``null``: gone), ``{"t": "sheet",
-"sheet": {...}}`` whenever a durable record changes the take sheet, and ``{"t": "reply", "id",
+``{"t": "state", "set": {key: value}}`` for changed keys (``null``: gone), ``{"t": "delta", ...}``
+(the takes / cues / notes that changed) when a durable record changes the take sheet, ``{"t":
+"sheet", "sheet": {...}}`` when the session changed, and ``{"t": "reply", "id",
 "ok": true}`` or ``{"t": "reply", "id", "ok": false, "error": "..."}`` for each action.
-Page -> server: ``{"id": n, "verb": "take.mark", "args": {...}}`` (see ``VERBS``), or
-``{"id": n, "verb": "snapshot"}``. A malformed, oversized (> ``max_message`` bytes) or unknown
+Page -> server: ``{"id": n, "verb": "take.mark", "args": {...}}``: a verb of the command registry
+(``bridge/commands.py``) in ``PRODUCER_VERBS``, built by ``commands.build``; ``args`` may also
+name the ``song`` of the take (refused unless it is the current song). Or ``{"id": n, "verb":
+"snapshot"}`` / ``"ping"``. A malformed, oversized (> ``max_message`` bytes) or unknown
 message is answered with an error reply and counted; the connection stays open. A console whose
 connection closes while it holds talkback releases it.
 """
