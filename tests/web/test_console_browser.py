@@ -172,6 +172,8 @@ def test_producer_session_in_chromium(tmp_path: Path, browser: Any, shots: Path)
         assert len(exported["talkback"]) == 1
         ctx.close()
         proxy.close()
+    # closed pages, a cut connection, a reload: normal events, nothing in the journal above INFO
+    assert not [line for line in d.lines if " WARNING " in line or " ERROR " in line], d.log()
     # and so does the CLI export of the log the daemon left
     out = cli("log", "export", "--data-dir", str(d.data_dir), "--format", "json")
     assert out.returncode == 0, out.stderr
@@ -243,3 +245,33 @@ def test_health_and_a_refused_action_shown_as_the_error(tmp_path: Path, browser:
         trail = _trail_ok(c)
         assert [state for _id, _verb, state, _at in trail] == ["pending", "error"]
         ctx.close()
+
+
+def test_talkback_never_sticks_on(tmp_path: Path, browser: Any) -> None:
+    """Held talkback is released when the page loses focus, and by the daemon when the page's
+    connection is lost while the button is still held."""
+    with console_daemon(tmp_path) as d:
+        proxy = CutProxy(d.web_port)
+        ctx = browser.new_context()
+        a = Console(ctx.new_page(), f"http://127.0.0.1:{proxy.port}").open()
+        watcher = Console(ctx.new_page(), f"http://127.0.0.1:{d.web_port}").open()
+        talk = a.page.locator("#talk").bounding_box()
+        assert talk is not None
+        a.page.mouse.move(talk["x"] + 20, talk["y"] + 20)
+        for ending in ("blur", "lost connection"):
+            a.page.mouse.down()
+            watcher.wait("() => window.console_state.state.talkback === true")
+            if ending == "blur":
+                a.page.evaluate("window.dispatchEvent(new Event('blur'))")
+            else:
+                proxy.drop()  # the button is still held down
+            watcher.wait("() => window.console_state.state.talkback === false")
+            a.page.mouse.up()
+        cues = watcher.sheet()["talkback"]
+        assert len(cues) == 2 and all(c["duration"] is not None for c in cues), cues
+        proxy.restore()
+        a.wait_live(timeout=20_000)
+        assert a.page.evaluate("window.console_state.state.talkback") is False
+        ctx.close()
+        proxy.close()
+    assert any("went away holding talkback; released" in line for line in d.lines), d.log()
