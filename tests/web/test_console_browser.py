@@ -7,6 +7,7 @@ export afterwards must hold exactly what the pages showed."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,25 @@ def test_talkback_never_sticks_on(tmp_path: Path, browser: Any) -> None:
         ctx.close()
         proxy.close()
     assert any("went away holding talkback; released" in line for line in d.lines), d.log()
+
+
+@pytest.mark.mqtt
+def test_a_take_marked_over_mqtt_shows(tmp_path: Path, browser: Any, mosquitto: Any) -> None:
+    """A change made on the facility bus (a real mosquitto) shows in the open console."""
+    config = (
+        '[bridge]\nroom = "room-m"\n\n'
+        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\ncommands = true\n'
+    )
+    with console_daemon(tmp_path, config) as d:
+        d.wait_for_log("mqtt (mqtt): connected", timeout=20)
+        ctx = browser.new_context()
+        c = Console(ctx.new_page(), f"http://127.0.0.1:{d.web_port}").open()
+        pub = subprocess.run(
+            ["mosquitto_pub", "-h", mosquitto.host, "-p", str(mosquitto.port), "-q", "1",
+             "-t", "studio-bridge/room-m/cmd/take/mark", "-m", "from the bus"],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+        assert pub.returncode == 0, pub.stderr
+        _wait_takes(c, 1)
+        assert c.rows()[0]["label"] == "from the bus"
+        ctx.close()
