@@ -13,6 +13,15 @@ Per run:
   final value. The driver process's CPU time during the flood is reported too.
 
 Prints median [min..max] over the runs and the bridge/baseline ratio.
+
+    /tmp/venv/bin/python bench/bench_mqtt.py --reconnect [--runs 3] [--outages 1,2,9]
+
+Reconnect (issue 9 item 10): two bridges, each under the real supervisor and hub, connected
+to one private mosquitto: one with ``MqttBridge``'s reconnect policy, the baseline with the
+policy it had before (``Device.retry_delay``: 0.25 s doubling, capped at 10 s, no jitter).
+Per run and outage length the broker is stopped (SIGTERM), kept down that long, and started
+again on the same port; measured: from the port accepting connections again to the room's
+retained ``state/talkback`` arriving at a fresh subscriber.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
@@ -195,6 +205,90 @@ async def one_run(port: int, run: int, n: int, flood_seconds: float) -> dict[str
     }
 
 
+# --------------------------------------------------------------------------- reconnect
+
+
+async def reconnect_main(args: argparse.Namespace) -> int:
+    import aiomqtt
+
+    from bridge.devices.base import Device
+    from bridge.devices.mqtt import MqttBridge, MqttOptions
+    from bridge.hub import Hub
+    from bridge.sessionlog import SessionLog
+    from bridge.supervisor import run_device
+
+    class Before(MqttBridge):
+        """The reconnect policy of before: 0.25 s doubling to 10 s, no jitter."""
+
+        max_backoff = 10.0
+
+        def retry_delay(self, attempt: int) -> float:
+            return Device.retry_delay(self, attempt)
+
+    logging.getLogger("bridge").setLevel(logging.ERROR)  # the expected "connection lost" lines
+    outages = [float(x) for x in args.outages.split(",")]
+    took: dict[tuple[str, float], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start_broker(Path(tmp))
+        hub = Hub(SessionLog(Path(tmp) / "log.sqlite3"))
+        await hub.start()
+        rooms = {"bridge": f"bench-now-{os.getpid()}", "baseline": f"bench-before-{os.getpid()}"}
+        tasks = []
+        for name, cls in (("bridge", MqttBridge), ("baseline", Before)):
+            device = cls(name, MqttOptions(port=port, room=rooms[name]))
+            tasks.append(asyncio.create_task(run_device(hub, hub.add_device(device, None))))
+
+        async def republished(room: str, since: float) -> float:
+            async with aiomqtt.Client(HOST, port) as client:
+                await client.subscribe(f"studio-bridge/{room}/state/talkback", qos=1)
+                async for _ in client.messages:
+                    return time.perf_counter() - since
+            raise RuntimeError("no message")
+
+        try:
+            await asyncio.sleep(1.0)
+            for run in range(args.runs):
+                for outage in outages:
+                    os.kill(proc.pid, signal.SIGTERM)
+                    await asyncio.to_thread(proc.wait, 5)
+                    await asyncio.sleep(outage)
+                    conf = Path(tmp) / "mosquitto.conf"
+                    proc = subprocess.Popen(  # noqa: ASYNC220 - starting it is quick; the bench times from the port
+                        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                    )  # fmt: skip
+                    while True:  # the port accepting again is "the broker answering"
+                        try:
+                            socket.create_connection((HOST, port), timeout=0.2).close()
+                            break
+                        except OSError:
+                            await asyncio.sleep(0.005)
+                    back = time.perf_counter()
+                    async with asyncio.timeout(60):
+                        results = await asyncio.gather(*(republished(rooms[k], back) for k in rooms))
+                    for key, seconds in zip(rooms, results, strict=True):
+                        took.setdefault((key, outage), []).append(seconds)
+                    line = ", ".join(f"{k} {t:.3f} s" for k, t in zip(rooms, results, strict=True))
+                    print(f"run {run + 1} outage {outage:g} s: {line}", flush=True)
+                    await asyncio.sleep(1.0)  # both connected and settled before the next outage
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await hub.log.close()
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=5)
+
+    print(f"\nbroker answering again -> retained state republished, {args.runs} runs, median [min..max]")
+    for outage in outages:
+        cells = []
+        for key in rooms:
+            values = took[(key, outage)]
+            cells.append(f"{key} {statistics.median(values):.3f} s [{min(values):.3f}..{max(values):.3f}]")
+        print(f"outage {outage:>4g} s: " + "   ".join(cells))
+    return 0
+
+
 async def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start_broker(Path(tmp))
@@ -239,6 +333,8 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--flood-seconds", type=float, default=2.0)
+    ap.add_argument("--reconnect", action="store_true", help="measure reconnect after broker outages")
+    ap.add_argument("--outages", default="1,2,9", help="outage lengths in seconds (with --reconnect)")
     ap.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--topic", help=argparse.SUPPRESS)
@@ -247,4 +343,4 @@ if __name__ == "__main__":
     if a.subscriber:
         asyncio.run(subscriber_main(a.port, a.topic, a.end))
         sys.exit(0)
-    sys.exit(asyncio.run(main(a)))
+    sys.exit(asyncio.run(reconnect_main(a) if a.reconnect else main(a)))

@@ -3,8 +3,11 @@
 * SIGTERM / SIGINT: graceful stop within 2 s: devices' lights off, log flushed and closed.
 * SIGHUP: reload the config file: devices are added, removed or restarted (when their
   table changed) without ending the session; a broken new config is logged and ignored.
+  A driver with ``reconfigure(options) -> bool`` (the OSC API while bind and port stay) takes
+  the new table in place instead; a restarted one first sends the answers it still owes.
 * Start-up: the session log is opened, the OSC API is bound, then "ready" is logged (and
   ``READY=1`` is sent to systemd when ``NOTIFY_SOCKET`` is set).
+* Under ``WatchdogSec=``: ``WATCHDOG=1`` from an event-loop timer (:mod:`bridge.watchdog`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bridge.config import Config, DeviceSpec, load_config
 from bridge.devices import load_driver
@@ -28,6 +32,7 @@ from bridge.hub import Hub
 from bridge.sessionlog import SessionLog
 from bridge.supervisor import run_device
 from bridge.vocab import DeviceStatus
+from bridge.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,14 @@ def sd_notify(message: str) -> None:
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.connect(address)
         sock.sendall(message.encode())
+
+
+async def _answered(device: Device, limit: float | None = None) -> None:
+    """Wait until a closed device sent the answers it still owed (``wait_closed``: the OSC API
+    keeps its socket for commands taken before it closed), at most ``limit`` seconds."""
+    wait_closed = getattr(device, "wait_closed", None)
+    if wait_closed is not None:
+        await wait_closed(limit)
 
 
 class App:
@@ -91,8 +104,7 @@ class App:
             roles=lambda: dict(self.hub.roles),
         )
 
-    def _build(self, spec: DeviceSpec) -> Device:
-        driver = load_driver(spec.kind)
+    def _options(self, spec: DeviceSpec) -> Any:
         options = spec.options
         if spec.name == "osc" and self.osc_port is not None:
             options = dataclasses.replace(options, port=self.osc_port)
@@ -100,7 +112,27 @@ class App:
             options = dataclasses.replace(options, port=self.web_port)
         if spec.name == "mqtt" and hasattr(options, "room") and not getattr(options, "room", None):
             options = dataclasses.replace(options, room=self.config.bridge.room)
-        return driver(spec.name, options, self._context())
+        return options
+
+    def _build(self, spec: DeviceSpec) -> Device:
+        driver = load_driver(spec.kind)
+        return driver(spec.name, self._options(spec), self._context())
+
+    def _reconfigure(self, old: DeviceSpec, new: DeviceSpec) -> bool:
+        """Apply a changed table to the running device when its driver can do that in place
+        (``reconfigure(options) -> bool``: the OSC API while bind and port stay), so it keeps its
+        socket, its clients and what it still has to answer. False: restart it."""
+        slot = self.hub.slots.get(new.name)
+        apply = getattr(slot.device, "reconfigure", None) if slot is not None else None
+        if slot is None or apply is None or (old.kind, old.role) != (new.kind, new.role):
+            return False
+        if old.mapping is not None or new.mapping is not None:
+            return False
+        if not apply(self._options(new)):
+            return False
+        slot.outbox.min_interval = slot.device.outbox_interval()
+        self._specs[new.name] = new
+        return True
 
     def _start_device(self, spec: DeviceSpec) -> None:
         device = self._build(spec)
@@ -113,10 +145,13 @@ class App:
     async def _stop_device(self, name: str) -> None:
         task = self._tasks.pop(name, None)
         self._specs.pop(name, None)
+        slot = self.hub.slots.get(name)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, STOP_TIMEOUT)
+        if slot is not None:
+            await _answered(slot.device)
         self.hub.remove_device(name)
 
     async def _wait_osc_bound(self, limit: float = 3.0) -> None:
@@ -139,6 +174,9 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        watchdog = Watchdog.from_env()  # None unless systemd asked for keep-alives (WatchdogSec=)
+        if watchdog is not None:
+            watchdog.start()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         info = await self.hub.start(
             session_name=self.config.bridge.session or None, new_session=self.new_session
@@ -172,6 +210,8 @@ class App:
         finally:
             sd_notify("STOPPING=1")
             await self.shutdown()
+            if watchdog is not None:
+                watchdog.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
@@ -205,6 +245,10 @@ class App:
         self.hub.confirm_timeout = new.bridge.confirm_timeout
         self.hub.auto_take = new.bridge.auto_take
         self.hub.songs = list(new.bridge.songs)  # the list the next session starts with
+        in_place = [n for n in changed if self._reconfigure(old_specs[n], new.devices[n])]
+        for name in in_place:
+            log.info("%s: [%s] applied in place (its socket, clients and pending answers kept)", name, name)
+        changed = [n for n in changed if n not in in_place]
         for name in removed + changed:
             await self._stop_device(name)
         for name in changed + added:
@@ -213,11 +257,12 @@ class App:
             except BridgeError as exc:
                 log.error("SIGHUP: device %s not started: %s", name, exc)
         log.info(
-            "config reloaded: %d added, %d removed, %d restarted, %d unchanged",
+            "config reloaded: %d added, %d removed, %d restarted, %d updated in place, %d unchanged",
             len(added),
             len(removed),
             len(changed),
-            len(new.devices) - len(added) - len(changed),
+            len(in_place),
+            len(new.devices) - len(added) - len(changed) - len(in_place),
         )
 
     async def shutdown(self) -> None:
@@ -238,4 +283,7 @@ class App:
             await asyncio.wait_for(self.session_log.close(), 5.0)
         except (TimeoutError, BridgeError) as exc:
             log.error("session log did not close cleanly: %s", exc)
+        # the last durable writes answered their commands; sockets kept for that close now
+        for slot in list(self.hub.slots.values()):
+            await _answered(slot.device, 0.5)
         log.info("stopped in %.0f ms", (time.monotonic() - started) * 1000)

@@ -378,7 +378,6 @@ BY_NAME: dict[str, Verb] = {v.name: v for v in VERBS}
 ALIASES: dict[str, str] = {
     "take.false_start": "take.falsestart",
     "song.pick": "song",
-    "session": "session.new",
     **{v.mackie: v.name for v in VERBS if v.mackie},
 }
 
@@ -541,7 +540,19 @@ def osc_table() -> str:
             if v.is_track:
                 where += f", `/track/name/{v.name.split('.', 1)[1]}/toggle name`"
             rows.append(f"| {where} | `[button]` | a press flips `{v.toggle[1]}` (momentary buttons) |")
-    return "\n".join(rows)
+    return "\n".join(rows) + "\n\n" + aliases_text("osc")
+
+
+def aliases_text(grammar: Grammar) -> str:
+    """One line naming the accepted old spellings of ``grammar``."""
+    parts = []
+    for alias, name in ALIASES.items():
+        if "." not in alias or grammar not in BY_NAME[name].grammars:
+            continue
+        v = BY_NAME[name]
+        spelled = "/" + alias.replace(".", "/") if grammar == "osc" else "cmd/" + alias.replace(".", "/")
+        parts.append(f"`{spelled}` = `{v.osc_address if grammar == 'osc' else v.mqtt_topic}`")
+    return "Also accepted (aliases): " + ", ".join(parts) + "."
 
 
 def mqtt_table() -> str:
@@ -558,7 +569,7 @@ def mqtt_table() -> str:
         rows.append(f"| `{v.mqtt_topic}` | {payload} | {v.description}{extra} |")
         if v.toggle is not None:
             rows.append(f"| `{v.mqtt_topic}/toggle` | ignored | flips `{v.toggle[1]}` |")
-    return "\n".join(rows)
+    return "\n".join(rows) + "\n\n" + aliases_text("mqtt")
 
 
 def mapping_names() -> list[str]:

@@ -165,6 +165,8 @@ class _Takes:
 #: An explicit take mark and the start of recording within this many seconds of each other are
 #: one take (the mark's label goes to the automatic take).
 AUTO_TAKE_MERGE = 2.0
+#: session commands that may wait behind a mark or song change in flight (more are refused)
+MAX_HELD = 1024
 
 
 class Hub:
@@ -186,7 +188,7 @@ class Hub:
         self.roles: dict[str, str] = dict(roles or {})
         self.clock = clock
         self.confirm_timeout = confirm_timeout
-        self.store = S.Store()
+        self.store = S.Store(S.DEFAULTS)
         self.feedback = FeedbackEngine()
         self.slots: dict[str, Slot] = {}
         #: last status detail per device ("cannot bind udp ...: Address already in use")
@@ -815,9 +817,14 @@ class Hub:
             self._session_command(source, command, done)
         except CommandError as exc:
             done(str(exc))
+        except Exception as exc:  # a bug must not leave the commands behind it unanswered
+            log.exception("hub failed to carry out %r from %s", command, source)
+            done(f"internal error: {exc}")
 
     def _session_command(self, source: str, command: Command, done: Done) -> None:
         if self._busy is not None:
+            if len(self._held) >= MAX_HELD:
+                raise CommandError(f"the session log is busy ({len(self._held)} session commands waiting)")
             self._held.append((source, command, done))
             return
         takes = self._takes

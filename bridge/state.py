@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from bridge.vocab import (
     DeviceStatusChanged,
@@ -71,6 +72,15 @@ SELECTED_FALSE_START = "take/selected/false_start"
 SELECTED_LABEL = "take/selected/label"
 ELAPSED = "take/elapsed"
 SONGS = "songs"
+
+#: Keys with a value before anything happened (the hub's store starts with them, so a device
+#: that connects, e.g. an MQTT dashboard or Home Assistant, gets them in its first full dump
+#: instead of "unknown"): talkback is off, the transport stopped and out of record until a
+#: DAW says otherwise (``assumed`` until one does). Session, song and take come from the
+#: session log at start, tracks and device statuses from their devices.
+DEFAULTS: Mapping[str, Value] = MappingProxyType(
+    {PLAYING: False, RECORDING: False, ON_AIR: False, ASSUMED: True, TALKBACK: False}
+)
 
 #: Keys whose values change continuously (coalesced, rate-limited on every output).
 CONTINUOUS_SUFFIXES = ("/position", "/fader", "/elapsed")

@@ -1,4 +1,5 @@
-"""Device supervision: connect, pump both directions, reconnect with capped backoff.
+"""Device supervision: connect, pump both directions, reconnect with capped backoff
+(``Device.retry_delay``).
 
 ``run_device`` owns one device's lifecycle. It reports ``connecting`` on the first attempt,
 ``ok`` once ``__aenter__`` succeeded (the hub then resyncs the device's feedback),
@@ -21,7 +22,6 @@ from bridge.vocab import DeviceStatus
 
 log = logging.getLogger(__name__)
 
-INITIAL_BACKOFF = 0.25
 BLACKOUT_TIMEOUT = 0.5
 
 
@@ -85,7 +85,7 @@ async def _pump(hub: Hub, slot: Slot) -> None:
 async def run_device(hub: Hub, slot: Slot) -> None:
     device = slot.device
     name = device.name
-    backoff = INITIAL_BACKOFF
+    attempt = 0  # failed connect attempts since the device was last up
     announced_down = False
     hub.device_down(name, DeviceStatus.CONNECTING)
     while True:
@@ -93,7 +93,7 @@ async def run_device(hub: Hub, slot: Slot) -> None:
             async with device:
                 hub.device_up(name)
                 log.info("%s (%s): connected", name, device.kind)
-                backoff = INITIAL_BACKOFF
+                attempt = 0
                 announced_down = False
                 await _pump(hub, slot)
         except asyncio.CancelledError:
@@ -118,5 +118,5 @@ async def run_device(hub: Hub, slot: Slot) -> None:
             stats = device.stats()
             if stats:
                 log.debug("%s stats: %s", name, stats)
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, max(INITIAL_BACKOFF, device.max_backoff))
+        await asyncio.sleep(device.retry_delay(attempt))
+        attempt += 1

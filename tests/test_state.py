@@ -90,3 +90,15 @@ def test_on_air_is_rolling_and_recording() -> None:
     assert S.Change(S.ON_AIR, False, True) in changes
     store.apply(TransportChanged(recording=False))  # punched out, still rolling
     assert store.get(S.ON_AIR) is False
+
+
+def test_defaults_then_a_daw_report() -> None:
+    """The hub's store starts with the keys that have a default (issue 9 item 9: talkback was
+    unknown until first used); the first DAW report replaces the assumption."""
+    store = S.Store(S.DEFAULTS)
+    assert store.get(S.TALKBACK) is False and store.get(S.ON_AIR) is False
+    assert store.get(S.ASSUMED) is True
+    changes = store.apply(TransportChanged(playing=False, recording=False))
+    assert [(c.key, c.new) for c in changes] == [(S.ASSUMED, False)]
+    changes = store.apply(TransportChanged(playing=True, recording=True))
+    assert {c.key: c.new for c in changes} == {S.PLAYING: True, S.RECORDING: True, S.ON_AIR: True}

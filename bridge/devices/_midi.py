@@ -321,8 +321,11 @@ class MidiLink:
         try:
             async with asyncio.timeout(OPEN_TIMEOUT):
                 kind, payload = await self._read_frame(proc.stdout)
-                while kind == b"W":
-                    log.info("%s: %s", self.client_name, payload.decode(errors="replace"))
+                while kind in (b"W", b"M"):
+                    if kind == b"W":
+                        log.info("%s: %s", self.client_name, payload.decode(errors="replace"))
+                    else:  # input that came before the ready frame (rtmidi's thread won the race)
+                        self._queue.append(payload)
                     kind, payload = await self._read_frame(proc.stdout)
         except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
             await self._stop_helper(kill=True)

@@ -152,6 +152,11 @@ class _Protocol(asyncio.DatagramProtocol):
         # ICMP port unreachable etc. after a send: the peer is gone or not yet there.
         self.endpoint.errors += 1
         self.endpoint.last_error = exc
+        if self.endpoint.on_error is not None:
+            try:
+                self.endpoint.on_error(exc)
+            except Exception:
+                log.exception("OSC error handler failed")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.endpoint.closed = True
@@ -169,6 +174,10 @@ class UdpEndpoint:
         self.handler_errors = 0
         self.last_error: Exception | None = None
         self.closed = False
+        #: called with each socket error (asyncio's ``error_received``), e.g. ConnectionRefusedError
+        self.on_error: Callable[[Exception], None] | None = None
+        #: the bound socket (for options and its error queue)
+        self.sock: socket.socket | None = None
 
     @classmethod
     async def open(
@@ -197,6 +206,7 @@ class UdpEndpoint:
         except OSError as exc:
             raise DeviceUnavailable(f"cannot bind UDP {host}:{port}: {exc.strerror or exc}") from exc
         endpoint.transport = transport
+        endpoint.sock = sock
         return endpoint
 
     @property

@@ -125,6 +125,12 @@ class Device(abc.ABC):
     async def blackout(self) -> None:  # noqa: B027 - optional hook
         """Switch the device's lights off (called before ``__aexit__`` on shutdown)."""
 
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds the supervisor waits before the next connect attempt; ``attempt`` counts the
+        failed attempts since the device was last up (0: the first retry). Default: 0.25 s,
+        doubling up to ``max_backoff``. A driver may override it (MQTT adds jitter)."""
+        return min(0.25 * 2.0 ** min(attempt, 16), max(0.25, self.max_backoff))
+
     def outbox_interval(self) -> float:
         """Pacing of coalesced messages for this instance (defaults to ``min_interval``)."""
         return self.min_interval

@@ -6,7 +6,8 @@ faders into absolute commands computed from its local mirror of the state:
 * REC ARM / SOLO / MUTE n -> ``SetTrackArm|Solo|Mute(track, not mirror)``; PLAY -> ``Play``,
   STOP -> ``Stop``, RECORD -> ``SetRecord(not recording)``, MARKER -> ``MarkTake``,
   REWIND / FAST FWD -> ``Locate(position -/+ seek_seconds)``, User switch A (footswitch)
-  -> momentary ``SetTalkback``. Every named button (``f1``..``f8``, ``cycle``, ``user_b``,
+  -> momentary ``SetTalkback``, UP / DOWN -> previous / next song of the song list, LEFT / RIGHT
+  -> select the previous / next take. Every named button (``f1``..``f8``, ``cycle``, ``user_b``,
   ...) or note number can be rebound with the ``keys`` table (actions: see ``ACTIONS``).
 * BANK / CHANNEL LEFT / RIGHT shift the local bank by 8 / 1 strips (never sent to the DAW).
 * Faders (pitch bend, only while touched unless ``touch_required = false``) ->
@@ -240,9 +241,23 @@ class MackieSurface(SyncDevice):
         await self._aclose()
 
     async def _aclose(self) -> None:
+        # the read left pending by a cancelled receive() (or the handshake) goes first: closing
+        # the link would end it with DeviceLost('closed') that nobody retrieves (asyncio then
+        # logs "Task exception was never retrieved" at ERROR on every clean stop)
+        self._cancel_read()
         if self._link is not None:
             await self._link.aclose()  # waits for the helper process to close the ports
         self._close()
+
+    def _cancel_read(self) -> None:
+        read, self._next = self._next, None
+        if read is None:
+            return
+        if read.done():
+            if not read.cancelled():
+                read.exception()  # retrieved: the link is being closed, its end is no news
+        else:
+            read.cancel()
 
     def _close(self) -> None:
         for i, handle in enumerate(self._settle):
@@ -250,9 +265,7 @@ class MackieSurface(SyncDevice):
                 handle.cancel()
                 self._settle[i] = None
         self._touched = [False] * mc.STRIPS
-        if self._next is not None and not self._next.done():
-            self._next.cancel()
-        self._next = None
+        self._cancel_read()
         self._gen = None
         if self._link is not None:
             self._link.close()

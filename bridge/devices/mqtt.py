@@ -8,6 +8,9 @@ Topics under the root (default ``studio-bridge/<room>``), see ``docs/mqtt.md``:
   key. Discrete keys QoS 1, continuous ones (``/position``, ``/fader``) QoS 0, coalesced to at
   most ``rate`` updates per second per topic (latest wins).
 * ``log``: each durable session-log record as JSON, QoS 1, not retained.
+* ``takesheet``: the current session's take sheet (``log export --format json``), retained,
+  rebuilt off the event loop from the log at each connect and then from the records the hub
+  sends, published at most every ``TAKESHEET_INTERVAL`` seconds and only when it changed.
 * ``cmd/...`` (only with ``commands = true``) -> ``Request``; outcome on ``reply/...``.
 
 The hub never waits on the broker: ``send()`` only queues, one publisher task per connection
@@ -23,17 +26,20 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
 
 from bridge import __version__, commands
 from bridge.devices.base import Device, DeviceContext
-from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
+from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable, SessionLogError
 from bridge.options import non_negative, port_check, positive
 from bridge.state import is_continuous_key
 from bridge.vocab import (
@@ -49,7 +55,13 @@ from bridge.vocab import (
 if TYPE_CHECKING:
     import aiomqtt
 
+    from bridge.devices import _mqtt_client
+    from bridge.sessionlog import Record
+
 log = logging.getLogger(__name__)
+
+#: Seconds between two take-sheet publishes at most (records in between go into one).
+TAKESHEET_INTERVAL = 0.5
 
 _LEVEL = re.compile(r"^[^/+#\x00]+$")
 
@@ -81,6 +93,8 @@ class MqttOptions:
     room: str | None = field(default=None, metadata={"check": _level_check})
     root: str | None = field(default=None, metadata={"check": _root_check})
     commands: bool = False
+    #: Publish the session's take sheet, retained, on ``<root>/takesheet``.
+    takesheet: bool = True
     homeassistant: bool = False
     discovery_prefix: str = field(default="homeassistant", metadata={"check": _root_check})
     rate: float = field(default=20.0, metadata={"check": positive})
@@ -219,7 +233,14 @@ class MqttBridge(Device):
     kind = "mqtt"
     feedback = "state"
     wants_log = True
-    max_backoff = 10.0
+    #: Reconnect (``retry_delay``): full jitter (a random wait between 0 and the cap, so the
+    #: rooms of a facility do not reconnect in lockstep after a broker restart), the first
+    #: retry within 50 ms, the cap growing from 0.05 s to ``fast_cap`` while the broker has
+    #: been gone less than ``fast_for`` seconds (a restart, a network blip: back within about
+    #: half a second of the broker answering), then ``max_backoff``.
+    fast_cap = 0.5
+    fast_for = 60.0
+    max_backoff = 5.0
     Options = MqttOptions
 
     def __init__(self, name: str, options: MqttOptions, ctx: DeviceContext | None = None) -> None:
@@ -235,7 +256,7 @@ class MqttBridge(Device):
         self.client_id = options.client_id or f"studio-bridge-{room}-{secrets.token_hex(3)}"
         # 5 % spacing margin: network jitter never lets rate + 1 messages into one second
         self._interval = 1.05 / options.rate
-        self._client: aiomqtt.Client | None = None
+        self._client: _mqtt_client.Client | None = None
         self._discrete: deque[_Pub] = deque()
         self._latest: dict[str, Value] = {}  # continuous keys -> newest value, not yet sent
         self._topics: dict[str, str] = {}  # state key -> topic (validated once)
@@ -250,10 +271,17 @@ class MqttBridge(Device):
         self._fresh: set[str] = set()  # state topics published since connecting
         self._retained_seen: set[str] | None = None  # retained state topics found on the broker
         self._cleanup: asyncio.Task[None] | None = None
+        self._down_since: float | None = None  # monotonic time of the first failed attempt
+        self._attempts = 0
+        self._sheet: dict[int, Record] = {}  # seq -> record of the current session
+        self._sheet_session: int | None = None
+        self._sheet_changed = asyncio.Event()
+        self._sheet_task: asyncio.Task[None] | None = None
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "published", "publish_errors", "state", "coalesced", "log_records", "dropped_logs",
                 "overflows", "commands", "replies", "invalid", "unknown", "oversized",
+                "retained_commands", "takesheets",
             ),
             0,
         )  # fmt: skip
@@ -262,6 +290,8 @@ class MqttBridge(Device):
 
     async def __aenter__(self) -> Self:
         import aiomqtt
+
+        from bridge.devices import _mqtt_client
 
         opts = self.opts
         password = await asyncio.to_thread(self._password)
@@ -273,7 +303,7 @@ class MqttBridge(Device):
                 keyfile=self._path(opts.key_file),
             )
         will = aiomqtt.Will(f"{self.root}/status", b"offline", qos=1, retain=True)
-        client = aiomqtt.Client(
+        client = _mqtt_client.Client(
             opts.host,
             opts.port,
             username=opts.username,
@@ -285,13 +315,14 @@ class MqttBridge(Device):
             tls_params=tls_params,
             max_inflight_messages=opts.max_inflight,
             max_queued_incoming_messages=1000,
-            logger=logging.getLogger(f"{__name__}.client"),
+            logger=_mqtt_client.client_logger(f"{__name__}.client"),
         )
         client.pending_calls_threshold = opts.max_inflight + 16
         where = f"mqtt broker {opts.host}:{opts.port}"
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
+            client.settle()
             raise DeviceUnavailable(f"{where}: {exc}") from None
         try:
             async with asyncio.timeout(opts.timeout):
@@ -307,6 +338,7 @@ class MqttBridge(Device):
         except (aiomqtt.MqttError, TimeoutError) as exc:
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
+            client.settle()
             raise DeviceUnavailable(f"{where}: {exc or 'timed out'}") from None
         self._client = client
         self._lost = asyncio.get_running_loop().create_future()
@@ -320,9 +352,26 @@ class MqttBridge(Device):
         self._publisher.add_done_callback(self._publisher_done)
         if opts.stale_window > 0:
             self._cleanup = asyncio.create_task(self._clear_stale(client))
+        if opts.takesheet:
+            self._sheet_task = asyncio.create_task(self._takesheet_loop(), name=f"mqtt-{self.name}-takesheet")
         self._wake.set()
-        log.info("mqtt: connected to %s as %s, root %s", where, self.client_id, self.root)
+        if self._down_since is None:
+            log.info("mqtt: connected to %s as %s, root %s", where, self.client_id, self.root)
+        else:
+            log.info(
+                "mqtt: connected to %s again after %.1f s (%d attempts), state republished",
+                where, time.monotonic() - self._down_since, self._attempts,
+            )  # fmt: skip
+            self._down_since = None
         return self
+
+    def retry_delay(self, attempt: int) -> float:
+        now = time.monotonic()
+        if attempt == 0 or self._down_since is None:
+            self._down_since = now
+        self._attempts = attempt + 1
+        cap = self.fast_cap if now - self._down_since < self.fast_for else self.max_backoff
+        return random.uniform(0.0, min(cap, 0.05 * 2.0 ** min(attempt, 16)))
 
     async def blackout(self) -> None:
         """On shutdown: hand what is queued to the broker (the supervisor bounds the wait)."""
@@ -335,21 +384,25 @@ class MqttBridge(Device):
                 async with asyncio.timeout(1.0):
                     await self.flush()
         client, self._client = self._client, None
-        tasks = [t for t in (self._publisher, self._cleanup, *self._inflight) if t is not None]
+        tasks = [
+            t for t in (self._publisher, self._cleanup, self._sheet_task, *self._inflight) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._publisher = self._cleanup = None
+        self._publisher = self._cleanup = self._sheet_task = None
         if client is None:
             return
-        # A clean disconnect does not fire the last will: say it ourselves (fails at once if
-        # the connection is already gone).
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await client.publish(f"{self.root}/status", b"offline", qos=1, retain=True)
+        if self._lost is not None and not self._lost.done():
+            # A clean disconnect does not fire the last will: say it ourselves. (After a
+            # loss the broker fires the will; a publish then could only wait for nothing.)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await client.publish(f"{self.root}/status", b"offline", qos=1, retain=True)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 await client.__aexit__(None, None, None)
+        client.settle()
 
     def _password(self) -> str | None:
         """Read the secret and check the TLS files (runs in a worker thread)."""
@@ -387,6 +440,8 @@ class MqttBridge(Device):
                 self._stats["dropped_logs"] += 1
             self._stats["log_records"] += 1
             self._enqueue(pub)
+            if self.opts.takesheet:
+                self._sheet_add(message)
         elif isinstance(message, Feedback):
             key, value = message.control, message.value
             topic = self._topics.get(key)
@@ -425,6 +480,56 @@ class MqttBridge(Device):
         self._stats["coalesced"] += len(self._discrete) - len(kept)
         self._discrete = deque(kept)
         log.warning("mqtt: publish queue overflow, coalesced to %d messages", len(kept))
+
+    # ------------------------------------------------------------------ take sheet
+
+    def _sheet_add(self, entry: LogEntry) -> None:
+        record = _as_record(entry)
+        if record is None:
+            return
+        if self._sheet_session is None or record.session > self._sheet_session:
+            self._sheet = {}  # a new session: a new sheet
+            self._sheet_session = record.session
+        elif record.session < self._sheet_session:
+            return
+        self._sheet[record.seq] = record
+        self._sheet_changed.set()
+
+    async def _takesheet_loop(self) -> None:
+        """Publish the take sheet after each connect, then again (coalesced) when records came."""
+        from bridge import export
+
+        await self._load_takesheet()
+        topic, last = f"{self.root}/takesheet", b""
+        while True:
+            self._sheet_changed.clear()
+            records = list(self._sheet.values())
+            payload = await asyncio.to_thread(_takesheet_json, export, records)
+            if payload != last:
+                self._stats["takesheets"] += 1
+                self._enqueue(_Pub(topic, payload, 1, True, key=topic))
+                last = payload
+            await self._sheet_changed.wait()
+            await asyncio.sleep(TAKESHEET_INTERVAL)  # what comes meanwhile goes into the next one
+
+    async def _load_takesheet(self) -> None:
+        """The current session's records from the log (records from before this process
+        started, or that the hub could not replay after a long outage)."""
+        from bridge.app import LOG_FILE
+
+        try:
+            records = await asyncio.to_thread(_session_records, self.ctx.data_dir / LOG_FILE)
+        except SessionLogError as exc:
+            log.info("mqtt: take sheet from the records since start only: %s", exc)
+            return
+        if not records:
+            return
+        session = records[-1].session
+        if self._sheet_session is None or session > self._sheet_session:
+            self._sheet, self._sheet_session = {}, session
+        if session == self._sheet_session:
+            for record in records:
+                self._sheet.setdefault(record.seq, record)
 
     async def flush(self) -> None:
         """Wait until everything queued so far has been handed to the broker (tests, bench;
@@ -533,6 +638,8 @@ class MqttBridge(Device):
                 await asyncio.wait((nxt, lost), return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
                 nxt.cancel()
+                if nxt.done() and not nxt.cancelled():
+                    nxt.exception()  # read: the connection may have dropped just now
                 raise
             if not nxt.done():
                 nxt.cancel()
@@ -540,15 +647,37 @@ class MqttBridge(Device):
             try:
                 message = nxt.result()
             except aiomqtt.MqttError as exc:
-                raise DeviceLost(f"{where}: {exc}") from None
+                # aiomqtt says "Disconnected during message iteration", from paho's reason
+                # ("[code:128] Unspecified error" for a closed socket) or a socket error
+                cause = exc.__cause__
+                reason = "closed" if cause is None or isinstance(cause, aiomqtt.MqttCodeError) else str(cause)
+                if not lost.done():
+                    lost.set_result(reason)
+                raise DeviceLost(f"{where}: connection lost ({reason})") from None
             topic = str(message.topic)
             if topic.startswith(f"{self.root}/state/"):  # only while looking for stale topics
                 if self._retained_seen is not None and message.retain and message.payload:
                     self._retained_seen.add(topic)
                 continue
+            if message.retain:
+                # A retained command is a replay of the past (sent by the broker on every
+                # subscribe, i.e. at each start and reconnect), never a request now.
+                self._retained_command(topic)
+                continue
             request = self._command(topic, message.payload)
             if request is not None:
                 yield request
+
+    def _retained_command(self, topic: str) -> None:
+        self._stats["retained_commands"] += 1
+        if self._stats["retained_commands"] == 1:
+            log.warning(
+                "mqtt: %s: retained command ignored (a retained message is replayed at every "
+                "subscribe; publish commands without retain; clear it with: mosquitto_pub -r -n -t '%s')",
+                topic, topic,
+            )  # fmt: skip
+        else:
+            log.debug("mqtt: %s: retained command ignored", topic)
 
     def _command(self, topic: str, payload: Any) -> Request | None:
         prefix = f"{self.root}/cmd/"
@@ -643,7 +772,7 @@ def discovery_configs(bridge: MqttBridge) -> dict[str, bytes]:
     ]
     out: dict[str, bytes] = {}
     for component, object_id, config in entities:
-        body = {**config, **common, "unique_id": f"{node}_{object_id}", "object_id": f"{node}_{object_id}"}
+        body = {**config, **common, **_entity_ids(component, node, object_id)}
         out[f"{prefix}/{component}/{node}/{object_id}/config"] = _json(body)
     for object_id, name, cmd, press, icon in buttons:
         topic = f"{prefix}/button/{node}/{object_id}/config"
@@ -651,9 +780,18 @@ def discovery_configs(bridge: MqttBridge) -> dict[str, bytes]:
             out[topic] = b""
             continue
         body = {"name": name, "command_topic": f"{root}/cmd/{cmd}", "payload_press": press, "icon": icon,
-                **common, "unique_id": f"{node}_{object_id}", "object_id": f"{node}_{object_id}"}  # fmt: skip
+                **common, **_entity_ids("button", node, object_id)}  # fmt: skip
         out[topic] = _json(body)
     return out
+
+
+def _entity_ids(component: str, node: str, object_id: str) -> dict[str, str]:
+    """``unique_id`` and the entity id HA gives the entity when it is first discovered:
+    ``default_entity_id`` (``<domain>.<object id>``, HA 2025.10+); the older ``object_id``
+    option is deprecated since 2025.10 and ignored from 2026.4, so it is not sent. An entity id
+    is lower case letters, digits and ``_`` (a room "Studio-B" gives ``studio_bridge_studio_b_...``)."""
+    slug = re.sub(r"[^a-z0-9_]+", "_", f"{node}_{object_id}".lower()).strip("_")
+    return {"unique_id": f"{node}_{object_id}", "default_entity_id": f"{component}.{slug}"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -661,6 +799,54 @@ def discovery_configs(bridge: MqttBridge) -> dict[str, bytes]:
 
 def _json(data: object) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+def _takesheet_json(export: ModuleType, records: list[Record]) -> bytes:
+    """The take sheet as ``log export --format json`` builds it, compact (a worker thread)."""
+    return _json(export.sheet_to_json(export.build_take_sheet(records)))
+
+
+def _session_records(path: Path) -> list[Record]:
+    """The latest session's records, [] without a log (a worker thread)."""
+    from bridge import sessionlog
+
+    return sessionlog.read_records(path) if path.exists() else []
+
+
+def _as_record(entry: LogEntry) -> Record | None:
+    """A LogEntry (``Record.to_json()``) back into a Record for the take sheet."""
+    from bridge.sessionlog import Record
+
+    d = entry.record
+
+    def text(key: str) -> str | None:
+        value = d.get(key)
+        return value if isinstance(value, str) else None
+
+    def integer(key: str) -> int | None:
+        value = d.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    session, kind, ts = integer("session"), text("kind"), text("ts")
+    if session is None or kind is None or ts is None:
+        return None
+    seconds = d.get("daw_seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        seconds = None
+    data = d.get("data")
+    return Record(
+        seq=entry.seq,
+        session=session,
+        ts=ts,
+        kind=kind,
+        song=text("song"),
+        take=integer("take"),
+        daw_seconds=None if seconds is None else float(seconds),
+        source=text("source") or "",
+        text=text("text") or "",
+        amends=integer("amends"),
+        data=dict(data) if isinstance(data, dict) else {},
+    )
 
 
 def _key_ok(key: str) -> bool:

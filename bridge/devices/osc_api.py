@@ -17,7 +17,8 @@ Every command is answered to its sender: ``/ok <address>`` once it has taken eff
 (for anything logged: once durable), or ``/error <address> <reason>``.
 
 Feedback (to every client heard from within ``client_ttl`` seconds and to the configured
-``clients``) uses the command addresses where one exists, so a TouchOSC button on
+``clients``; see :class:`ClientTable` for who keeps a place when many come and go) uses the
+command addresses where one exists, so a TouchOSC button on
 ``/transport/record`` lights up by itself: ``/transport/play i``, ``/transport/stop i``,
 ``/transport/record i``, ``/transport/position f`` (at most ``position_rate``/s) and
 ``/transport/time s``, ``/track/<n>/arm|mute|solo i``, ``/track/<n>/name s``,
@@ -33,11 +34,14 @@ the allowlist) is counted, logged at a limited rate, and dropped.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
+import socket
+import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -59,6 +63,8 @@ from bridge.vocab import (
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9123
+#: Seconds a closing API (restarted by a reload) keeps its socket for answers still due.
+LINGER = 5.0
 PRIVATE_NETWORKS = (
     "127.0.0.0/8",
     "::1/128",
@@ -120,6 +126,9 @@ class OscApiOptions:
     reply_ports: dict[str, int] = field(default_factory=dict, metadata={"check": _check_reply_ports})
     client_ttl: float = field(default=3600.0, metadata={"check": positive})
     max_clients: int = field(default=32, metadata={"check": positive})
+    #: feedback places one host's (non-configured) clients may take: a churn of short-lived
+    #: source ports from one host never crowds out the other hosts, nor its own subscribers
+    max_clients_per_host: int = field(default=8, metadata={"check": positive})
     position_rate: float = field(default=10.0, metadata={"check": positive})
 
 
@@ -172,6 +181,254 @@ def feedback_messages(key: str, value: Value) -> list[tuple[str, Value]]:
     return [("/" + key, _arg(value))]
 
 
+@dataclass(slots=True)
+class _Client:
+    source: Address  # where it last sent from
+    target: Address  # where its replies and feedback go (``reply_ports`` applied)
+    heard: float  # last datagram from it (monotonic)
+    subscribed: bool = False  # sent /subscribe (and not /unsubscribe)
+
+
+class ClientTable:
+    """Who gets state feedback, and who keeps a place when many clients come and go.
+
+    A client is every allowed sender (a tablet sending commands) plus, explicitly, whoever sent
+    ``/subscribe`` (a display that only listens). Entries are keyed by their feedback target,
+    so the many source ports of a host with a ``reply_ports`` entry are one client.
+
+    * ``[osc] clients`` (configured) always get feedback and take no place in the table.
+    * A client silent for ``client_ttl`` seconds is dropped (``expired``); so is one whose
+      feedback bounces (ICMP port unreachable: the app closed its socket; ``unreachable``).
+    * At most ``max_clients_per_host`` entries per host and ``max_clients`` in all. A newcomer
+      beyond a cap takes the place of the longest-silent *implicit* client (one that never
+      subscribed: a tablet restarted on a new port; ``evicted``). A subscriber heard within its
+      TTL is never pushed out for a newcomer: when no implicit place is left, the newcomer is
+      served its replies but gets no feedback (``refused``; a refused ``/subscribe`` is
+      answered ``/error``).
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        max_clients: int,
+        per_host: int,
+        static: list[Address] | None = None,
+        reply_ports: dict[str, int] | None = None,
+    ) -> None:
+        self.ttl = ttl
+        self.max_clients = max_clients
+        self.per_host = per_host
+        self.static: tuple[Address, ...] = tuple(static or ())
+        self._static_set = frozenset(self.static)
+        self.reply_ports: dict[str, int] = dict(reply_ports or {})
+        self._entries: dict[Address, _Client] = {}
+        self._per_host: dict[str, int] = {}
+        self._targets: tuple[Address, ...] | None = None
+        self._next_expiry = float("inf")
+        self.counters = {"refused": 0, "evicted": 0, "expired": 0, "unreachable": 0}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, target: object) -> bool:
+        return target in self._entries
+
+    @property
+    def subscribers(self) -> int:
+        return sum(1 for e in self._entries.values() if e.subscribed)
+
+    def target_of(self, source: Address) -> Address:
+        """Where replies and feedback for a sender go (its source port, or its reply port)."""
+        host = source[0]
+        port = self.reply_ports.get(host)
+        if port is None and host.startswith("::ffff:"):  # IPv4 on a dual-stack socket (bind "::")
+            port = self.reply_ports.get(host[7:])
+        return source if port is None else (host, port)
+
+    # ------------------------------------------------------------ changes
+
+    def touch(self, source: Address, now: float, subscribe: bool = False) -> bool:
+        """A datagram from ``source``; returns whether it gets feedback."""
+        target = self.target_of(source)
+        entry = self._entries.get(target)
+        if entry is not None:
+            entry.heard = now
+            entry.source = source
+            entry.subscribed = entry.subscribed or subscribe
+            return True
+        if target in self._static_set:
+            return True
+        self.expire(now)
+        host = target[0]
+        if self._per_host.get(host, 0) >= self.per_host and not self._evict(now, host):
+            self.counters["refused"] += 1
+            return False
+        if len(self._entries) >= self.max_clients and not self._evict(now, None):
+            self.counters["refused"] += 1
+            return False
+        self._add(_Client(source, target, now, subscribe))
+        return True
+
+    def gets_feedback(self, source: Address) -> bool:
+        target = self.target_of(source)
+        return target in self._entries or target in self._static_set
+
+    def forget(self, source: Address) -> bool:
+        """``/unsubscribe``: no more feedback until it is heard again."""
+        return self._remove(self.target_of(source)) is not None
+
+    def unreachable(self, target: Address) -> bool:
+        """A datagram to ``target`` bounced (ICMP port unreachable): retire it at once."""
+        if self._remove(target) is None:
+            return False
+        self.counters["unreachable"] += 1
+        return True
+
+    def discard_hosts(self, drop: Callable[[str], bool]) -> int:
+        """Remove the clients of every host for which ``drop(host)`` holds (no longer allowed)."""
+        gone = [t for t in self._entries if drop(t[0])]
+        for target in gone:
+            self._remove(target)
+        return len(gone)
+
+    def expire(self, now: float) -> None:
+        if now < self._next_expiry:
+            return
+        limit = now - self.ttl
+        for target in [t for t, e in self._entries.items() if e.heard < limit]:
+            self._remove(target)
+            self.counters["expired"] += 1
+        self._next_expiry = min((e.heard for e in self._entries.values()), default=now) + self.ttl
+
+    def reconfigure(
+        self,
+        *,
+        ttl: float,
+        max_clients: int,
+        per_host: int,
+        static: list[Address],
+        reply_ports: dict[str, int],
+        now: float,
+    ) -> None:
+        """New limits (a reload): the clients stay; re-keyed when ``reply_ports`` changed, and
+        trimmed (implicit clients first, then the longest silent) if a cap went down."""
+        self.ttl, self.max_clients, self.per_host = ttl, max_clients, per_host
+        self.static, self._static_set = tuple(static), frozenset(static)
+        self.reply_ports = dict(reply_ports)
+        old = sorted(self._entries.values(), key=lambda e: e.heard)
+        self._entries.clear()
+        self._per_host.clear()
+        self._targets = None
+        self._next_expiry = float("-inf")
+        for entry in old:
+            target = self.target_of(entry.source)
+            if target in self._static_set:
+                continue
+            merged = self._entries.get(target)
+            if merged is not None:  # a reply port now joins two source ports
+                merged.heard = max(merged.heard, entry.heard)
+                merged.subscribed = merged.subscribed or entry.subscribed
+                continue
+            self._add(_Client(entry.source, target, entry.heard, entry.subscribed))
+        self.expire(now)
+        for host in list(self._per_host):
+            while self._per_host.get(host, 0) > self.per_host:
+                self._trim(host)
+        while len(self._entries) > self.max_clients:
+            self._trim(None)
+
+    # ------------------------------------------------------------ reading
+
+    def targets(self, now: float) -> tuple[Address, ...]:
+        """Every feedback target: the configured clients and the live entries."""
+        self.expire(now)
+        if self._targets is None:
+            self._targets = tuple(sorted(self._static_set.union(self._entries)))
+        return self._targets
+
+    # ------------------------------------------------------------ internals
+
+    def _add(self, entry: _Client) -> None:
+        self._entries[entry.target] = entry
+        host = entry.target[0]
+        self._per_host[host] = self._per_host.get(host, 0) + 1
+        self._targets = None
+        self._next_expiry = min(self._next_expiry, entry.heard + self.ttl)
+
+    def _remove(self, target: Address) -> _Client | None:
+        entry = self._entries.pop(target, None)
+        if entry is not None:
+            host = target[0]
+            left = self._per_host.get(host, 1) - 1
+            if left > 0:
+                self._per_host[host] = left
+            else:
+                self._per_host.pop(host, None)
+            self._targets = None
+        return entry
+
+    def _evict(self, now: float, host: str | None) -> bool:
+        """Make room for a newcomer: the longest-silent implicit client (of ``host``)."""
+        victims = [
+            e for e in self._entries.values() if not e.subscribed and (host is None or e.target[0] == host)
+        ]
+        if not victims:
+            return False
+        self._remove(min(victims, key=lambda e: e.heard).target)
+        self.counters["evicted"] += 1
+        return True
+
+    def _trim(self, host: str | None) -> None:
+        """Over a (lowered) cap: implicit clients go first, then the longest silent."""
+        pool = [e for e in self._entries.values() if host is None or e.target[0] == host]
+        victim = min(pool, key=lambda e: (e.subscribed, e.heard))
+        self._remove(victim.target)
+        self.counters["evicted"] += 1
+
+
+#: cmsg of an ICMP error on the socket's error queue (Linux, IP_RECVERR / IPV6_RECVERR)
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+_RECVERR_CMSGS = ((socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR))
+_EE_ORIGIN_ICMP = (2, 3)  # SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6
+
+
+def _enable_recverr(sock: socket.socket) -> bool:
+    """Ask Linux to report ICMP errors of an unconnected UDP socket, with the address of the
+    datagram that bounced (on the error queue); without it they are dropped silently."""
+    done = False
+    options = [(socket.IPPROTO_IP, _IP_RECVERR)]
+    if sock.family == socket.AF_INET6:
+        options.insert(0, (socket.IPPROTO_IPV6, _IPV6_RECVERR))
+    for level, name in options:
+        try:
+            sock.setsockopt(level, name, 1)
+            done = True
+        except OSError:
+            pass
+    return done
+
+
+def _read_errqueue(sock: socket.socket) -> list[tuple[Address, int]]:
+    """Drain the socket's error queue: [(destination of the bounced datagram, errno)] for ICMP
+    errors. Drained completely, so the queue never keeps the socket readable with nothing to read."""
+    out: list[tuple[Address, int]] = []
+    while True:
+        try:
+            _data, ancdata, _flags, addr = sock.recvmsg(1, 1024, _MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            return out
+        except OSError:
+            return out
+        for level, kind, data in ancdata:
+            if (level, kind) in _RECVERR_CMSGS and len(data) >= 8:
+                ee_errno, origin = struct.unpack_from("=IB", data)
+                if origin in _EE_ORIGIN_ICMP and isinstance(addr, tuple):
+                    out.append(((addr[0], addr[1]), ee_errno))
+
+
 class _RateLimitedLog:
     """Log bad input without letting a flood fill the journal."""
 
@@ -210,9 +467,20 @@ class OscApi(SyncDevice):
         super().__init__(name, options or OscApiOptions(), ctx)
         self.options: OscApiOptions
         self._networks = [ipaddress.ip_network(n, strict=False) for n in self.options.allow]
-        self._static = [_parse_hostport(c) for c in self.options.clients]
-        self._reply_ports = dict(self.options.reply_ports)
-        self._clients: dict[Address, float] = {}  # client -> last heard (monotonic)
+        self.clients = ClientTable(
+            ttl=self.options.client_ttl,
+            max_clients=self.options.max_clients,
+            per_host=self.options.max_clients_per_host,
+            static=[_parse_hostport(c) for c in self.options.clients],
+            reply_ports=self.options.reply_ports,
+        )
+        self._sock: socket.socket | None = None
+        #: commands taken but not answered yet; a closing API answers them before its socket goes
+        self._unanswered = 0
+        self._closing = False
+        self._linger: asyncio.TimerHandle | None = None
+        self._closed = asyncio.Event()
+        self._closed.set()
         self._inbox: deque[Inbound] = deque()
         self._wake = asyncio.Event()
         self._endpoint: UdpEndpoint | None = None
@@ -221,6 +489,7 @@ class OscApi(SyncDevice):
         self._bad_packet = _RateLimitedLog()
         self._bad_command = _RateLimitedLog()
         self._denied = _RateLimitedLog()
+        self._refused = _RateLimitedLog(per_window=1, window=60.0)
         self._state: dict[str, Value] = {}
         self.counters = {
             "packets": 0,
@@ -231,12 +500,20 @@ class OscApi(SyncDevice):
             "denied": 0,
             "replies": 0,
             "feedback": 0,
+            "send_failed": 0,
         }
 
     # ---------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> OscApi:
+        if self._endpoint is not None:
+            self._close_socket()  # reopened while lingering: what is still owed goes out anew
         self._endpoint = await UdpEndpoint.open(self._datagram, (self.options.bind, self.options.port))
+        self._sock = self._endpoint.sock
+        self._closing = False
+        self._closed.clear()
+        if self._sock is not None and _enable_recverr(self._sock):
+            self._endpoint.on_error = self._socket_error
         host, port = self._endpoint.local_address
         log.info("OSC API listening on udp %s:%d", host, port)
         return self
@@ -251,9 +528,67 @@ class OscApi(SyncDevice):
         }
         if any(bad.values()):
             log.info("osc api: dropped input so far: %s", ", ".join(f"{k} {v}" for k, v in bad.items()))
-        if self._endpoint is not None:
-            self._endpoint.close()
-            self._endpoint = None
+        self._refused.flush()
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        # commands taken but never handed to the core (its reader stopped first): not carried out
+        while self._inbox:
+            item = self._inbox.popleft()
+            if isinstance(item, Request):
+                item.done("not carried out: the OSC API was closing; send it again")
+        if self._unanswered and not endpoint.closed:
+            # commands still being carried out (a take mark waiting for its durable write):
+            # take nothing new, but keep the socket until their answers went out (bounded)
+            self._closing = True
+            self._linger = asyncio.get_running_loop().call_later(LINGER, self._close_socket)
+            log.debug("osc api: closing after %d pending answers", self._unanswered)
+            return
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        endpoint, self._endpoint = self._endpoint, None
+        self._sock = None
+        self._closing = False
+        if endpoint is not None:
+            if self._unanswered:
+                log.info("osc api: closed with %d commands unanswered", self._unanswered)
+            endpoint.close()
+        self._closed.set()
+
+    async def wait_closed(self, limit: float | None = None) -> None:
+        """Until the socket is closed: at once, or once the commands taken before
+        ``__aexit__`` are answered; after ``limit`` (default LINGER) seconds it is closed anyway."""
+        try:
+            async with asyncio.timeout(LINGER if limit is None else limit):
+                await self._closed.wait()
+        except TimeoutError:
+            self._close_socket()
+
+    def reconfigure(self, options: OscApiOptions) -> bool:
+        """Apply new options in place (a reload) when the socket can stay: same ``bind`` and
+        ``port``. Clients and subscribers stay; nothing in flight is lost. False: restart."""
+        if (options.bind, options.port) != (self.options.bind, self.options.port):
+            return False
+        static = [_parse_hostport(c) for c in options.clients]
+        self.options = options
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in options.allow]
+        self._allowed_cache.clear()
+        self.clients.reconfigure(
+            ttl=options.client_ttl,
+            max_clients=options.max_clients,
+            per_host=options.max_clients_per_host,
+            static=static,
+            reply_ports=options.reply_ports,
+            now=time.monotonic(),
+        )
+        dropped = self.clients.discard_hosts(lambda host: not self._allowed(host))
+        if dropped:
+            log.info("osc api: %d clients no longer in the allowlist get no more feedback", dropped)
+        return True
 
     def outbox_interval(self) -> float:
         return 1.0 / self.options.position_rate
@@ -264,7 +599,16 @@ class OscApi(SyncDevice):
         return self._endpoint.local_address[1]
 
     def stats(self) -> dict[str, int]:
-        return dict(self.counters, clients=len(self._clients))
+        table = self.clients
+        return dict(
+            self.counters,
+            clients=len(table),
+            subscribers=table.subscribers,
+            clients_refused=table.counters["refused"],
+            clients_evicted=table.counters["evicted"],
+            clients_expired=table.counters["expired"],
+            clients_unreachable=table.counters["unreachable"],
+        )
 
     async def receive(self) -> AsyncIterator[Inbound]:
         while True:
@@ -291,6 +635,8 @@ class OscApi(SyncDevice):
 
     def _datagram(self, data: bytes, addr: Address) -> None:
         self.counters["packets"] += 1
+        if self._closing:
+            return  # an API being replaced takes nothing new (its successor does)
         if not self._allowed(addr[0]):
             self.counters["denied"] += 1
             self._denied.warn("osc api: ignored a packet from %s (not in the allowlist)", addr[0])
@@ -303,20 +649,31 @@ class OscApi(SyncDevice):
                 "osc api: malformed packet (%d bytes) from %s:%d: %s", len(data), addr[0], addr[1], exc
             )
             return
-        self._touch(addr)
+        self._touch(addr, subscribe=any(address == "/subscribe" for address, _ in messages))
         for address, args in messages:
             self._message(address, args, addr)
 
-    def _touch(self, addr: Address) -> None:
-        now = time.monotonic()
-        if addr not in self._clients and len(self._clients) >= self.options.max_clients:
-            oldest = min(self._clients, key=self._clients.__getitem__)
-            del self._clients[oldest]
-        self._clients[addr] = now
+    def _touch(self, addr: Address, subscribe: bool = False) -> bool:
+        if self.clients.touch(addr, time.monotonic(), subscribe):
+            return True
+        host = addr[0]
+        self._refused.warn(
+            "osc api: %s:%d gets replies but no feedback: the client table is full for %s "
+            "(max_clients_per_host %d, max_clients %d; subscribers keep their places)",
+            host,
+            addr[1],
+            host,
+            self.options.max_clients_per_host,
+            self.options.max_clients,
+        )
+        return False
 
     def _message(self, address: str, args: OscArgs, addr: Address) -> None:
         if address == "/ping":
             self._reply(addr, "/pong", *[a for a in args if isinstance(a, int | float | str)][:4])
+            return
+        if address == "/subscribe" and not self.clients.gets_feedback(addr):
+            self._reply(addr, "/error", address, "too many clients; no place for feedback")
             return
         if address in ("/state", "/subscribe"):
             self._reply(addr, "/ok", address)
@@ -329,7 +686,7 @@ class OscApi(SyncDevice):
             self._reply(addr, "/stats", *pairs)
             return
         if address == "/unsubscribe":
-            self._clients.pop(addr, None)
+            self.clients.forget(addr)
             self._reply(addr, "/ok", address)
             return
         try:
@@ -348,15 +705,23 @@ class OscApi(SyncDevice):
             self._reply(addr, "/error", address, f"bad arguments: {exc}")
             return
         self.counters["commands"] += 1
+        self._inbox.append(Request(command, self._answer(addr, address)))
+        self._wake.set()
+
+    def _answer(self, addr: Address, address: str) -> Callable[[str | None], None]:
+        """The callback that answers one command once it took effect (or failed)."""
+        self._unanswered += 1
 
         def done(error: str | None) -> None:
+            self._unanswered -= 1
             if error is None:
                 self._reply(addr, "/ok", address)
             else:
                 self._reply(addr, "/error", address, error)
+            if self._closing and not self._unanswered:
+                self._close_socket()
 
-        self._inbox.append(Request(command, done))
-        self._wake.set()
+        return done
 
     def _parse(self, address: str, args: OscArgs) -> Command:
         verb = _ADDRESSES.get(address)
@@ -419,25 +784,51 @@ class OscApi(SyncDevice):
 
     # ---------------------------------------------------------------- output
 
-    def _reply(self, addr: Address, address: str, *args: Any) -> None:
-        if self._endpoint is None or self._endpoint.closed:
-            return
-        port = self._reply_ports.get(addr[0], addr[1])
-        try:
-            self._endpoint.sendto(encode(address, *args), (addr[0], port))
-            self.counters["replies"] += 1
-        except Exception as exc:  # never let one client break the API
-            log.debug("osc api: reply to %s failed: %s", addr, exc)
+    def _send(self, data: bytes, target: Address) -> bool:
+        """One datagram, never blocking. Straight on the socket, not through the transport:
+        with IP_RECVERR a bounce of an *earlier* datagram makes the next sendto fail once with
+        ConnectionRefusedError, whoever it goes to; that send is retried after the bounce was
+        read (and its client retired)."""
+        sock = self._sock
+        if sock is None:
+            return False
+        for _attempt in range(3):
+            try:
+                sock.sendto(data, target)
+                return True
+            except ConnectionRefusedError:
+                self._read_bounces()
+            except (BlockingIOError, InterruptedError):
+                break  # socket buffer full: UDP drops it, as the kernel would
+            except OSError as exc:
+                log.debug("osc api: send to %s failed: %s", target, exc)
+                break
+        self.counters["send_failed"] += 1
+        return False
 
-    def _targets(self) -> list[Address]:
-        now = time.monotonic()
-        ttl = self.options.client_ttl
-        expired = [a for a, t in self._clients.items() if now - t > ttl]
-        for addr in expired:
-            del self._clients[addr]
-        targets = {(a[0], self._reply_ports.get(a[0], a[1])) for a in self._clients}
-        targets.update(self._static)
-        return sorted(targets)
+    def _socket_error(self, exc: Exception) -> None:
+        """asyncio's error_received (a recvfrom that reported a bounce)."""
+        self._read_bounces()
+
+    def _read_bounces(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for target, code in _read_errqueue(sock):
+            if code == errno.ECONNREFUSED and self.clients.unreachable(target):
+                log.debug("osc api: %s:%d is not listening any more; no more feedback", *target)
+
+    def _reply(self, addr: Address, address: str, *args: Any) -> None:
+        try:
+            data = encode(address, *args)
+        except Exception as exc:  # never let one client break the API
+            log.debug("osc api: reply to %s not encoded: %s", addr, exc)
+            return
+        if self._send(data, self.clients.target_of(addr)):
+            self.counters["replies"] += 1
+
+    def _targets(self) -> tuple[Address, ...]:
+        return self.clients.targets(time.monotonic())
 
     def _send_state(self, addr: Address) -> None:
         for key, value in sorted(self._state.items()):
@@ -451,17 +842,13 @@ class OscApi(SyncDevice):
             self._state.pop(message.control, None)
         else:
             self._state[message.control] = message.value
-        targets = self._targets()
-        if not targets or self._endpoint is None:
+        if self._sock is None or self._closing:
             return
         for address, arg in feedback_messages(message.control, message.value):
             data = encode(address, arg)
-            for target in targets:
-                try:
-                    self._endpoint.sendto(data, target)
+            for target in self._targets():  # re-read: a bounce retires its client at once
+                if self._send(data, target):
                     self.counters["feedback"] += 1
-                except OSError as exc:
-                    log.debug("osc api: feedback to %s failed: %s", target, exc)
 
 
 def check_bind(options: OscApiOptions, file: str) -> None:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
+import os
+import re
 import secrets
-from collections.abc import AsyncIterator
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from peers.mosquitto import (  # noqa: F401
@@ -21,7 +27,7 @@ from peers.mosquitto import (  # noqa: F401
     mosquitto_tls,
 )
 
-from bridge.devices.base import DeviceContext
+from bridge.devices.base import Device, DeviceContext
 from bridge.devices.mqtt import MqttBridge, MqttOptions, encode_value, parse_command
 from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
 from bridge.vocab import (
@@ -61,7 +67,8 @@ def tls_broker(mosquitto_tls: Broker) -> Broker:  # noqa: F811
 
 def make(broker: Broker, **kw: object) -> MqttBridge:
     room = str(kw.pop("room", f"room-{secrets.token_hex(3)}"))
-    opts = MqttOptions(host=broker.host, port=broker.port, room=room, timeout=5.0, **kw)  # type: ignore[arg-type]
+    kw.setdefault("timeout", 5.0)
+    opts = MqttOptions(host=broker.host, port=broker.port, room=room, **kw)  # type: ignore[arg-type]
     return MqttBridge("mqtt", opts)
 
 
@@ -185,6 +192,37 @@ def test_options_reject_bad_room_and_two_passwords() -> None:
     with pytest.raises(ConfigError):
         MqttBridge("mqtt", MqttOptions(password="x", password_env="Y"))
     assert "hunter2" not in repr(MqttOptions(password="hunter2"))
+
+
+def test_reconnect_delays_are_jittered_and_short_while_the_broker_was_just_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bridge = MqttBridge("mqtt", MqttOptions(room="x"))
+    now = [1000.0]
+    monkeypatch.setattr("bridge.devices.mqtt.time.monotonic", lambda: now[0])
+    first = [bridge.retry_delay(0) for _ in range(200)]
+    assert max(first) <= 0.05 and len(set(first)) > 100  # fast, and not in lockstep
+    later = [bridge.retry_delay(attempt) for attempt in range(1, 400)]
+    assert max(later) <= bridge.fast_cap and sum(later) / len(later) < 0.3
+    now[0] += bridge.fast_for + 1  # gone for more than a minute: back off further
+    slow = [bridge.retry_delay(attempt) for attempt in range(400, 800)]
+    assert max(slow) <= bridge.max_backoff and max(slow) > bridge.fast_cap
+    # other devices keep the plain doubling backoff
+    assert [Device.retry_delay(bridge, a) for a in range(6)] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0]
+
+
+def test_take_sheet_records_round_trip_and_a_new_session_starts_a_new_sheet() -> None:
+    from bridge.sessionlog import Record
+
+    bridge = MqttBridge("mqtt", MqttOptions(room="x"))
+    one = Record(7, 1, "2026-01-01T10:00:00.000Z", "take_marker", "Song", 1, 1.5, "osc", "keeper", None, {})
+    bridge._sheet_add(LogEntry(7, one.to_json()))
+    bridge._sheet_add(LogEntry(8, {"kind": "note"}))  # not a record: ignored
+    assert list(bridge._sheet.values()) == [one]
+    two = Record(9, 2, "2026-01-01T11:00:00.000Z", "session_start", None, None, None, "", "Day 2", None, {})
+    bridge._sheet_add(LogEntry(9, two.to_json()))
+    bridge._sheet_add(LogEntry(10, {**one.to_json(), "seq": 10}))  # a late one of session 1
+    assert list(bridge._sheet.values()) == [two]
 
 
 # --------------------------------------------------------------------------- against mosquitto
@@ -311,6 +349,41 @@ async def test_commands_become_requests_with_replies(broker: Broker) -> None:
         assert bridge.stats()["commands"] == 3
 
 
+async def test_retained_commands_are_ignored_at_every_connect(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retained cmd/ message is replayed by the broker at every subscribe (each bridge start,
+    each reconnect after a broker restart): it must never roll the room into record."""
+    bridge = make(broker, commands=True)
+    root = bridge.root
+    caplog.set_level(logging.DEBUG, logger="bridge.devices.mqtt")
+    async with Subscriber(broker, f"{root}/reply/#") as sub:
+        await sub.client.publish(f"{root}/cmd/transport/record", b"1", qos=1, retain=True)
+        await sub.client.publish(f"{root}/cmd/take/mark", b"{}", qos=1, retain=True)
+        for connect in (1, 2):  # a start, then a reconnect
+            async with running(bridge) as run:
+                await sub.client.publish(f"{root}/cmd/transport/stop", b"1", qos=1)  # live: runs
+                req = await run.next_request()
+                assert req.command == Stop()
+                assert run.inbound.empty()
+                assert bridge.stats()["retained_commands"] == 2 * connect
+        # while connected, a command published with retain set is delivered live (the retain
+        # flag is only set on the replay at subscribe): it is carried out
+        async with running(bridge) as run:
+            await sub.client.publish(f"{root}/cmd/transport/play", b"1", qos=1, retain=True)
+            assert (await run.next_request()).command == Play()
+            await sub.client.publish(f"{root}/cmd/transport/stop", b"1", qos=1)
+            assert (await run.next_request()).command == Stop()
+            assert run.inbound.empty()
+        await sub.quiet(0.3)
+        assert not any(m.topic.endswith(("/record", "/mark")) for m in sub.messages)  # no replies
+        for topic in ("transport/record", "take/mark", "transport/play"):  # clean the broker
+            await sub.client.publish(f"{root}/cmd/{topic}", b"", qos=1, retain=True)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "retained" in r.message]
+    assert len(warnings) == 1 and "cmd/transport/record" in warnings[0].message  # logged once
+    assert bridge.stats()["commands"] == 4
+
+
 async def test_commands_ignored_when_disabled(broker: Broker) -> None:
     bridge = make(broker)
     root = bridge.root
@@ -368,6 +441,18 @@ async def test_home_assistant_discovery(broker: Broker) -> None:
         assert mark["command_topic"].endswith("/cmd/take/mark")
         unique = [c["unique_id"] for c in configs.values()]
         assert len(set(unique)) == 8 and all("studio-b" in u for u in unique)
+        # HA 2025.10 deprecated object_id (ignored from 2026.4): default_entity_id instead,
+        # "<domain>.<object id>", a valid entity id (lower case, digits, _)
+        assert not any("object_id" in c for c in configs.values())
+        for topic, c in configs.items():
+            domain = topic.split("/")[1]
+            assert re.fullmatch(rf"{domain}\.[a-z0-9_]+", c["default_entity_id"]), c
+        assert on_air["default_entity_id"] == "binary_sensor.studio_bridge_studio_b_on_air"
+        assert talkback["default_entity_id"] == "binary_sensor.studio_bridge_studio_b_talkback"
+        assert configs[f"homeassistant/button/{node}/record/config"]["default_entity_id"] == (
+            "button.studio_bridge_studio_b_record"
+        )
+        assert len({c["default_entity_id"] for c in configs.values()}) == 8
     # Without commands the buttons are withdrawn (empty retained config).
     bridge = make(broker, homeassistant=True, room="studio-b")
     async with running(bridge):
@@ -408,6 +493,69 @@ async def test_broker_restart_lost_then_reconnect_republishes(broker: Broker) ->
         assert payloads(sub.on(f"{root}/state/song")) == [b'"Song B"']
         assert sub.on(f"{root}/state/transport/recording")[-1].payload == b"true"
         assert logs
+
+
+@contextlib.contextmanager
+def loop_errors() -> Iterator[list[dict[str, Any]]]:
+    """What reaches the event loop's exception handler (asyncio's ERROR lines: "Exception in
+    callback ...", "Future exception was never retrieved")."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    try:
+        yield seen
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def test_connection_loss_logs_no_error(broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 9 item 11: a lost broker connection logged an ``add_writer ... Bad file
+    descriptor`` traceback, "Future exception was never retrieved (MqttCodeError)" and paho's
+    "failed to receive on socket" at ERROR. A loss is reported once, as DeviceLost."""
+    caplog.set_level(logging.INFO)
+    bridge = make(broker)
+    with loop_errors() as errors:
+        # 1. The connection drops while a publish is being handed to paho: the socket is closed
+        # in the same loop iteration in which paho asks for write readiness. Which iteration
+        # that is depends on the publisher's steps: try each alignment.
+        for spins in range(4):
+            async with running(bridge) as run:
+                await bridge.send(Feedback("song", "a"))
+                await flush(bridge)
+                await bridge.send(Feedback("song", f"b{spins}"))
+                for _ in range(spins):
+                    await asyncio.sleep(0)
+                broker.stop(signal.SIGKILL)  # blocking on purpose: the reset is queued, unread
+                time.sleep(0.1)  # noqa: ASYNC251 - not yielding to the loop is the point
+                async with asyncio.timeout(T):
+                    await run.lost.wait()
+            await asyncio.to_thread(broker.start)
+        # 2. The broker stalls (a publish times out: DeviceLost), then dies while the driver
+        # closes the connection: nothing reads aiomqtt's disconnect reason any more.
+        stalled = make(broker, timeout=1.0)
+        async with running(stalled) as run:
+            assert broker.proc is not None and stalled._client is not None
+            disconnected = stalled._client._disconnected
+            os.kill(broker.proc.pid, signal.SIGSTOP)
+            await stalled.send(Feedback("song", "never acknowledged"))
+            async with asyncio.timeout(T):
+                await run.lost.wait()
+
+            async def kill_while_closing() -> None:
+                await asyncio.sleep(0.3)
+                await asyncio.to_thread(broker.stop, signal.SIGKILL)
+
+            killer = asyncio.create_task(kill_while_closing())
+        await killer
+        await asyncio.sleep(0.3)
+        gc.collect()
+    # the flag asyncio checks when the future is collected ("Future exception was never
+    # retrieved"): the driver read the reason (the loss was reported as DeviceLost)
+    assert not (disconnected.done() and disconnected._log_traceback)  # type: ignore[attr-defined]
+    assert errors == []
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud]
 
 
 async def test_clean_exit_publishes_offline_and_rooms_stay_apart(broker: Broker) -> None:

@@ -265,6 +265,13 @@ BROKEN_CONFIGS = [
     ('[roles]\ndaw = "nothing"\n', 'roles.daw: expected the name of a configured device, got "nothing"'),
     ("[internal]\ntracks = 0\n", "internal.tracks: expected a number 1-512, got 0"),
     ("[wat]\nx = 1\n", "wat: unknown section"),
+    ('[bridge]\nauto_take = "always"\n', 'bridge.auto_take: expected one of "record", "off", got "always"'),
+    (
+        '[bridge]\nsongs = ["Blue", "Blue"]\n',
+        'bridge.songs: expected an array of different song names ("Blue" is there twice), got an array',
+    ),
+    ('[bridge]\nsongs = ["Blue", " "]\n', 'bridge.songs: expected an array of song names ("" is not one)'),
+    ('[bridge]\nsongs = "Blue"\n', 'bridge.songs: expected an array of strings, got "Blue"'),
 ]
 
 

@@ -48,7 +48,7 @@ static jack_client_t *client;
 static jack_port_t *in_port, *out_port;
 static jack_ringbuffer_t *rb_in, *rb_out;
 static sem_t wake;                    /* posted by the realtime thread and JACK's callbacks */
-static volatile sig_atomic_t check_ports, server_gone, stopping, closing, broken;
+static volatile sig_atomic_t check_ports, server_gone, stopping, closing, broken, ready;
 static pthread_t main_thread;
 static volatile int in_overflow, out_overflow; /* counted in the realtime thread */
 static const char *peer_in, *peer_out;         /* NULL when not used */
@@ -194,6 +194,7 @@ static void *reader(void *arg) {
     for (;;) {
         while (sem_wait(&wake) != 0 && errno == EINTR) {
         }
+        if (!ready && !stopping) continue; /* nothing before the R frame; main posts again then */
         while (jack_ringbuffer_read_space(rb_in) >= 2) {
             unsigned char len[2];
             jack_ringbuffer_read(rb_in, (char *)len, 2);
@@ -216,7 +217,7 @@ static void *reader(void *arg) {
             stop_main();
             return NULL;
         }
-        if ((check_ports || server_gone) && !closing) {
+        if ((check_ports || server_gone) && ready && !closing) { /* not before we are connected */
             check_ports = 0;
             char why[768];
             const char *reason = gone(why, sizeof why);
@@ -388,12 +389,13 @@ int main(int argc, char **argv) {
         return 3;
     }
     pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
-    char a[600], b[600], ready[1300];
+    char a[600], b[600], ready_json[1300];
     json_str(a, sizeof a, peer_in);
     json_str(b, sizeof b, peer_out);
-    snprintf(ready, sizeof ready, "{\"in_port\": %s, \"out_port\": %s}", a, b);
-    put_frame('R', ready, (uint32_t)strlen(ready));
-    check_ports = 1; /* a peer that vanished while we connected */
+    snprintf(ready_json, sizeof ready_json, "{\"in_port\": %s, \"out_port\": %s}", a, b);
+    put_frame('R', ready_json, (uint32_t)strlen(ready_json));
+    ready = 1;
+    check_ports = 1; /* a peer that vanished while we connected; input that came meanwhile */
     sem_post(&wake);
 
     static unsigned char payload[1 << 20];
