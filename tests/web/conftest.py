@@ -37,8 +37,10 @@ def _playwright() -> Any:
     return sync_api
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Per module: sync Playwright keeps an event loop running in this thread while it is open,
+    which asyncio tests (pytest-asyncio) of other modules must not find."""
     sync_api = _playwright()
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, timeout=60_000)
