@@ -266,6 +266,7 @@ def test_talkback_never_sticks_on(tmp_path: Path, browser: Any) -> None:
                 a.page.evaluate("window.dispatchEvent(new Event('blur'))")
             else:
                 proxy.drop()  # the button is still held down
+                a.page.wait_for_selector("body[data-live='0']", state="attached", timeout=15_000)
             watcher.wait("() => window.console_state.state.talkback === false")
             a.page.mouse.up()
         # the state says "off" at once; each cue's end is in the sheet once it is durable
