@@ -19,7 +19,8 @@ from bridge.devices._osc import encode
 CHURN = 500
 PER_HOST = 8  # [osc] max_clients_per_host, default (README)
 REPLIES = ("/ok", "/error", "/pong", "/stats")
-CONFIG = "[internal]\ntracks = 8\n"
+# the web console off: its device coming up after "ready" would be one more state change here
+CONFIG = "[internal]\ntracks = 8\n\n[web]\nenabled = false\n"
 
 
 def stats(client: OscClient) -> dict[str, int]:
