@@ -474,13 +474,22 @@ def build(
     return v.make(values)
 
 
-def button(values: Sequence[Any]) -> Sequence[Any]:
+def button(values: Sequence[Any], v: Verb | None = None) -> Sequence[Any]:
     """A trigger verb's arguments: a lone float / bool is a button value. Press (>= 0.5): no
-    arguments; release: raises Release."""
+    arguments; release: raises Release. For a verb whose first argument is text
+    (``take.mark``, ``session.new``) or that has none (``song.next``), a lone int 0 / 1 is a
+    button value too (a button set to send ints: ``i 1`` press, ``i 0`` release), never the
+    label "1" / "0" nor a second step; where the first
+    argument is a take number (``take.circle``) an int stays a take number."""
     if len(values) == 1 and isinstance(values[0], float | bool):
         if float(values[0]) < 0.5:
             raise Release
         return []
+    if len(values) == 1 and type(values[0]) is int and values[0] in (0, 1) and v is not None:
+        if not v.args or v.args[0].kind == "text":
+            if values[0] == 0:
+                raise Release
+            return []
     return values
 
 

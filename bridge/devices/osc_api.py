@@ -753,7 +753,7 @@ class OscApi(SyncDevice):
     def _parse(self, address: str, args: OscArgs) -> Command:
         verb = _ADDRESSES.get(address)
         if verb is not None:
-            values = commands.button(args) if verb.trigger else args
+            values = commands.button(args, verb) if verb.trigger else args
             return commands.build(verb, list(values), clamp=True)
         if address.endswith("/toggle"):
             return self._toggle(address, args)
