@@ -485,11 +485,11 @@ def button(values: Sequence[Any], v: Verb | None = None) -> Sequence[Any]:
         if float(values[0]) < 0.5:
             raise Release
         return []
-    if len(values) == 1 and type(values[0]) is int and values[0] in (0, 1) and v is not None:
-        if not v.args or v.args[0].kind == "text":
-            if values[0] == 0:
-                raise Release
-            return []
+    ints_are_buttons = v is not None and (not v.args or v.args[0].kind == "text")
+    if ints_are_buttons and len(values) == 1 and type(values[0]) is int and values[0] in (0, 1):
+        if values[0] == 0:
+            raise Release
+        return []
     return values
 
 

@@ -255,10 +255,14 @@ def test_a_toggle_button_that_sends_ints_flips_once_per_tap(verb: commands.Verb)
             api._parse(by_name, ["Snare", 0])
 
 
-@pytest.mark.parametrize(
-    "verb", [v for v in commands.VERBS if v.trigger and "osc" in v.grammars and (not v.args or v.args[0].kind == "text")],
-    ids=lambda v: v.name,
-)
+_INT_BUTTONS = [
+    v
+    for v in commands.VERBS
+    if v.trigger and "osc" in v.grammars and (not v.args or v.args[0].kind == "text")
+]
+
+
+@pytest.mark.parametrize("verb", _INT_BUTTONS, ids=lambda v: v.name)
 def test_a_trigger_button_that_sends_ints_fires_once_per_tap(verb: commands.Verb) -> None:
     """Stream Deck / Companion style ``i 1`` on press, ``i 0`` on release: one take (not the
     takes "1" and "0"), one song step, one new session."""
