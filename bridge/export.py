@@ -8,7 +8,9 @@ Per take (one per ``take_marker``):
     text), ``circled`` / ``false_start`` (each ``take_flag``'s ``data.circled`` /
     ``data.false_start`` in order; the latest value wins). ``take_flag`` and ``take_rename`` records
     amend the marker's seq (``amends``) and carry its ``song`` and ``take``; one without ``amends``
-    (older bridges wrote those after resuming a session) is tied by session, song and take.
+    (older bridges wrote those after resuming a session) is tied by session, song and take. A
+    correction made in a later session to an earlier session's take belongs on the earlier
+    sheet (``read_records(path, session, amending=True)`` reads it with the session's records).
     ``start`` (UTC wall clock of the marker), ``daw_seconds`` (the position a ``daw_marker``
     amending the take reported, else the marker's own; ``daw_source`` says ``daw`` or ``bridge``),
     ``marker_id`` (from the ``daw_marker``), ``duration`` (wall-clock seconds until the next take of
