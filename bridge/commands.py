@@ -76,6 +76,14 @@ class UnknownVerb(ArgError):
     pass
 
 
+class TextTooLong(ArgError):
+    """A text argument over :data:`MAX_TEXT` characters (counted ``oversized`` by the OSC API)."""
+
+
+#: the longest label, note, song or session name accepted (a take sheet's cell, not a file)
+MAX_TEXT = 1000
+
+
 class Release(Exception):
     """The release of a momentary button on a trigger verb: nothing to do (answered ok)."""
 
@@ -151,10 +159,14 @@ def parse_level(value: Any, clamp: bool = False) -> float:
 
 
 def parse_text(value: Any) -> str:
-    """Text: a string (or an int, as a tablet may send one). A float or a bool is a button
-    value, never text (``/note f 1.0`` from a button must not become the note "1.0")."""
+    """Text: a string (or an int, as a tablet may send one), at most :data:`MAX_TEXT`
+    characters (TextTooLong). A float or a bool is a button value, never text (``/note f 1.0``
+    from a button must not become the note "1.0")."""
     if isinstance(value, str):
-        return value.strip()
+        text = value.strip()
+        if len(text) > MAX_TEXT:
+            raise TextTooLong(f"text of {len(text)} characters is over the limit of {MAX_TEXT}")
+        return text
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float | bool):
@@ -415,7 +427,7 @@ def _parse(arg: Arg, value: Any, clamp: bool) -> Any:
             return parse_level(value, clamp)
         return _PARSERS[arg.kind](value)
     except ArgError as exc:
-        raise ArgError(f"{arg.name}: {exc}") from None
+        raise type(exc)(f"{arg.name}: {exc}") from None
 
 
 def positional(v: Verb, values: Sequence[Any]) -> dict[str, Any]:

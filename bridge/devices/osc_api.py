@@ -442,6 +442,21 @@ def _read_errqueue(sock: socket.socket) -> list[tuple[Address, int]]:
 _LOGGED_SIDE_EFFECT: frozenset[type[Command]] = frozenset({Play, Stop, SetRecord, SetTalkback})
 
 
+#: datagrams longer than this are counted ``oversized`` and dropped (a tablet's command is tiny)
+MAX_DATAGRAM = 8192
+
+
+def _address_of(data: bytes) -> str | None:
+    """The OSC address a (too long) datagram starts with, if it is readable."""
+    end = data.find(b"\0", 0, 256)
+    if end < 2 or data[:1] != b"/":
+        return None
+    try:
+        return data[:end].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
 class _RateLimitedLog:
     """Log bad input without letting a flood fill the journal."""
 
@@ -508,6 +523,7 @@ class OscApi(SyncDevice):
             "packets": 0,
             "commands": 0,
             "malformed": 0,
+            "oversized": 0,
             "bad_args": 0,
             "unknown_address": 0,
             "denied": 0,
@@ -537,7 +553,7 @@ class OscApi(SyncDevice):
         bad = {
             k: v
             for k, v in self.counters.items()
-            if k in ("malformed", "bad_args", "unknown_address", "denied")
+            if k in ("malformed", "oversized", "bad_args", "unknown_address", "denied")
         }
         if any(bad.values()):
             log.info("osc api: dropped input so far: %s", ", ".join(f"{k} {v}" for k, v in bad.items()))
@@ -657,6 +673,20 @@ class OscApi(SyncDevice):
             self.counters["denied"] += 1
             self._denied.warn("osc api: ignored a packet from %s (not in the allowlist)", addr[0])
             return
+        if len(data) > MAX_DATAGRAM:
+            self.counters["oversized"] += 1
+            address = _address_of(data)
+            self._bad_packet.warn(
+                "osc api: dropped an oversized datagram (%d bytes, limit %d) from %s:%d",
+                len(data),
+                MAX_DATAGRAM,
+                addr[0],
+                addr[1],
+            )
+            if address is not None:
+                why = f"datagram of {len(data)} bytes is over the limit of {MAX_DATAGRAM}"
+                self._reply(addr, "/error", address, why)
+            return
         try:
             messages = decode(data)
         except OscDecodeError as exc:
@@ -714,6 +744,11 @@ class OscApi(SyncDevice):
             command = self._parse(address, args)
         except commands.Release:
             self._reply(addr, "/ok", address)
+            return
+        except commands.TextTooLong as exc:
+            self.counters["oversized"] += 1
+            self._bad_command.warn("osc api: text too long for %s from %s: %s", address, addr[0], exc)
+            self._reply(addr, "/error", address, f"bad arguments: {exc}")
             return
         except KeyError:
             self.counters["unknown_address"] += 1

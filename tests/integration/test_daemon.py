@@ -230,6 +230,7 @@ allow = ["127.0.0.1/32"]
             assert stats["malformed"] >= 5_000 * 0.8
             assert stats["unknown_address"] >= 5_000 * 0.8
             assert stats["bad_args"] >= 4
+            assert stats["oversized"] == 2  # the 64 KiB datagrams
             assert stats["denied"] == 1
             # still fully working
             assert client.command("/take/mark") == ("/ok", ["/take/mark"])
