@@ -20,7 +20,9 @@ Per take (one per ``take_marker``):
     ``take`` match it), ``source`` (who marked it) and ``seq`` (the marker's seq).
 Per talkback cue (one per ``talkback_start``): ``start``, ``end`` (its ``talkback_end``),
     ``duration`` (``data.duration`` of the end record, else the wall-clock difference), ``daw_seconds``,
-    ``source``, and the ``song`` / ``take`` it happened in.
+    ``source``, and the ``song`` / ``take`` it happened in. A cue left open by a crash is ended at
+    the restart by a ``talkback_end`` with ``data.closed_at_restart`` whose ``ts`` is the last
+    record's before the crash.
 Notes tied to no take are kept as session notes.
 
 CSV (``to_csv``; one row per take, talkback cue and session note, in seq order; UTF-8, ``,``-separated,

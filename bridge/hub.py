@@ -238,6 +238,7 @@ class Hub:
         self.log.on_status(self._on_log_status)
         self._on_log_status(self.log.status)
         records: list[Record] = []
+        session: list[Record] = []
         path = getattr(self.log, "path", None)
         if path is not None:
             from bridge.sessionlog import read_records, read_take_records
@@ -245,10 +246,50 @@ class Hub:
             # take numbers are log-wide: every earlier take can be circled, renamed, selected
             records = await asyncio.to_thread(read_take_records, path)
             if info.resumed:
-                songs = await asyncio.to_thread(read_records, path, info.session_id)
-                records = sorted({r.seq: r for r in [*records, *songs]}.values(), key=lambda r: r.seq)
+                session = await asyncio.to_thread(read_records, path, info.session_id)
+                records = sorted({r.seq: r for r in [*records, *session]}.values(), key=lambda r: r.seq)
         self._load_session(info, records)
+        if session:
+            await self._close_open_cues(session)
         return info
+
+    async def _close_open_cues(self, records: Sequence[Record]) -> None:
+        """A resumed session (the daemon was killed) may hold a talkback cue that never ended:
+        end it, as of the last record before the stop (the latest moment the bridge is known to
+        have run; the talkback state starts off, and a mixer's own report wins when it comes)."""
+        from datetime import datetime
+
+        ended = {r.amends for r in records if r.kind == "talkback_end"}
+        cues = [r for r in records if r.kind == "talkback_start" and r.seq not in ended]
+        if not cues:
+            return
+        last = records[-1]
+        end = datetime.fromisoformat(last.ts.replace("Z", "+00:00"))
+        futures = []
+        for cue in cues:
+            channel = str(cue.data.get("channel", "A"))
+            start = datetime.fromisoformat(cue.ts.replace("Z", "+00:00"))
+            futures.append(
+                self._append(
+                    "talkback_end",
+                    song=cue.song,
+                    take=cue.take,
+                    source="restart",
+                    amends=cue.seq,
+                    ts=end,
+                    text=f"closed at restart: the bridge stopped while talkback {channel} was on; "
+                    "the end is the time of the last record before it stopped",
+                    data={
+                        "channel": channel,
+                        "closed_at_restart": True,
+                        "duration": round(max(0.0, (end - start).total_seconds()), 3),
+                    },
+                )
+            )
+            log.info(
+                "talkback %s: the cue open when the bridge stopped was closed (as of %s)", channel, last.ts
+            )
+        await asyncio.gather(*futures, return_exceptions=True)
 
     def _load_session(
         self,
