@@ -458,7 +458,10 @@ def _address_of(data: bytes) -> str | None:
 
 
 class _RateLimitedLog:
-    """Log bad input without letting a flood fill the journal."""
+    """Log bad input without letting a flood fill the journal: ``per_window`` warnings per
+    ``window`` seconds, then one summary ("N more like this") when the window ends, from a loop
+    timer armed only while something was suppressed (no idle timer). ``close`` (a clean stop)
+    gives what is left as INFO: stopping is not a fault."""
 
     def __init__(self, per_window: int = 5, window: float = 10.0) -> None:
         self.per_window = per_window
@@ -466,11 +469,24 @@ class _RateLimitedLog:
         self._start = float("-inf")
         self._count = 0
         self._suppressed = 0
+        self._timer: asyncio.TimerHandle | None = None
 
-    def flush(self) -> None:
+    def flush(self, level: int = logging.WARNING) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._suppressed:
-            log.warning("osc api: %d more like this in the last %.0f s", self._suppressed, self.window)
+            seconds = min(self.window, max(0.0, time.monotonic() - self._start))
+            log.log(level, "osc api: %d more like this in the last %.0f s", self._suppressed, seconds)
             self._suppressed = 0
+
+    def close(self) -> None:
+        """A clean stop: the summary of what is left, as INFO."""
+        self.flush(logging.INFO)
+
+    def _window_end(self) -> None:
+        self._timer = None
+        self.flush()
 
     def warn(self, msg: str, *args: object) -> None:
         now = time.monotonic()
@@ -480,8 +496,14 @@ class _RateLimitedLog:
         if self._count < self.per_window:
             self._count += 1
             log.warning(msg, *args)
-        else:
-            self._suppressed += 1
+            return
+        self._suppressed += 1
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a direct call): summarised at the next one or close
+                return
+            self._timer = loop.call_later(max(0.0, self._start + self.window - now), self._window_end)
 
 
 class OscApi(SyncDevice):
@@ -549,7 +571,7 @@ class OscApi(SyncDevice):
 
     async def __aexit__(self, *exc_info: object) -> None:
         for limiter in (self._bad_packet, self._bad_command, self._denied):
-            limiter.flush()
+            limiter.close()
         bad = {
             k: v
             for k, v in self.counters.items()
@@ -557,7 +579,7 @@ class OscApi(SyncDevice):
         }
         if any(bad.values()):
             log.info("osc api: dropped input so far: %s", ", ".join(f"{k} {v}" for k, v in bad.items()))
-        self._refused.flush()
+        self._refused.close()
         endpoint = self._endpoint
         if endpoint is None:
             return

@@ -219,3 +219,37 @@ async def test_oversized_datagrams_and_texts_are_refused_and_counted() -> None:
             tablet.close()
     with pytest.raises(CommandParseError, match=f"over the limit of {MAX_TEXT}"):
         parse_command("note", b"m" * 2000)
+
+
+async def test_a_suppressed_flood_is_summarised_when_its_window_ends_and_as_info_at_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The "N more like this" summary came only with the next bad packet (maybe hours later) or
+    at stop, where it was a WARNING at a clean stop."""
+    import logging
+
+    from bridge.devices.osc_api import _RateLimitedLog
+
+    caplog.set_level(logging.INFO, logger="bridge.devices.osc_api")
+    limiter = _RateLimitedLog(per_window=1, window=0.2)
+    limiter.warn("bad %d", 1)
+    assert getattr(limiter, "_timer", None) is None  # nothing suppressed: no timer
+    limiter.warn("bad %d", 2)
+    limiter.warn("bad %d", 3)
+
+    def summaries() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "more like this" in r.getMessage()]
+
+    async with asyncio.timeout(10):
+        while not summaries():  # noqa: ASYNC110 - bounded wait for the window's timer
+            await asyncio.sleep(0.02)
+    [summary] = summaries()
+    assert summary.levelno == logging.WARNING and summary.getMessage().startswith("osc api: 2 more")
+    assert limiter._timer is None
+    caplog.clear()
+    await asyncio.sleep(0.25)  # the window is over: a new one
+    for n in range(3):
+        limiter.warn("bad %d", n)
+    limiter.close()  # a clean stop
+    assert [r.levelno for r in summaries()] == [logging.INFO]
+    assert limiter._timer is None
