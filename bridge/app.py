@@ -148,11 +148,13 @@ class App:
         *,
         data_dir: Path,
         osc_port: int | None = None,
+        web_port: int | None = None,
         new_session: bool = False,
     ) -> None:
         self.config = config
         self.data_dir = data_dir
         self.osc_port = osc_port
+        self.web_port = web_port
         self.new_session = new_session
         self.log_path = data_dir / LOG_FILE
         self.session_log = SessionLog(self.log_path)
@@ -181,12 +183,15 @@ class App:
             clock=time.monotonic,
             state=self.hub.store.get,
             room=self.config.bridge.room,
+            roles=lambda: dict(self.hub.roles),
         )
 
     def _options(self, spec: DeviceSpec) -> Any:
         options = spec.options
         if spec.name == "osc" and self.osc_port is not None:
             options = dataclasses.replace(options, port=self.osc_port)
+        if spec.name == "web" and self.web_port is not None:
+            options = dataclasses.replace(options, port=self.web_port)
         if spec.name == "mqtt" and hasattr(options, "room") and not getattr(options, "room", None):
             options = dataclasses.replace(options, room=self.config.bridge.room)
         return options

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--osc-port", type=_port, metavar="N", help="UDP port of the OSC API (wins over the file)"
     )
+    run.add_argument(
+        "--web-port", type=_port, metavar="N", help="TCP port of the web console (wins over the file)"
+    )
     run.add_argument("--data-dir", metavar="DIR", help="where the session log lives (wins over the file)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="wins over the file")
     run.add_argument(
@@ -138,11 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "export":
             p.add_argument(
                 "--format",
-                choices=["csv", "json", "reaper", "audacity"],
+                choices=["csv", "json", "reaper", "audacity", "html"],
                 default="csv",
-                help="csv/json: the take sheet and cues; reaper: region/marker CSV; audacity: label track",
+                help="csv/json: the take sheet and cues; reaper: region/marker CSV; audacity: label track;"
+                " html: the session report (one file, prints to PDF)",
             )
             p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    layout = sub.add_parser(
+        "layout",
+        help="write a tablet layout for the OSC API",
+        description="Write a TouchOSC (Mk2 .tosc) layout or an Open Stage Control session that uses the "
+        "OSC API as it is (buttons light from its feedback). See docs/console.md for the reply-port setup.",
+    )
+    layout.add_argument("format", choices=["touchosc", "open-stage-control"])
+    layout.add_argument("--view", choices=["producer", "engineer"], default="producer")
+    layout.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write")
 
     try:
         learn = importlib.import_module("bridge.learn")
@@ -165,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args)
         if args.command == "log":
             return _log(args)
+        if args.command == "layout":
+            from bridge import layouts
+
+            layouts.write(args.format, args.view, Path(args.output))
+            return EXIT_OK
         if args.command == "learn":
             return int(importlib.import_module("bridge.learn").run(args))
     except ConfigError as exc:
@@ -196,6 +215,7 @@ def _run(args: argparse.Namespace) -> int:
         config,
         data_dir=_data_dir(args, config.bridge.data_dir),
         osc_port=args.osc_port,
+        web_port=args.web_port,
         new_session=args.new_session,
     )
     try:
@@ -318,6 +338,11 @@ def _log(args: argparse.Namespace) -> int:
         "reaper": export.to_reaper_csv,
         "audacity": export.to_audacity_labels,
     }
+    if args.format == "html":
+        from bridge import report_html
+
+        room = load_config(Path(args.config)).bridge.room if args.config else "studio"
+        writers["html"] = lambda sheet, file: report_html.to_html(sheet, file, room=room, records=records)
     out = _out(args.output)
     try:
         writers[args.format](sheet, out)

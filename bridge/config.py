@@ -15,6 +15,10 @@ Layout (every section optional; no file at all is the built-in default)::
     bind = "0.0.0.0"
     port = 9123
 
+    [web]                      # the producer's console (bridge/devices/web.py); enabled = false: off
+    bind = "0.0.0.0"
+    port = 9124
+
     [internal]                 # the built-in transport, used when no device has role "daw"
     tracks = 16
 
@@ -171,7 +175,7 @@ def _device(
 def parse_config(data: dict[str, Any], path: Path | None) -> Config:
     file = path.name if path else "<built-in default>"
     base_dir = path.parent if path else Path.cwd()
-    known = {"bridge", "osc", "internal", "mqtt", "devices", "roles"}
+    known = {"bridge", "osc", "web", "internal", "mqtt", "devices", "roles"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{file}: {key}: unknown section (known: {', '.join(sorted(known))})")
@@ -186,12 +190,19 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
         check_bind(osc.options, file)
         devices["osc"] = osc
 
+    web = _device("web", _table(data, "web", file), "web", file, base_dir, forced_kind="web")
+    if web is not None:
+        from bridge.devices.web import check_bind as check_web_bind
+
+        check_web_bind(web.options, file)
+        devices["web"] = web
+
     raw_devices = _table(data, "devices", file)
     for name, table in raw_devices.items():
         where = f"devices.{name}"
         if not isinstance(table, dict):
             raise ConfigError(f"{file}: {where}: expected a table ([{where}]), got {show(table)}")
-        if name in ("osc", "mqtt", "internal"):
+        if name in ("osc", "web", "mqtt", "internal"):
             raise ConfigError(
                 f"{file}: {where}: the name {name!r} is reserved, use the top-level [{name}] table"
             )

@@ -20,9 +20,10 @@ Per take (one per ``take_marker``):
     ``take`` match it), ``source`` (who marked it) and ``seq`` (the marker's seq).
 Per talkback cue (one per ``talkback_start``): ``start``, ``end`` (its ``talkback_end``),
     ``duration`` (``data.duration`` of the end record, else the wall-clock difference), ``daw_seconds``,
-    ``source``, and the ``song`` / ``take`` it happened in. A cue left open by a crash is ended at
-    the restart by a ``talkback_end`` with ``data.closed_at_restart`` whose ``ts`` is the last
-    record's before the crash.
+    ``source``, the ``song`` / ``take`` it happened in, and ``audio`` (the path of the WAV a talkback
+    recorder saved for it: the ``talkback_audio`` record amending it; ``None`` without a recorder).
+    A cue left open by a crash is ended at the restart by a ``talkback_end`` with
+    ``data.closed_at_restart`` whose ``ts`` is the last record's before the crash.
 Notes tied to no take are kept as session notes.
 
 CSV (``to_csv``; one row per take, talkback cue and session note, in seq order; UTF-8, ``,``-separated,
@@ -31,7 +32,8 @@ header row). Columns:
     ``false_start`` (true/false for takes, empty otherwise), ``start_utc`` and ``end_utc`` (ISO 8601
     ``...Z``), ``duration_s`` (seconds, 3 decimals), ``daw_seconds`` (DAW position in seconds, 3
     decimals), ``daw_source`` (daw | bridge), ``marker_id``, ``source``, ``notes`` (a take's notes
-    joined with `` | ``; a note row's text). Empty cell = unknown / not applicable.
+    joined with `` | ``; a note row's text), ``audio`` (a talkback cue's WAV file, when a talkback
+    recorder saved one). Empty cell = unknown / not applicable.
 JSON (``to_json``): ``{"format": "studio-bridge.take-sheet", "version": 1, "session": {id, name,
     started, ended}, "takes": [...], "talkback": [...], "notes": [...]}`` with the fields above
     (``null`` for unknown).
@@ -70,6 +72,7 @@ CSV_COLUMNS = (
     "marker_id",
     "source",
     "notes",
+    "audio",
 )
 
 
@@ -103,6 +106,8 @@ class TalkbackCue:
     source: str
     song: str
     take: int | None
+    #: the talkback recorder's WAV of this cue (a ``talkback_audio`` record amending it)
+    audio: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +252,8 @@ def build_take_sheet(records: Iterable[Record]) -> TakeSheet:
             cue["duration"] = _number(data.get("duration"))
             if cue["duration"] is None:
                 cue["duration"] = _seconds_between(cue["rec"].ts, rec.ts)
+        elif kind == "talkback_audio" and rec.amends in cues:
+            cues[rec.amends]["audio"] = rec.text
 
     return TakeSheet(
         session=session,
@@ -293,6 +300,7 @@ def _freeze_cue(cue: dict[str, Any]) -> TalkbackCue:
         source=rec.source,
         song=rec.song or "",
         take=rec.take,
+        audio=cue.get("audio"),
     )
 
 
@@ -343,6 +351,7 @@ def to_csv(sheet: TakeSheet, file: TextIO) -> None:
                 "daw_seconds": _num(c.daw_seconds),
                 "daw_source": "bridge" if c.daw_seconds is not None else "",
                 "source": c.source,
+                "audio": c.audio,
             }
         )
     for n in sheet.notes:

@@ -16,6 +16,7 @@ from bridge.errors import ConfigError
 BUILTIN: dict[str, str] = {
     "internal": "bridge.devices.clock_daw:InternalTransport",
     "osc_api": "bridge.devices.osc_api:OscApi",
+    "web": "bridge.devices.web:WebConsole",
     "ardour": "bridge.devices.ardour_osc:ArdourOsc",
     "reaper": "bridge.devices.reaper_osc:ReaperOsc",
     "mmc": "bridge.devices.mmc:MmcTransport",

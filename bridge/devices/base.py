@@ -53,6 +53,8 @@ class DeviceContext:
     state: Callable[[str], Value] | None = None
     #: The room name from ``[bridge] room`` (MQTT topic roots, client ids).
     room: str = "studio"
+    #: Which device has which role now (role -> device name), e.g. for a console's health panel.
+    roles: Callable[[], dict[str, str]] | None = None
 
 
 class Device(abc.ABC):

@@ -33,6 +33,12 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run ``python -m bridge ARGS`` and return the completed process."""
     return subprocess.run(
@@ -47,6 +53,7 @@ class Daemon:
         config: str | None = None,
         *,
         osc_port: int | None = None,
+        web_port: int | None = None,
         data_dir: Path | None = None,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
@@ -54,6 +61,8 @@ class Daemon:
     ) -> None:
         self.tmp = tmp
         self.osc_port = osc_port or free_udp_port()
+        #: the web console's TCP port (every daemon gets its own, so parallel tests never collide)
+        self.web_port = web_port or free_tcp_port()
         self.data_dir = data_dir or tmp / "data"
         self.config_path: Path | None = None
         if config is not None:
@@ -70,6 +79,7 @@ class Daemon:
     @property
     def args(self) -> list[str]:
         args = [sys.executable, "-m", "bridge", "run", "--osc-port", str(self.osc_port)]
+        args += ["--web-port", str(self.web_port)]
         args += ["--data-dir", str(self.data_dir)]
         if self.config_path is not None:
             args += ["-c", str(self.config_path)]
