@@ -321,7 +321,7 @@ def _log(args: argparse.Namespace) -> int:
             raise SessionLogError(
                 f"no session {args.session} in {path} ({known}; see `studio-bridge log list`)"
             )
-    records = sessionlog.read_records(path, args.session)
+    records = sessionlog.read_records(path, args.session, amending=args.log_command != "show")
     if args.log_command == "show":
         for record in records:
             if args.json:

@@ -76,6 +76,14 @@ class UnknownVerb(ArgError):
     pass
 
 
+class TextTooLong(ArgError):
+    """A text argument over :data:`MAX_TEXT` characters (counted ``oversized`` by the OSC API)."""
+
+
+#: the longest label, note, song or session name accepted (a take sheet's cell, not a file)
+MAX_TEXT = 1000
+
+
 class Release(Exception):
     """The release of a momentary button on a trigger verb: nothing to do (answered ok)."""
 
@@ -151,10 +159,14 @@ def parse_level(value: Any, clamp: bool = False) -> float:
 
 
 def parse_text(value: Any) -> str:
-    """Text: a string (or an int, as a tablet may send one). A float or a bool is a button
-    value, never text (``/note f 1.0`` from a button must not become the note "1.0")."""
+    """Text: a string (or an int, as a tablet may send one), at most :data:`MAX_TEXT`
+    characters (TextTooLong). A float or a bool is a button value, never text (``/note f 1.0``
+    from a button must not become the note "1.0")."""
     if isinstance(value, str):
-        return value.strip()
+        text = value.strip()
+        if len(text) > MAX_TEXT:
+            raise TextTooLong(f"text of {len(text)} characters is over the limit of {MAX_TEXT}")
+        return text
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float | bool):
@@ -415,7 +427,7 @@ def _parse(arg: Arg, value: Any, clamp: bool) -> Any:
             return parse_level(value, clamp)
         return _PARSERS[arg.kind](value)
     except ArgError as exc:
-        raise ArgError(f"{arg.name}: {exc}") from None
+        raise type(exc)(f"{arg.name}: {exc}") from None
 
 
 def positional(v: Verb, values: Sequence[Any]) -> dict[str, Any]:
@@ -474,11 +486,20 @@ def build(
     return v.make(values)
 
 
-def button(values: Sequence[Any]) -> Sequence[Any]:
+def button(values: Sequence[Any], v: Verb | None = None) -> Sequence[Any]:
     """A trigger verb's arguments: a lone float / bool is a button value. Press (>= 0.5): no
-    arguments; release: raises Release."""
+    arguments; release: raises Release. For a verb whose first argument is text
+    (``take.mark``, ``session.new``) or that has none (``song.next``), a lone int 0 / 1 is a
+    button value too (a button set to send ints: ``i 1`` press, ``i 0`` release), never the
+    label "1" / "0" nor a second step; where the first
+    argument is a take number (``take.circle``) an int stays a take number."""
     if len(values) == 1 and isinstance(values[0], float | bool):
         if float(values[0]) < 0.5:
+            raise Release
+        return []
+    ints_are_buttons = v is not None and (not v.args or v.args[0].kind == "text")
+    if ints_are_buttons and len(values) == 1 and type(values[0]) is int and values[0] in (0, 1):
+        if values[0] == 0:
             raise Release
         return []
     return values

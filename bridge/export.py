@@ -8,7 +8,9 @@ Per take (one per ``take_marker``):
     text), ``circled`` / ``false_start`` (each ``take_flag``'s ``data.circled`` /
     ``data.false_start`` in order; the latest value wins). ``take_flag`` and ``take_rename`` records
     amend the marker's seq (``amends``) and carry its ``song`` and ``take``; one without ``amends``
-    (older bridges wrote those after resuming a session) is tied by session, song and take.
+    (older bridges wrote those after resuming a session) is tied by session, song and take. A
+    correction made in a later session to an earlier session's take belongs on the earlier
+    sheet (``read_records(path, session, amending=True)`` reads it with the session's records).
     ``start`` (UTC wall clock of the marker), ``daw_seconds`` (the position a ``daw_marker``
     amending the take reported, else the marker's own; ``daw_source`` says ``daw`` or ``bridge``),
     ``marker_id`` (from the ``daw_marker``), ``duration`` (wall-clock seconds until the next take of
@@ -20,6 +22,8 @@ Per talkback cue (one per ``talkback_start``): ``start``, ``end`` (its ``talkbac
     ``duration`` (``data.duration`` of the end record, else the wall-clock difference), ``daw_seconds``,
     ``source``, the ``song`` / ``take`` it happened in, and ``audio`` (the path of the WAV a talkback
     recorder saved for it: the ``talkback_audio`` record amending it; ``None`` without a recorder).
+    A cue left open by a crash is ended at the restart by a ``talkback_end`` with
+    ``data.closed_at_restart`` whose ``ts`` is the last record's before the crash.
 Notes tied to no take are kept as session notes.
 
 CSV (``to_csv``; one row per take, talkback cue and session note, in seq order; UTF-8, ``,``-separated,

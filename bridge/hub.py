@@ -147,6 +147,8 @@ class _TakeInfo:
     false_start: bool = False
     #: DAW position at the take's start (the mark's playhead, then the DAW's own marker)
     start: float | None = None
+    #: the session the take was marked in (its take sheet)
+    session: int | None = None
 
 
 @dataclass
@@ -221,6 +223,7 @@ class Hub:
         self._position_base = 0.0
         #: durable log records kept to replay to a wants_log device that was down (MQTT)
         self._recent_log: deque[LogEntry] = deque(maxlen=RECENT_LOG)
+        self._session_id: int | None = None
         self._log_resume: dict[str, int] = {}
         self.processed = 0
         self.failed = 0
@@ -235,30 +238,87 @@ class Hub:
         self.log.on_status(self._on_log_status)
         self._on_log_status(self.log.status)
         records: list[Record] = []
+        session: list[Record] = []
         path = getattr(self.log, "path", None)
-        if info.resumed and path is not None:
-            from bridge.sessionlog import read_records
+        if path is not None:
+            from bridge.sessionlog import read_records, read_take_records
 
-            records = await asyncio.to_thread(read_records, path, info.session_id)
+            # take numbers are log-wide: every earlier take can be circled, renamed, selected
+            records = await asyncio.to_thread(read_take_records, path)
+            if info.resumed:
+                session = await asyncio.to_thread(read_records, path, info.session_id)
+                records = sorted({r.seq: r for r in [*records, *session]}.values(), key=lambda r: r.seq)
         self._load_session(info, records)
+        if session:
+            await self._close_open_cues(session)
         return info
 
-    def _load_session(self, info: SessionInfo, records: Sequence[Record] = ()) -> None:
+    async def _close_open_cues(self, records: Sequence[Record]) -> None:
+        """A resumed session (the daemon was killed) may hold a talkback cue that never ended:
+        end it, as of the last record before the stop (the latest moment the bridge is known to
+        have run; the talkback state starts off, and a mixer's own report wins when it comes)."""
+        from datetime import datetime
+
+        ended = {r.amends for r in records if r.kind == "talkback_end"}
+        cues = [r for r in records if r.kind == "talkback_start" and r.seq not in ended]
+        if not cues:
+            return
+        last = records[-1]
+        end = datetime.fromisoformat(last.ts.replace("Z", "+00:00"))
+        futures = []
+        for cue in cues:
+            channel = str(cue.data.get("channel", "A"))
+            start = datetime.fromisoformat(cue.ts.replace("Z", "+00:00"))
+            futures.append(
+                self._append(
+                    "talkback_end",
+                    song=cue.song,
+                    take=cue.take,
+                    source="restart",
+                    amends=cue.seq,
+                    ts=end,
+                    text=f"closed at restart: the bridge stopped while talkback {channel} was on; "
+                    "the end is the time of the last record before it stopped",
+                    data={
+                        "channel": channel,
+                        "closed_at_restart": True,
+                        "duration": round(max(0.0, (end - start).total_seconds()), 3),
+                    },
+                )
+            )
+            log.info(
+                "talkback %s: the cue open when the bridge stopped was closed (as of %s)", channel, last.ts
+            )
+        await asyncio.gather(*futures, return_exceptions=True)
+
+    def _load_session(
+        self,
+        info: SessionInfo,
+        records: Sequence[Record] = (),
+        earlier: dict[tuple[str, int], _TakeInfo] | None = None,
+    ) -> None:
+        """``records``: the take records of the whole log and the resumed session's records;
+        ``earlier``: the takes known so far (a new session keeps the earlier sessions' takes)."""
         takes = _Takes(next_take=dict(info.next_take), last_take=dict(info.last_take))
         takes.songs = list(self.songs)
+        takes.info = dict(earlier or {})
+        self._session_id = info.session_id
         by_seq: dict[int, _TakeInfo] = {}
         for rec in records:
             song = rec.song or ""
             if rec.kind in ("song", "song_add") and song and song not in takes.songs:
-                takes.songs.append(song)
+                if rec.session == info.session_id:
+                    takes.songs.append(song)
             elif rec.kind == "take_marker" and rec.take is not None:
                 by_seq[rec.seq] = takes.info[(song, rec.take)] = _TakeInfo(
-                    rec.seq, rec.text, start=rec.daw_seconds
+                    rec.seq, rec.text, start=rec.daw_seconds, session=rec.session
                 )
             elif rec.kind in ("take_flag", "take_rename"):
                 found = by_seq.get(rec.amends) if rec.amends is not None else None
-                if found is None and rec.take is not None:
-                    found = takes.info.get((song, rec.take))
+                if found is None and rec.amends is None and rec.take is not None:
+                    found = takes.info.get((song, rec.take))  # an older bridge's: same session only
+                    if found is not None and found.session != rec.session:
+                        found = None
                 if found is None:
                     continue
                 if rec.kind == "take_rename":
@@ -1060,7 +1120,7 @@ class Hub:
                                 reason = "cancelled" if t.cancelled() else str(t.exception())
                                 done(f"could not start a new session: {reason}")
                                 return
-                            self._load_session(t.result())
+                            self._load_session(t.result(), earlier=takes.info)
                             done(None)
                         finally:
                             self._release()
@@ -1138,7 +1198,7 @@ class Hub:
         def marked() -> None:
             takes.next_take[song] = max(takes.next_take.get(song, 1), number + 1)
             takes.last_take[song] = max(takes.last_take.get(song, 0), number)
-            takes.info[(song, number)] = _TakeInfo(seq, label, start=position)
+            takes.info[(song, number)] = _TakeInfo(seq, label, start=position, session=self._session_id)
             takes.running = (song, number)
             if auto:
                 self._auto_mark, self._explicit_mark = (song, number, now), None

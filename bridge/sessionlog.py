@@ -1162,15 +1162,32 @@ def list_sessions(path: Path) -> list[SessionSummary]:
         return result
 
 
-def read_records(path: Path, session_id: int | None = None) -> list[Record]:
-    """All records of one session (default: the latest) in seq order."""
+def read_records(path: Path, session_id: int | None = None, amending: bool = False) -> list[Record]:
+    """All records of one session (default: the latest) in seq order. ``amending``: also the
+    records of later sessions that amend one of its records (a take circled, renamed or noted
+    after its session ended: they belong on that session's take sheet)."""
     with _reading(path) as conn:
         if session_id is None:
             row = conn.execute("SELECT MAX(id) FROM sessions").fetchone()
             if row is None or row[0] is None:
                 return []
             session_id = int(row[0])
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE session = ? ORDER BY seq", (session_id,))
+        where, params = "session = ?", [session_id]
+        if amending:
+            where = "session = ? OR (session > ? AND amends IN (SELECT seq FROM records WHERE session = ?))"
+            params = [session_id, session_id, session_id]
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE {where} ORDER BY seq", params)
+        return [_row_to_record(r) for r in rows]
+
+
+def read_take_records(path: Path) -> list[Record]:
+    """Every take's records in the whole log (markers, flags, renames), in seq order: take
+    numbers are log-wide, so a later session may circle or rename an earlier session's take."""
+    with _reading(path) as conn:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM records WHERE kind IN ('take_marker', 'take_flag', 'take_rename')"
+            " ORDER BY seq"
+        )
         return [_row_to_record(r) for r in rows]
 
 

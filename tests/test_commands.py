@@ -253,3 +253,29 @@ def test_a_toggle_button_that_sends_ints_flips_once_per_tap(verb: commands.Verb)
         assert api._parse(by_name, ["Snare", 1]) == api._parse(address, [1])
         with pytest.raises(commands.Release):
             api._parse(by_name, ["Snare", 0])
+
+
+_INT_BUTTONS = [
+    v
+    for v in commands.VERBS
+    if v.trigger and "osc" in v.grammars and (not v.args or v.args[0].kind == "text")
+]
+
+
+@pytest.mark.parametrize("verb", _INT_BUTTONS, ids=lambda v: v.name)
+def test_a_trigger_button_that_sends_ints_fires_once_per_tap(verb: commands.Verb) -> None:
+    """Stream Deck / Companion style ``i 1`` on press, ``i 0`` on release: one take (not the
+    takes "1" and "0"), one song step, one new session."""
+    api = OscApi("osc")
+    assert api._parse(verb.osc_address, [1]) == commands.build(verb, [])
+    with pytest.raises(commands.Release):
+        api._parse(verb.osc_address, [0])
+
+
+def test_ints_stay_take_numbers_and_other_ints_stay_labels() -> None:
+    api = OscApi("osc")
+    assert api._parse("/take/circle", [1]) == CircleTake(1, True)
+    with pytest.raises(ValueError, match="take number"):
+        api._parse("/take/circle", [0])
+    assert api._parse("/take/mark", [7]) == MarkTake("7")
+    assert api._parse("/take/mark", ["1"]) == MarkTake("1")

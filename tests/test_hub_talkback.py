@@ -286,3 +286,56 @@ async def test_the_recorders_wav_amends_the_confirmed_cue(rig: Any) -> None:
     start_a = next(r for r in recs if r.kind == "talkback_start" and r.data["channel"] == "A")
     audio = next(r for r in recs if r.kind == "talkback_audio")
     assert audio.amends == start_a.seq and audio.text == "/data/talkback/x_talkback.wav"
+
+
+async def test_a_cue_open_at_a_crash_is_closed_at_restart_and_the_mixer_state_wins(tmp_path: Path) -> None:
+    """The daemon died with talkback on (kill -9: no session_end): the resumed session ends the
+    cue (as of the last record before the crash), talkback starts off, and the mixer's own
+    report that it is still on wins (a new cue)."""
+    import sqlite3
+
+    path = tmp_path / "log.sqlite3"
+    hub = Hub(SessionLog(path), confirm_timeout=0.3)
+    await hub.start()
+    mixer = Mixer()
+    task = asyncio.create_task(run_device(hub, hub.add_device(mixer, "mixer")))
+    await settle()
+    mixer.report(TalkbackChanged(True, "A"))  # TALK on the console
+    await talkback_records(hub)  # durable
+    conn = sqlite3.connect(path)  # a crash: the session_end cannot be written
+    conn.execute(
+        "CREATE TRIGGER crash BEFORE INSERT ON records WHEN NEW.kind IN ('session_end', 'talkback_end') "
+        "BEGIN SELECT RAISE(ABORT, 'simulated crash'); END"
+    )
+    conn.commit()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await hub.log.close()
+    conn.execute("DROP TRIGGER crash")
+    conn.commit()
+    conn.close()
+    before = [r for r in read_records(path) if r.kind.startswith("talkback")]
+    assert [r.kind for r in before] == ["talkback_start"]
+
+    again = Hub(SessionLog(path), confirm_timeout=0.3)
+    await again.start()
+    try:
+        assert again.store.get(S.TALKBACK) is False
+        mixer2 = Mixer()
+        task = asyncio.create_task(run_device(again, again.add_device(mixer2, "mixer")))
+        await settle()
+        mixer2.report(TalkbackChanged(True, "A"))  # it really is still on
+        await settle()
+        assert again.store.get(S.TALKBACK) is True
+        recs = await talkback_records(again)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await again.log.close()
+    last = [r for r in read_records(path) if r.seq < recs[1].seq][-1]  # the last before the crash
+    assert [(r.kind, r.source, r.amends) for r in recs] == [
+        ("talkback_start", "console", None),
+        ("talkback_end", "restart", recs[0].seq),
+        ("talkback_start", "console", None),
+    ]
+    assert recs[1].data["closed_at_restart"] is True and recs[1].ts == last.ts

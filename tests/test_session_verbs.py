@@ -29,6 +29,7 @@ from bridge.vocab import (
     ControlInput,
     FalseStart,
     MarkTake,
+    NewSession,
     PositionChanged,
     RenameTake,
     Request,
@@ -167,6 +168,59 @@ async def test_a_resumed_session_keeps_flags_labels_selection_and_songs(tmp_path
     assert [(t.label, t.circled, t.false_start) for t in sheet.takes] == [
         ("one", False, True),
         ("two!", True, False),
+    ]
+
+
+async def test_an_earlier_sessions_take_is_flagged_renamed_and_selected_for_real(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """QA: takes of the morning session, circled / renamed / noted in the afternoon (or after a
+    graceful restart, which ends the session): answered /ok but shown on no take sheet, and
+    selection showed label "" circled 0. They amend the real marker and show on its sheet."""
+    path = tmp_path / "session-log.sqlite3"
+    hub = await make_hub(path, auto_take="off")
+    assert await ask(hub, SetSong("Blue")) is None
+    assert await ask(hub, MarkTake("morning 1")) is None
+    assert await ask(hub, MarkTake("morning 2")) is None
+    assert await ask(hub, NewSession("Afternoon")) is None
+    assert await ask(hub, SetSong("Blue")) is None
+    assert await ask(hub, CircleTake(2)) is None
+    assert await ask(hub, RenameTake("morning 2 best", take=2)) is None
+    assert await ask(hub, AddNote("keeper", take=2)) is None
+    assert await ask(hub, SelectTake(2)) is None
+    assert state(hub, *SELECTED) == (2, True, False, "morning 2 best")
+    assert await ask(hub, SelectTake(1)) is None
+    assert state(hub, *SELECTED) == (1, False, False, "morning 1")
+    await hub.log.close()  # a graceful stop: the next start is a new session
+
+    again = await make_hub(path, auto_take="off")
+    try:
+        assert await ask(again, SetSong("Blue")) is None
+        assert await ask(again, SelectTake(2)) is None
+        assert state(again, *SELECTED) == (2, True, False, "morning 2 best")
+        assert await ask(again, FalseStart(1)) is None
+        assert await ask(again, SelectTake(1)) is None
+        assert state(again, *SELECTED) == (1, False, True, "morning 1")
+    finally:
+        await again.log.close()
+
+    morning = read_records(path, 1, amending=True)
+    markers = {r.take: r.seq for r in morning if r.kind == "take_marker"}
+    assert all(r.amends == markers[r.take] for r in morning if r.kind in ("take_flag", "take_rename", "note"))
+    sheet = build_take_sheet(morning)
+    assert [(t.take, t.label, t.circled, t.false_start, t.notes) for t in sheet.takes] == [
+        (1, "morning 1", False, True, ()),
+        (2, "morning 2 best", True, False, ("keeper",)),
+    ]
+    assert build_take_sheet(read_records(path, 2, amending=True)).takes == ()
+    from bridge.cli import main  # what the producer runs: `log export 1`
+
+    capsys.readouterr()
+    assert main(["log", "export", "1", "--format", "json", "--data-dir", str(tmp_path)]) == 0
+    exported = json.loads(capsys.readouterr().out)["takes"]
+    assert [(t["take"], t["label"], t["circled"]) for t in exported] == [
+        (1, "morning 1", False),
+        (2, "morning 2 best", True),
     ]
 
 

@@ -442,8 +442,26 @@ def _read_errqueue(sock: socket.socket) -> list[tuple[Address, int]]:
 _LOGGED_SIDE_EFFECT: frozenset[type[Command]] = frozenset({Play, Stop, SetRecord, SetTalkback})
 
 
+#: datagrams longer than this are counted ``oversized`` and dropped (a tablet's command is tiny)
+MAX_DATAGRAM = 8192
+
+
+def _address_of(data: bytes) -> str | None:
+    """The OSC address a (too long) datagram starts with, if it is readable."""
+    end = data.find(b"\0", 0, 256)
+    if end < 2 or data[:1] != b"/":
+        return None
+    try:
+        return data[:end].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
 class _RateLimitedLog:
-    """Log bad input without letting a flood fill the journal."""
+    """Log bad input without letting a flood fill the journal: ``per_window`` warnings per
+    ``window`` seconds, then one summary ("N more like this") when the window ends, from a loop
+    timer armed only while something was suppressed (no idle timer). ``close`` (a clean stop)
+    gives what is left as INFO: stopping is not a fault."""
 
     def __init__(self, per_window: int = 5, window: float = 10.0) -> None:
         self.per_window = per_window
@@ -451,11 +469,24 @@ class _RateLimitedLog:
         self._start = float("-inf")
         self._count = 0
         self._suppressed = 0
+        self._timer: asyncio.TimerHandle | None = None
 
-    def flush(self) -> None:
+    def flush(self, level: int = logging.WARNING) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._suppressed:
-            log.warning("osc api: %d more like this in the last %.0f s", self._suppressed, self.window)
+            seconds = min(self.window, max(0.0, time.monotonic() - self._start))
+            log.log(level, "osc api: %d more like this in the last %.0f s", self._suppressed, seconds)
             self._suppressed = 0
+
+    def close(self) -> None:
+        """A clean stop: the summary of what is left, as INFO."""
+        self.flush(logging.INFO)
+
+    def _window_end(self) -> None:
+        self._timer = None
+        self.flush()
 
     def warn(self, msg: str, *args: object) -> None:
         now = time.monotonic()
@@ -465,8 +496,14 @@ class _RateLimitedLog:
         if self._count < self.per_window:
             self._count += 1
             log.warning(msg, *args)
-        else:
-            self._suppressed += 1
+            return
+        self._suppressed += 1
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a direct call): summarised at the next one or close
+                return
+            self._timer = loop.call_later(max(0.0, self._start + self.window - now), self._window_end)
 
 
 class OscApi(SyncDevice):
@@ -508,6 +545,7 @@ class OscApi(SyncDevice):
             "packets": 0,
             "commands": 0,
             "malformed": 0,
+            "oversized": 0,
             "bad_args": 0,
             "unknown_address": 0,
             "denied": 0,
@@ -533,15 +571,15 @@ class OscApi(SyncDevice):
 
     async def __aexit__(self, *exc_info: object) -> None:
         for limiter in (self._bad_packet, self._bad_command, self._denied):
-            limiter.flush()
+            limiter.close()
         bad = {
             k: v
             for k, v in self.counters.items()
-            if k in ("malformed", "bad_args", "unknown_address", "denied")
+            if k in ("malformed", "oversized", "bad_args", "unknown_address", "denied")
         }
         if any(bad.values()):
             log.info("osc api: dropped input so far: %s", ", ".join(f"{k} {v}" for k, v in bad.items()))
-        self._refused.flush()
+        self._refused.close()
         endpoint = self._endpoint
         if endpoint is None:
             return
@@ -657,6 +695,20 @@ class OscApi(SyncDevice):
             self.counters["denied"] += 1
             self._denied.warn("osc api: ignored a packet from %s (not in the allowlist)", addr[0])
             return
+        if len(data) > MAX_DATAGRAM:
+            self.counters["oversized"] += 1
+            address = _address_of(data)
+            self._bad_packet.warn(
+                "osc api: dropped an oversized datagram (%d bytes, limit %d) from %s:%d",
+                len(data),
+                MAX_DATAGRAM,
+                addr[0],
+                addr[1],
+            )
+            if address is not None:
+                why = f"datagram of {len(data)} bytes is over the limit of {MAX_DATAGRAM}"
+                self._reply(addr, "/error", address, why)
+            return
         try:
             messages = decode(data)
         except OscDecodeError as exc:
@@ -715,6 +767,11 @@ class OscApi(SyncDevice):
         except commands.Release:
             self._reply(addr, "/ok", address)
             return
+        except commands.TextTooLong as exc:
+            self.counters["oversized"] += 1
+            self._bad_command.warn("osc api: text too long for %s from %s: %s", address, addr[0], exc)
+            self._reply(addr, "/error", address, f"bad arguments: {exc}")
+            return
         except KeyError:
             self.counters["unknown_address"] += 1
             self._bad_command.warn("osc api: unknown address %s from %s:%d", address, addr[0], addr[1])
@@ -753,7 +810,7 @@ class OscApi(SyncDevice):
     def _parse(self, address: str, args: OscArgs) -> Command:
         verb = _ADDRESSES.get(address)
         if verb is not None:
-            values = commands.button(args) if verb.trigger else args
+            values = commands.button(args, verb) if verb.trigger else args
             return commands.build(verb, list(values), clamp=True)
         if address.endswith("/toggle"):
             return self._toggle(address, args)

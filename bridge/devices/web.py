@@ -866,7 +866,7 @@ def _render_export(path: Path, session: int | None, fmt: str, room: str) -> str:
     from bridge import export
     from bridge.sessionlog import read_records
 
-    records = read_records(path, session)
+    records = read_records(path, session, amending=True)  # corrections made in later sessions too
     sheet = export.build_take_sheet(records)
     out = io.StringIO()
     if fmt == "html":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
 from bridge.devices._osc import decode, encode
 from bridge.devices.osc_api import ClientTable, OscApi, OscApiOptions
 from bridge.vocab import Request
@@ -184,3 +186,70 @@ async def test_answers_owed_at_close_go_out_before_the_socket_closes() -> None:
     finally:
         if tablet is not None:
             tablet.close()
+
+
+async def test_oversized_datagrams_and_texts_are_refused_and_counted() -> None:
+    """QA: a 65,000-byte /note was /ok'd and stored (a 150 kB CSV cell); /stats had no
+    ``oversized``. Datagrams over 8 KiB and texts over 1,000 characters: /error, counted."""
+    from bridge.devices.mqtt import CommandParseError, parse_command
+
+    MAX_DATAGRAM, MAX_TEXT = 8192, 1000
+    api = OscApi("osc", OscApiOptions(bind="127.0.0.1", port=0))
+    async with api:
+        tablet = Peer(api.port)
+        try:
+            tablet.send("/note", "x" * 65000)
+            reply = await tablet.reply("/note")
+            assert reply[0] == "/error" and f"over the limit of {MAX_DATAGRAM}" in str(reply[1])
+            tablet.sock.sendto(b"#bundle\0" + b"\0" * 9000, tablet.target)  # no address: dropped
+            tablet.send("/note", "y" * (MAX_TEXT + 1))  # fits a datagram, too long for a note
+            reply = await tablet.reply("/note")
+            assert reply[0] == "/error" and f"over the limit of {MAX_TEXT}" in str(reply[1])
+            tablet.send("/take/mark", "z" * 5000)
+            assert (await tablet.reply("/take/mark"))[0] == "/error"
+            tablet.send("/note", "n" * MAX_TEXT)  # the limit itself is fine
+            inbox = api.receive()
+            taken = await anext(inbox)
+            await inbox.aclose()
+            assert isinstance(taken, Request) and len(taken.command.text) == MAX_TEXT  # type: ignore[attr-defined]
+            assert api.stats()["oversized"] == 4
+            assert api.stats()["commands"] == 1
+            taken.done(None)
+        finally:
+            tablet.close()
+    with pytest.raises(CommandParseError, match=f"over the limit of {MAX_TEXT}"):
+        parse_command("note", b"m" * 2000)
+
+
+async def test_a_suppressed_flood_is_summarised_when_its_window_ends_and_as_info_at_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The "N more like this" summary came only with the next bad packet (maybe hours later) or
+    at stop, where it was a WARNING at a clean stop."""
+    import logging
+
+    from bridge.devices.osc_api import _RateLimitedLog
+
+    caplog.set_level(logging.INFO, logger="bridge.devices.osc_api")
+    limiter = _RateLimitedLog(per_window=1, window=0.2)
+    limiter.warn("bad %d", 1)
+    assert getattr(limiter, "_timer", None) is None  # nothing suppressed: no timer
+    limiter.warn("bad %d", 2)
+    limiter.warn("bad %d", 3)
+
+    def summaries() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "more like this" in r.getMessage()]
+
+    async with asyncio.timeout(10):
+        while not summaries():  # noqa: ASYNC110 - bounded wait for the window's timer
+            await asyncio.sleep(0.02)
+    [summary] = summaries()
+    assert summary.levelno == logging.WARNING and summary.getMessage().startswith("osc api: 2 more")
+    assert limiter._timer is None
+    caplog.clear()
+    await asyncio.sleep(0.25)  # the window is over: a new one
+    for n in range(3):
+        limiter.warn("bad %d", n)
+    limiter.close()  # a clean stop
+    assert [r.levelno for r in summaries()] == [logging.INFO]
+    assert limiter._timer is None

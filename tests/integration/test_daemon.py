@@ -170,6 +170,46 @@ def test_kill9_during_burst_keeps_every_acknowledged_mark(tmp_path: Path) -> Non
     assert sheet["takes"][-1]["label"] == "after"
 
 
+def test_kill9_while_talkback_is_held_closes_the_cue_at_restart(tmp_path: Path) -> None:
+    """QA: ``kill -9`` with talkback held left a talkback_start with no end (a cue with an empty
+    end in the export). The restarted daemon ends it as of the last record before the kill."""
+    daemon = Daemon(tmp_path).start()
+    client = OscClient(daemon.osc_port)
+    try:
+        assert client.command("/song", "Blue") == ("/ok", ["/song"])
+        assert client.command("/talkback", 1) == ("/ok", ["/talkback"])
+        time.sleep(0.3)
+        assert client.command("/note", "still talking") == ("/ok", ["/note"])  # the last record
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGKILL)  # mid-press
+        daemon.proc.wait(10)
+    finally:
+        client.close()
+        daemon.kill()
+
+    daemon2 = Daemon(tmp_path, osc_port=free_udp_port(), data_dir=daemon.data_dir).start()
+    client = OscClient(daemon2.osc_port)
+    try:
+        assert "resumed" in daemon2.wait_for_log("ready in")
+        client.send("/state")
+        assert client.wait_for(lambda m: m[0] == "/talkback")[1] == [0]
+        assert daemon2.stop() == 0
+    finally:
+        client.close()
+        daemon2.kill()
+    sheet = export_json(daemon.data_dir, "1")
+    [cue] = sheet["talkback"]
+    assert cue["end"] is not None and cue["end"] > cue["start"]
+    assert 0.25 <= cue["duration"] < 30
+    shown = cli("log", "show", "1", "--json", "--data-dir", str(daemon.data_dir))
+    records = [json.loads(line) for line in shown.stdout.splitlines()]
+    note = next(r for r in records if r["kind"] == "note")
+    [end] = [r for r in records if r["kind"] == "talkback_end"]
+    assert end["ts"] == note["ts"] and end["data"]["closed_at_restart"] is True
+    assert end["source"] == "restart" and end["amends"] == cue["seq"]
+    assert "was closed (as of" in daemon2.log()
+
+
 def test_bad_input_is_counted_and_never_crashes(tmp_path: Path) -> None:
     config = """
 [osc]
@@ -230,6 +270,7 @@ allow = ["127.0.0.1/32"]
             assert stats["malformed"] >= 5_000 * 0.8
             assert stats["unknown_address"] >= 5_000 * 0.8
             assert stats["bad_args"] >= 4
+            assert stats["oversized"] == 2  # the 64 KiB datagrams
             assert stats["denied"] == 1
             # still fully working
             assert client.command("/take/mark") == ("/ok", ["/take/mark"])
