@@ -16,7 +16,8 @@ faders into absolute commands computed from its local mirror of the state:
 
 Rendering: LEDs of the banked strips, PLAY / STOP / RECORD (RECORD flashes while record is
 enabled but the transport is stopped), talkback keys; motor faders; LCD top line = track
-names (6 characters + space), lower line = ``REC <song> take <n>`` while recording and the
+names (6 characters + space, abbreviated so that strips stay apart: "Audio 1" -> "Audio1",
+"Lead Vox" -> "LeadVx", see ``mackie_codec.abbreviate``), lower line = ``REC <song> take <n>`` while recording and the
 strip's track numbers (``#9``) otherwise; timecode = position (``hhh.mm.ss.fff`` frames at ``fps``)
 or the take number (``display = "take"``); assignment display = first track of the bank
 (or the take). X-Touch scribble strips are white, red when armed. Only changed LEDs /

@@ -178,7 +178,7 @@ async def test_rec_arm_led_only_from_state_lcd_and_reconnect(emulator: EmuFactor
         # next press toggles against the mirror
         await emu.press(mc.REC_ARM + 1)
         assert await run.next() == SetTrackArm(2, False)
-        # names -> one LCD cell each, 6 characters + space
+        # names -> one LCD cell each, 6 characters (abbreviated) + space
         emu.clear()
         await run.driver.send(Feedback("track/1/name", "Kick"))
         await run.driver.send(Feedback("track/2/name", "Snare Drum"))
@@ -186,7 +186,7 @@ async def test_rec_arm_led_only_from_state_lcd_and_reconnect(emulator: EmuFactor
         got = await emu.wait_for(lambda r: len(r) >= 4)
         assert got[:2] == [
             hx("F0 00 00 66 14 12 00") + b"Kick   " + hx("F7"),
-            hx("F0 00 00 66 14 12 07") + b"Snare  " + hx("F7"),
+            hx("F0 00 00 66 14 12 07") + b"SnrDrm " + hx("F7"),  # abbreviated
         ]
         assert got[2:4] == [hx("E0 7F 7F"), mc.vpot_ring(0, 11, mode=2)]
         assert await settle(emu, 0.3) == got[:4]
@@ -211,7 +211,7 @@ async def test_rec_arm_led_only_from_state_lcd_and_reconnect(emulator: EmuFactor
         want = [
             hx("F0 00 00 66 14 00 F7"),
             hx("90 01 7F"),
-            hx("F0 00 00 66 14 12 00") + b"Kick   Snare  " + b" " * 42 + hx("F7"),
+            hx("F0 00 00 66 14 12 00") + b"Kick   SnrDrm " + b" " * 42 + hx("F7"),
             hx("E0 7F 7F"),
             mc.vpot_ring(0, 11, mode=2),
         ]
