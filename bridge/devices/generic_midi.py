@@ -10,9 +10,17 @@ Input: each MIDI message is looked up in the profile (:mod:`bridge.profiles`) an
   button's repeated press or release, e.g. an echo of its LED message, is a duplicate and
   is skipped; a hardware-toggle button gives a press and a release for every message).
 
-Echo guard: some controllers send our feedback back. An input equal to the last feedback
-value sent to that control within ``echo_window`` seconds (100 ms) is ignored; for
-momentary buttons only presses are checked, a release is always real.
+Echo guard: some controllers send our feedback back (MIDI thru, "local control" off), and
+an echoed LED-on would look exactly like a press. An input is an echo only if it carries
+exactly a value we sent to that control less than ``echo_window`` seconds (100 ms) ago that
+has not come back yet: each value sent matches one echo, once (in the order sent). A real
+button transition on the control (a release, a press) breaks every earlier match, so the
+press of a double tap that arrives with its release (one batch, e.g. after a stall) is never
+taken for the echo of the LED lit by the first press. A momentary button's release is never
+an echo. Left to chance: a press arriving within ``echo_window`` of an LED-on sent after
+that button's release, with nothing in between, cannot be told from the echo of a
+controller that echoes; a controller that never echoes says so in its profile
+(``echoes_feedback = false``, the guard is then off) or the config sets ``echo_window = 0``.
 
 Feedback: ``Feedback(control, value)`` is encoded by the profile (LED on/off/blink values,
 value echo for rings and motor faders). ``blackout()`` turns every LED off.
@@ -26,13 +34,14 @@ Config::
     # input = "nanoKONTROL2"           # port patterns, default from the profile
     # output = "nanoKONTROL2"          # "" = never send feedback
     # api = "auto"                     # jack | alsa | auto
-    # echo_window = 0.1
+    # echo_window = 0.1               # default: 0.1, or 0 if the profile says echoes_feedback = false
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +55,11 @@ from bridge.profiles import ControlSpec, Profile, load_profile
 from bridge.vocab import ControlInput, Feedback, Inbound, Outbound
 
 log = logging.getLogger(__name__)
+
+#: Default echo window (seconds) for controllers that may echo.
+DEFAULT_ECHO_WINDOW = 0.1
+#: Feedback values remembered per control while waiting for their echo.
+_MAX_UNECHOED = 16
 
 
 def _pattern_check(value: Any) -> str | None:
@@ -65,8 +79,9 @@ class GenericMidiOptions:
     api: Literal["jack", "alsa", "auto"] = "auto"
     #: JACK/ALSA client name (default "sb-<device name>").
     client_name: str = ""
-    #: Seconds during which an input equal to the last feedback for that control is an echo (0 = off).
-    echo_window: float = field(default=0.1, metadata={"check": in_range(0.0, 5.0)})
+    #: Seconds during which an input carrying a feedback value just sent to that control is its echo
+    #: (0 = off); default 0.1, or 0 when the profile says the controller never echoes.
+    echo_window: float | None = field(default=None, metadata={"check": in_range(0.0, 5.0)})
     #: Send the profile's init messages after connecting.
     send_init: bool = True
 
@@ -96,7 +111,13 @@ class GenericMidiSurface(SyncDevice):
             options.client_name or f"sb-{name}", in_pattern, out_pattern or None, options.api
         )
         self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
-        self._last_fb: dict[str, tuple[int, float]] = {}
+        window = options.echo_window
+        if window is None:
+            window = DEFAULT_ECHO_WINDOW if self.profile.echoes_feedback else 0.0
+        #: seconds an echo of a feedback value may take to come back (0: no echo guard)
+        self.echo_window: float = window
+        #: control -> feedback values sent within the window that have not come back, oldest first
+        self._unechoed: dict[str, deque[tuple[int, float]]] = {}
         self._pressed: dict[str, bool] = {}
         self._counts = {
             "inputs": 0,
@@ -126,9 +147,8 @@ class GenericMidiSurface(SyncDevice):
         relative: dict[str, float] = {}
         counts = self._counts
         find = self.profile.find
-        window = self.options.echo_window
-        last_fb = self._last_fb
-        now = self._clock() if window > 0 and last_fb else 0.0
+        unechoed = self._unechoed
+        now = self._clock() if unechoed else 0.0
         for msg in batch:
             spec = find(msg)
             if spec is None:
@@ -140,11 +160,8 @@ class GenericMidiSurface(SyncDevice):
                 if not self._button(spec, raw, now, out, absolute, relative):
                     continue
             else:
-                if window > 0:
-                    fb = last_fb.get(spec.name)
-                    if fb is not None and fb[0] == raw and now - fb[1] < window:
-                        counts["echoes"] += 1
-                        continue
+                if unechoed and self._is_echo(spec.name, raw, now):
+                    continue
                 if kind == "absolute":
                     if spec.name in absolute:
                         counts["coalesced"] += 1
@@ -169,17 +186,19 @@ class GenericMidiSurface(SyncDevice):
     ) -> bool:
         value = spec.decode(raw)
         toggle = spec.button == "toggle" or spec.type == "program"
-        if value >= 1.0 or toggle:
-            fb = self._last_fb.get(spec.name) if self.options.echo_window > 0 else None
-            if fb is not None and fb[0] == raw and now - fb[1] < self.options.echo_window:
-                self._counts["echoes"] += 1
-                return False
+        name = spec.name
+        if (value >= 1.0 or toggle) and self._unechoed and self._is_echo(name, raw, now):
+            return False
         if not toggle:
             pressed = value >= 1.0
-            if self._pressed.get(spec.name, False) == pressed:
+            if self._pressed.get(name, False) == pressed:
                 self._counts["duplicates"] += 1
                 return False
-            self._pressed[spec.name] = pressed
+            self._pressed[name] = pressed
+        # a real transition: what was sent before it can no longer come back as this control's input
+        pending = self._unechoed.get(name)
+        if pending:
+            pending.clear()
         if absolute or relative:
             self._flush(out, absolute, relative)
         if toggle:
@@ -188,6 +207,23 @@ class GenericMidiSurface(SyncDevice):
         else:
             out.append(ControlInput(spec.name, value))
         return True
+
+    def _is_echo(self, control: str, raw: int, now: float) -> bool:
+        """True (and the sent value is used up) if ``raw`` is a value sent to ``control`` within
+        the echo window that has not come back yet; values sent before it are used up too."""
+        pending = self._unechoed.get(control)
+        if not pending:
+            return False
+        window = self.echo_window
+        while pending and now - pending[0][1] >= window:
+            pending.popleft()
+        for i, (sent, _) in enumerate(pending):
+            if sent == raw:
+                for _ in range(i + 1):
+                    pending.popleft()
+                self._counts["echoes"] += 1
+                return True
+        return False
 
     @staticmethod
     def _flush(out: list[ControlInput], absolute: dict[str, float], relative: dict[str, float]) -> None:
@@ -215,7 +251,11 @@ class GenericMidiSurface(SyncDevice):
         raw = spec.feedback_raw(message.value)
         if raw is None:
             return None
-        self._last_fb[spec.name] = (raw, self._clock())
+        if self.echo_window > 0:
+            pending = self._unechoed.get(spec.name)
+            if pending is None:
+                pending = self._unechoed[spec.name] = deque(maxlen=_MAX_UNECHOED)
+            pending.append((raw, self._clock()))
         return spec.encode_raw(raw)
 
     def send_now(self, message: Outbound) -> None:

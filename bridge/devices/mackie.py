@@ -17,12 +17,13 @@ faders into absolute commands computed from its local mirror of the state:
 Rendering: LEDs of the banked strips, PLAY / STOP / RECORD (RECORD flashes while record is
 enabled but the transport is stopped), talkback keys; motor faders; LCD top line = track
 names (6 characters + space, abbreviated so that strips stay apart: "Audio 1" -> "Audio1",
-"Lead Vox" -> "LeadVx", see ``mackie_codec.abbreviate``), lower line = ``REC <song> take <n>`` while recording and the
-strip's track numbers (``#9``) otherwise; timecode = position (``hhh.mm.ss.fff`` frames at ``fps``)
-or the take number (``display = "take"``); assignment display = first track of the bank
-(or the take). X-Touch scribble strips are white, red when armed. Only changed LEDs /
-fader positions (10-bit) / LCD cells / digits are sent; a (re)connect clears that cache
-and replays everything. ``blackout()`` turns LEDs off, clears the LCD and the displays
+"Lead Vox" -> "LeadVx", see ``mackie_codec.abbreviate``), lower line =
+``REC <song> take <n>`` while recording and the strip's track numbers (``#9``) otherwise;
+timecode = position (``hhh.mm.ss.fff`` frames at ``fps``) or the take number
+(``display = "take"``); assignment display = first track of the bank (or the take).
+X-Touch scribble strips are white, red when armed. Only changed LEDs / fader positions
+(10-bit) / LCD cells / digits are sent; a (re)connect clears that cache and replays
+everything. ``blackout()`` turns LEDs off, clears the LCD and the displays
 and moves the faders to the bottom (a surface without the bridge shows nothing stale).
 
 A motor fader never fights the hand: no fader feedback while touched and for
