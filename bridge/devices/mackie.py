@@ -37,6 +37,13 @@ a press, so notes are matched only once the output is known to loop back to the 
 as a warning, and kept until the next connect. A fast double press on a normal link is
 never taken for an echo.
 
+The DAW away (``daw/status`` not ok: it crashed, is starting, or its link is lost): the
+desk claims nothing only the DAW knows. The upper LCD line says ``DAW offline -
+reconnecting``, the transport (PLAY / STOP / RECORD), REC ARM / SOLO / MUTE LEDs go off and
+X-Touch strips turn white; the talkback LED (the bridge's own), the displays and the motor
+faders stay (no motor runs down and back). When the DAW is back, the state is rendered as
+it is then, through the same caches: only what differs from what the desk shows is sent.
+
 Extenders (XT): configure one ``[devices.*]`` per unit with ``extender = true`` and
 ``strip_offset = 8`` (16, ...); each unit banks on its own.
 """
@@ -105,6 +112,8 @@ DEFAULT_KEYS = {
     "user_a": "talkback",
 }
 MODELS = {"mcu": mc.MODEL_MCU, "xtouch": mc.MODEL_MCU, "logic": mc.MODEL_LOGIC}
+#: The upper LCD line while the DAW is away and the bridge retries.
+OFFLINE_TEXT = "DAW offline - reconnecting"
 
 
 def key_note(name: str) -> int | None:
@@ -175,6 +184,8 @@ class MackieSurface(SyncDevice):
                 self.actions[note] = action
         self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
         self._mirror: dict[str, Value] = {}
+        #: the DAW is away: its keys are not shown (see the module doc)
+        self._offline = False
         self.bank = 0
         self._link: MidiLink | None = None
         self._gen: AsyncIterator[list[bytes]] | None = None
@@ -306,6 +317,7 @@ class MackieSurface(SyncDevice):
                     self._mirror.pop(key, None)
                 else:
                     self._mirror[key] = value
+        self._offline = st.daw_offline(self._mirror.get(st.DAW_STATUS))
         self._clamp_bank()
         self._render_all()
 
@@ -381,7 +393,14 @@ class MackieSurface(SyncDevice):
             return
         if key == st.POSITION:
             self._render_timecode()
-        elif key.startswith("device/"):
+        elif key == st.DAW_STATUS:
+            offline = st.daw_offline(value)
+            if offline != self._offline:
+                self._offline = offline
+                self._render_all()
+            elif offline:
+                self._render_lcd()  # the reason may have changed
+        elif key.startswith(("device/", "daw/")):
             return
         else:
             self._render_transport()
@@ -399,6 +418,12 @@ class MackieSurface(SyncDevice):
         return strip if 0 <= strip < mc.STRIPS else None
 
     def _get(self, key: str) -> Value:
+        return self._mirror.get(key)
+
+    def _shown(self, key: str) -> Value:
+        """What the desk shows for ``key``: nothing (None) for the DAW's keys while it is away."""
+        if self._offline and st.is_daw_key(key) and not st.is_continuous_key(key):
+            return None
         return self._mirror.get(key)
 
     def _led(self, note: int, state: int) -> None:
@@ -422,9 +447,9 @@ class MackieSurface(SyncDevice):
 
     def _render_strip_leds(self, i: int) -> None:
         t = self._track(i)
-        self._led(mc.REC_ARM + i, mc.led_state(self._get(st.track_key(t, "armed")) is True))
-        self._led(mc.SOLO + i, mc.led_state(self._get(st.track_key(t, "solo")) is True))
-        self._led(mc.MUTE + i, mc.led_state(self._get(st.track_key(t, "mute")) is True))
+        self._led(mc.REC_ARM + i, mc.led_state(self._shown(st.track_key(t, "armed")) is True))
+        self._led(mc.SOLO + i, mc.led_state(self._shown(st.track_key(t, "solo")) is True))
+        self._led(mc.MUTE + i, mc.led_state(self._shown(st.track_key(t, "mute")) is True))
 
     def _render_ring(self, i: int) -> None:
         ring = round(self._fader_value(self._track(i)) * 11)
@@ -446,21 +471,22 @@ class MackieSurface(SyncDevice):
             self._sent_fader[i] = sig
 
     def _render_transport(self) -> None:
-        playing = self._get(st.PLAYING) is True
-        recording = self._get(st.RECORDING) is True
+        playing = self._shown(st.PLAYING) is True
+        stopped = self._shown(st.PLAYING) is not True and not self._offline
+        recording = self._shown(st.RECORDING) is True
         talkback = self._get(st.TALKBACK) is True
         for note, action in self.actions.items():
             if action == "play":
                 self._led(note, mc.led_state(playing))
             elif action == "stop":
-                self._led(note, mc.led_state(not playing))
+                self._led(note, mc.led_state(stopped))
             elif action == "record":
                 self._led(note, mc.led_state(recording, flash=recording and not playing))
             elif action in ("talkback", "talkback_latch"):
                 self._led(note, mc.led_state(talkback))
 
     def _take_number(self) -> int:
-        key = st.TAKE if self._get(st.RECORDING) is True else st.NEXT_TAKE
+        key = st.TAKE if self._shown(st.RECORDING) is True else st.NEXT_TAKE
         v = self._get(key)
         return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
@@ -472,6 +498,8 @@ class MackieSurface(SyncDevice):
             name = self._get(st.track_key(t, "name"))
             names.append(name if isinstance(name, str) else "")
             numbers.append(f"#{t}")
+        if self._offline:
+            return self._offline_text(), mc.lcd_line(numbers)
         top = mc.lcd_line(names)
         if self._get(st.RECORDING) is True:
             song = self._get(st.SONG)
@@ -480,6 +508,19 @@ class MackieSurface(SyncDevice):
         else:
             bottom = mc.lcd_line(numbers)
         return top, bottom
+
+    def _offline_text(self) -> str:
+        """The upper LCD line while the DAW is away (the 8 cells across, not per strip)."""
+        status = self._get(st.DAW_STATUS)
+        if status == "bad_config":
+            text = "DAW offline - check the bridge config"
+        elif status == "stopped":
+            text = "DAW stopped"
+        else:
+            text = OFFLINE_TEXT
+        if self.options.extender:
+            text = "DAW offline"
+        return text[: mc.LCD_WIDTH].ljust(mc.LCD_WIDTH)
 
     def _render_lcd(self) -> None:
         lines = self._lcd_lines()
@@ -504,7 +545,7 @@ class MackieSurface(SyncDevice):
         if not self.is_xtouch:
             return
         colors = tuple(
-            mc.COLOR_RED if self._get(st.track_key(self._track(i), "armed")) is True else mc.COLOR_WHITE
+            mc.COLOR_RED if self._shown(st.track_key(self._track(i), "armed")) is True else mc.COLOR_WHITE
             for i in range(mc.STRIPS)
         )
         if colors != self._sent_colors:

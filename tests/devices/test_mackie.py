@@ -423,3 +423,53 @@ def test_example_config_is_valid() -> None:
     driver = MackieSurface("desk", opts)
     assert driver.is_xtouch and driver.actions[0x36] == "talkback"
     assert driver.actions[mc.CYCLE] == "locate_start"
+
+
+async def test_daw_offline_is_shown_and_everything_comes_back(emulator: EmuFactory) -> None:
+    """Issue 10 item 4: while the DAW is away no LED claims its state and the LCD says so; when it is
+    back the desk shows the state again, sending only what differs from what it shows."""
+    emu = emulator()
+    async with connected(emu, model="xtouch") as run:
+        drv = run.driver
+        for key, value in (
+            ("daw/status", "ok"),
+            ("track/1/name", "Audio 1"),
+            ("track/2/name", "Audio 2"),
+            ("track/1/armed", True),
+            ("track/1/fader", 0.5),
+            ("transport/playing", False),
+            ("transport/recording", True),
+            ("talkback", True),
+        ):
+            await drv.send(Feedback(key, value))  # type: ignore[arg-type]
+        shown = await settle(emu)
+        assert mc.led(mc.REC_ARM, mc.LED_ON) in shown and mc.led(mc.STOP, mc.LED_ON) in shown
+        assert mc.led(mc.RECORD, mc.LED_FLASH) in shown and mc.led(0x66, mc.LED_ON) in shown
+        emu.clear()
+
+        await drv.send(Feedback("daw/status", "disconnected"))
+        got = await settle(emu)
+        top, bottom = lcd_image(shown + got)
+        assert top.startswith("DAW offline - reconnecting"), top
+        assert bottom.startswith("#1     #2")
+        for note in (mc.REC_ARM, mc.STOP, mc.RECORD):
+            assert mc.led(note, mc.LED_OFF) in got, hex(note)
+        assert mc.xtouch_colors(0x14, [mc.COLOR_WHITE] * 8) in got  # strip 1 no longer red
+        assert not [m for m in got if m[0] & 0xF0 == 0xE0]  # no motor fader moves
+        assert not [m for m in got if m[:2] == bytes((0x90, 0x66))]  # talkback stays lit
+        # the DAW's (stale) state changes meanwhile: nothing lights up
+        emu.clear()
+        await drv.send(Feedback("track/2/armed", True))
+        await drv.send(Feedback("daw/status", "connecting"))
+        assert await settle(emu) == []
+
+        await drv.send(Feedback("daw/status", "ok"))
+        back = await settle(emu)
+        top, _ = lcd_image(shown + got + back)
+        assert top.startswith("Audio1 Audio2 "), top
+        for note, state in ((mc.REC_ARM, mc.LED_ON), (mc.REC_ARM + 1, mc.LED_ON), (mc.STOP, mc.LED_ON)):
+            assert mc.led(note, state) in back, hex(note)
+        assert mc.led(mc.RECORD, mc.LED_FLASH) in back
+        assert not [m for m in back if m[0] & 0xF0 == 0xE0]  # faders were not touched: not re-sent
+        leds = [m for m in back if m[0] == 0x90]
+        assert len(leds) == len(set(leds)) == 4  # each LED that changed, once; nothing else
