@@ -41,8 +41,10 @@ The DAW away (``daw/status`` not ok: it crashed, is starting, or its link is los
 desk claims nothing only the DAW knows. The upper LCD line says ``DAW offline -
 reconnecting``, the transport (PLAY / STOP / RECORD), REC ARM / SOLO / MUTE LEDs go off and
 X-Touch strips turn white; the talkback LED (the bridge's own), the displays and the motor
-faders stay (no motor runs down and back). When the DAW is back, the state is rendered as
-it is then, through the same caches: only what differs from what the desk shows is sent.
+faders stay (no motor runs down and back). When the DAW is back, the desk waits
+``DAW_SETTLE`` seconds for the DAW's re-report of its values to arrive, then renders the
+state as it is, through the same caches: each LED or cell that differs from what the desk
+shows is sent once (no flash of a value the DAW no longer has).
 
 Extenders (XT): configure one ``[devices.*]`` per unit with ``extender = true`` and
 ``strip_offset = 8`` (16, ...); each unit banks on its own.
@@ -114,6 +116,8 @@ DEFAULT_KEYS = {
 MODELS = {"mcu": mc.MODEL_MCU, "xtouch": mc.MODEL_MCU, "logic": mc.MODEL_LOGIC}
 #: The upper LCD line while the DAW is away and the bridge retries.
 OFFLINE_TEXT = "DAW offline - reconnecting"
+#: Seconds the desk keeps the offline picture after the DAW is back, while its values arrive.
+DAW_SETTLE = 0.2
 
 
 def key_note(name: str) -> int | None:
@@ -186,6 +190,7 @@ class MackieSurface(SyncDevice):
         self._mirror: dict[str, Value] = {}
         #: the DAW is away: its keys are not shown (see the module doc)
         self._offline = False
+        self._back: asyncio.TimerHandle | None = None  # the DAW is back: render after DAW_SETTLE
         self.bank = 0
         self._link: MidiLink | None = None
         self._gen: AsyncIterator[list[bytes]] | None = None
@@ -247,6 +252,7 @@ class MackieSurface(SyncDevice):
         self._close()
 
     def _close(self) -> None:
+        self._cancel_back()
         for i, handle in enumerate(self._settle):
             if handle is not None:
                 handle.cancel()
@@ -317,6 +323,7 @@ class MackieSurface(SyncDevice):
                     self._mirror.pop(key, None)
                 else:
                     self._mirror[key] = value
+        self._cancel_back()
         self._offline = st.daw_offline(self._mirror.get(st.DAW_STATUS))
         self._clamp_bank()
         self._render_all()
@@ -394,12 +401,7 @@ class MackieSurface(SyncDevice):
         if key == st.POSITION:
             self._render_timecode()
         elif key == st.DAW_STATUS:
-            offline = st.daw_offline(value)
-            if offline != self._offline:
-                self._offline = offline
-                self._render_all()
-            elif offline:
-                self._render_lcd()  # the reason may have changed
+            self._daw_status(value)
         elif key.startswith(("device/", "daw/")):
             return
         else:
@@ -407,6 +409,33 @@ class MackieSurface(SyncDevice):
             self._render_lcd()
             self._render_timecode()
             self._render_assignment()
+
+    def _daw_status(self, status: Value) -> None:
+        if st.daw_offline(status):
+            self._cancel_back()
+            if not self._offline:
+                self._offline = True
+                self._render_all()
+            else:
+                self._render_lcd()  # the reason may have changed
+        elif self._offline and self._back is None:
+            self._back = asyncio.get_running_loop().call_later(DAW_SETTLE, self._daw_back)
+
+    def _cancel_back(self) -> None:
+        if self._back is not None:
+            self._back.cancel()
+            self._back = None
+
+    def _daw_back(self) -> None:
+        """DAW_SETTLE after the DAW came back: show the state again."""
+        self._back = None
+        if self._link is None or st.daw_offline(self._mirror.get(st.DAW_STATUS)):
+            return
+        self._offline = False
+        try:
+            self._render_all()
+        except DeviceError as exc:  # the writer's next send reports the link; resync replays all
+            log.info("%s: DAW state not shown: %s", self.name, exc)
 
     # ------------------------------------------------------------------ rendering
 

@@ -460,16 +460,20 @@ async def test_daw_offline_is_shown_and_everything_comes_back(emulator: EmuFacto
         # the DAW's (stale) state changes meanwhile: nothing lights up
         emu.clear()
         await drv.send(Feedback("track/2/armed", True))
+        await drv.send(Feedback("track/3/armed", True))
         await drv.send(Feedback("daw/status", "connecting"))
         assert await settle(emu) == []
 
+        # back; its re-report follows at once: track 3 is not armed in the DAW any more
         await drv.send(Feedback("daw/status", "ok"))
+        await drv.send(Feedback("track/3/armed", False))
         back = await settle(emu)
         top, _ = lcd_image(shown + got + back)
         assert top.startswith("Audio1 Audio2 "), top
         for note, state in ((mc.REC_ARM, mc.LED_ON), (mc.REC_ARM + 1, mc.LED_ON), (mc.STOP, mc.LED_ON)):
             assert mc.led(note, state) in back, hex(note)
         assert mc.led(mc.RECORD, mc.LED_FLASH) in back
+        assert not [m for m in back if m[1] == mc.REC_ARM + 2]  # never lit for a value the DAW dropped
         assert not [m for m in back if m[0] & 0xF0 == 0xE0]  # faders were not touched: not re-sent
         leds = [m for m in back if m[0] == 0x90]
         assert len(leds) == len(set(leds)) == 4  # each LED that changed, once; nothing else
