@@ -515,14 +515,23 @@ class Hub:
                 known = self.store.tracks()
                 raise CommandError(f"no track {command.track} in {target} (it has {_ranges(known)})")
         check = self._confirmation(command)
-        slot.deliver(command, self.clock())
+        # A device may report the fact while we deliver (Device.report_now, e.g. the internal
+        # transport): it waits in the inbox until the confirmation below is registered.
+        outer = self._draining
+        self._draining = True
+        try:
+            slot.deliver(command, self.clock())
+        finally:
+            self._draining = outer
         if check is None or check(None):
             done(None)
-            return
-        self._pending.append(
-            _Pending(target, check, done, self.clock() + self.confirm_timeout, type(command).__name__)
-        )
-        self._arm_timer()
+        else:
+            self._pending.append(
+                _Pending(target, check, done, self.clock() + self.confirm_timeout, type(command).__name__)
+            )
+            self._arm_timer()
+        if not outer and self._inbox:
+            self._drain_inbox()
 
     def _resolve_track(self, command: Command) -> Command:
         if isinstance(command, SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from bridge.errors import ConfigError, DeviceError
@@ -56,18 +57,22 @@ async def _blackout(hub: Hub, slot: Slot) -> None:
 
 
 async def _pump(hub: Hub, slot: Slot) -> None:
+    name = slot.device.name
     tasks = [
-        asyncio.create_task(_reader(hub, slot), name=f"{slot.device.name}-reader"),
-        asyncio.create_task(_writer(slot), name=f"{slot.device.name}-writer"),
+        asyncio.create_task(_reader(hub, slot), name=f"{name}-reader"),
+        asyncio.create_task(_writer(slot), name=f"{name}-writer"),
     ]
+    slot.device.report_now = functools.partial(hub.submit, name)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     except asyncio.CancelledError:
+        slot.device.report_now = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await _blackout(hub, slot)
         raise
+    slot.device.report_now = None
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -24,15 +24,13 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import queue
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -303,45 +301,14 @@ class McuEmulator:
                     stream.close()
 
 
-@pytest.fixture(scope="module")
-def jack_sync(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Like ``peers.jack.jack_server`` but jackd runs in synchronous mode (``-S``).
+@pytest.fixture
+def jack_sync(jack_server: Any) -> Any:
+    """The one shared JACK server (``peers.jack.jack_server``, synchronous mode ``-S``).
 
-    In JACK2's default asynchronous mode, MIDI events between late (non-realtime, GIL-bound
-    Python) clients were seen duplicated and swapped (e.g. ``90 5E 7F`` three times instead
-    of ``90 5E 7F, 90 5D 00, 90 5F 7F``; one REC ARM press too many in a flood) in about
-    half of the runs on a loaded machine; with ``-S`` none in a dozen runs. Module scope."""
-    from peers.jack import JackServer, need_binary, stop_process
-
-    jackd = need_binary("jackd")
-    need_binary("jack_lsp")
-    name = f"sbm-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    log_path = tmp_path_factory.mktemp("jack") / f"jackd-{name}.log"
-    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
-    cmd = [jackd, "-S", "-n", name, "--no-realtime", "-t", "5000", "-d", "dummy", "-r", "48000", "-p", "256"]
-    with log_path.open("wb") as logf:
-        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"jackd -S -n {name} did not start: {log_path.read_text(errors='replace')}"
-                )
-            if subprocess.run(["jack_lsp"], env=env, capture_output=True, timeout=10).returncode == 0:
-                break
-            time.sleep(0.1)
-        os.environ["JACK_DEFAULT_SERVER"] = name
-        os.environ["JACK_NO_START_SERVER"] = "1"
-        yield JackServer(name=name, pid=proc.pid, period=256, log_path=log_path, env=env)
-    finally:
-        stop_process(proc)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    Kept as a name for the Mackie tests. It used to start a second, module-scoped jackd and
+    swap ``JACK_DEFAULT_SERVER`` in ``os.environ`` behind the session server's back, so the
+    JACK tests passed only in alphabetical file order."""
+    return jack_server
 
 
 def main() -> int:

@@ -392,6 +392,7 @@ def test_damaged_file_and_recover(tmp_path: Path, damage: str) -> None:
     asyncio.run(asyncio.wait_for(reopens(), 30))
 
 
+@pytest.mark.peers
 async def test_kill_9_mid_burst_loses_nothing_acknowledged(tmp_path: Path) -> None:
     path = tmp_path / "session.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

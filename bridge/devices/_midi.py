@@ -249,6 +249,8 @@ class MidiLink:
         self._parser = MidiStreamParser()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._listener: Callable[[list[bytes]], None] | None = None
+        self._listen_error: Exception | None = None
         self._lost: str | None = None
         self._open = False
         self._quiet = False
@@ -346,6 +348,10 @@ class MidiLink:
                 if kind == b"M":
                     if self._quiet:
                         continue
+                    listener = self._listener
+                    if listener is not None and not q:
+                        self._deliver(listener, payload)
+                        continue
                     q.append(payload)
                     if len(q) == 1:
                         self._wake()
@@ -385,6 +391,48 @@ class MidiLink:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _deliver(self, listener: Callable[[list[bytes]], None], payload: bytes | list[int]) -> None:
+        self._received += 1
+        batch = self._parser.feed(payload)
+        if not batch:
+            return
+        self._messages += len(batch)
+        try:
+            listener(batch)
+        except Exception as exc:  # the listener's fault ends listen(), as it would end messages()
+            self._listener = None
+            self._listen_error = exc
+            self._wake()
+
+    async def listen(self, listener: Callable[[list[bytes]], None]) -> None:
+        """Like :meth:`messages`, but hand each batch to ``listener`` as soon as the helper's
+        frame is read, in the reading task: no wake-up of a consumer task per burst. Runs
+        until the link is lost (raises DeviceLost) or the listener raises (re-raised here).
+        Input injected from another thread (:meth:`inject`) still goes through the queue and
+        is delivered here in order."""
+        if not self._open or self._loop is None:
+            raise DeviceLost(f"MIDI link {self.client_name!r} is not open")
+        loop = self._loop
+        q = self._queue
+        self._listener = listener
+        self._listen_error = None
+        try:
+            while True:
+                while q and self._listener is not None:
+                    self._deliver(listener, q.popleft())
+                error, self._listen_error = self._listen_error, None
+                if error is not None:
+                    raise error
+                if self._lost is not None:
+                    raise DeviceLost(self._lost)
+                waiter = self._waiter = loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+        finally:
+            self._listener = None
 
     async def messages(self) -> AsyncIterator[list[bytes]]:
         """Yield batches of complete messages; raise DeviceLost when the port vanishes."""

@@ -87,6 +87,12 @@ class Device(abc.ABC):
         self.name = name
         self.options = options
         self.ctx = ctx or DeviceContext()
+        #: While the device is connected and pumped, the supervisor sets this to a function that
+        #: hands one item straight to the hub (``Hub.submit``), in the caller's task. A driver
+        #: that learns a fact synchronously (the internal transport) may call it instead of
+        #: yielding from ``receive`` and saves a loop turn per fact, as long as nothing it
+        #: yielded earlier is still waiting (order must hold). None otherwise.
+        self.report_now: Callable[[Inbound], None] | None = None
 
     async def __aenter__(self) -> Self:
         return self

@@ -87,7 +87,13 @@ class InternalTransport(SyncDevice):
         self._stop_ticker()
 
     def _emit(self, event: Event) -> None:
-        self._events.put_nowait(event)
+        # Straight to the hub when nothing earlier is still queued (the facts of __aenter__
+        # go through receive first): a confirmation then costs no loop turn.
+        report = self.report_now
+        if report is not None and self._events.empty():
+            report(event)
+        else:
+            self._events.put_nowait(event)
 
     async def receive(self) -> AsyncIterator[Event]:
         while True:

@@ -236,6 +236,15 @@ class GenericMidiSurface(SyncDevice):
         relative.clear()
 
     async def receive(self) -> AsyncIterator[Inbound]:
+        report = self.report_now
+        if report is not None:
+            # Straight from the helper's frame to the hub, in the task that read it.
+            def on_batch(batch: list[bytes]) -> None:
+                for item in self.decode_batch(batch):
+                    report(item)
+
+            await self.link.listen(on_batch)
+            return
         async for batch in self.link.messages():
             for item in self.decode_batch(batch):
                 yield item

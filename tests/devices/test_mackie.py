@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from mcu_emulator_proc import McuEmulator, jack_sync  # noqa: F401
-from peers.jack import JackServer, unique_name
+from peers.jack import JackServer, jack_server, unique_name  # noqa: F401
 
 from bridge.devices import mackie_codec as mc
 from bridge.devices.mackie import MackieSurface
