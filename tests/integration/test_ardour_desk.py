@@ -15,7 +15,7 @@ import pytest
 from mcu_emulator_proc import McuEmulator, jack_sync  # noqa: F401
 from peers.ardour import ArdourPeer, require_ardour
 from peers.daemon import Daemon, OscClient
-from peers.jack import JackServer, MidiPeer, unique_name
+from peers.jack import JackServer, MidiPeer, jack_server, unique_name  # noqa: F401
 
 from bridge.devices import mackie_codec as mc
 
