@@ -8,7 +8,8 @@ a 2.67 ms period), started here. Per repeat and rate, interleaved:
 * **floor**: a sender process (rtmidi, a virtual JACK output) plays nanoKONTROL2 button presses
   and releases (CC 32-39 solo, 48-55 mute, 64-71 rec; value 127 then 0) to a receiver process
   (rtmidi input callback) through the same jackd, no bridge: press sent -> press received.
-* **bridge**: the daemon from its console script (``studio-bridge run``) with the shipped
+* **bridge**, with each MIDI helper (``--helpers native,python``): the daemon from its console
+  script (``studio-bridge run``) with the shipped
   ``korg_nanokontrol2`` profile and a mapping that toggles arm / mute / solo of tracks 1-8 on
   the internal transport; a listener in this process receives the OSC feedback
   (``/track/<n>/arm|mute|solo i 0|1``, one per press): press sent -> feedback datagram
@@ -235,7 +236,10 @@ def studio_bridge() -> list[str]:
     return [found] if found else [sys.executable, "-m", "bridge"]
 
 
-def bridge_run(env: dict[str, str], rate: float, seconds: float) -> tuple[list[float], int, int, float]:
+def bridge_run(
+    env: dict[str, str], rate: float, seconds: float, helper: str
+) -> tuple[list[float], int, int, float]:
+    env = dict(env, STUDIO_BRIDGE_MIDI_HELPER=helper)
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.bind(("127.0.0.1", 0))
     listener.settimeout(0.2)
@@ -342,7 +346,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rates", default="100,1000")
     ap.add_argument("--period", type=int, default=128)
+    ap.add_argument(
+        "--helpers",
+        default="native,python",
+        help="MIDI helpers to run the bridge with: native (bridge/devices/jackmidi), python",
+    )
     a = ap.parse_args()
+    helpers = a.helpers.split(",")
     rates = [float(r) for r in a.rates.split(",")]
     jackd, env = start_jackd(a.period)
     res: dict[tuple[str, float], dict[str, list[float]]] = {}
@@ -354,12 +364,13 @@ def main() -> None:
                 r["p50"].append(pct(lat, 0.5))
                 r["p99"].append(pct(lat, 0.99))
                 r["lost"].append(sent - got)
-                lat, sent, got, cpu = bridge_run(env, rate, a.seconds)
-                r = res.setdefault(("bridge", rate), {"p50": [], "p99": [], "lost": [], "cpu": []})
-                r["p50"].append(pct(lat, 0.5) if lat else float("nan"))
-                r["p99"].append(pct(lat, 0.99) if lat else float("nan"))
-                r["lost"].append(sent - got)
-                r["cpu"].append(cpu)
+                for helper in helpers:
+                    lat, sent, got, cpu = bridge_run(env, rate, a.seconds, helper)
+                    r = res.setdefault((helper, rate), {"p50": [], "p99": [], "lost": [], "cpu": []})
+                    r["p50"].append(pct(lat, 0.5) if lat else float("nan"))
+                    r["p99"].append(pct(lat, 0.99) if lat else float("nan"))
+                    r["lost"].append(sent - got)
+                    r["cpu"].append(cpu)
     finally:
         stop_process(jackd)
     load = os.getloadavg()
@@ -367,19 +378,22 @@ def main() -> None:
     print(f"jackd dummy 48 kHz, period {a.period} ({ms:.2f} ms), {a.runs} repeats x {a.seconds:.0f} s")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)")
     for rate in rates:
-        fl, br = res[("floor", rate)], res[("bridge", rate)]
+        fl = res[("floor", rate)]
         print(f"\n{rate:.0f} msg/s (presses and releases; one feedback per press)")
-        for label, r in (("floor  (JACK loopback)  ", fl), ("bridge (MIDI -> OSC fb) ", br)):
-            print(f"  {label} p50 {fmt(r['p50'])}   p99 {fmt(r['p99'])}   lost {fmt(r['lost'], '')}")
-        add50 = [b - f for b, f in zip(br["p50"], fl["p50"], strict=True)]
-        add99 = [b - f for b, f in zip(br["p99"], fl["p99"], strict=True)]
-        ratio = [b / f for b, f in zip(br["p50"], fl["p50"], strict=True)]
-        rt = statistics.median(ratio)
-        print(f"  added over the floor     p50 {fmt(add50)}   p99 {fmt(add99)}   ratio p50 {rt:.2f}x")
-        cpu = br["cpu"]
-        c = f"{statistics.median(cpu):.1f} % [{min(cpu):.1f}..{max(cpu):.1f}]"
-        print(f"  CPU daemon + helper      {c} of one core")
-
+        lost = fmt(fl["lost"], "")
+        print(f"  floor (JACK loopback)     p50 {fmt(fl['p50'])}   p99 {fmt(fl['p99'])}   lost {lost}")
+        for helper in helpers:
+            br = res[(helper, rate)]
+            print(f"  bridge, {helper} helper")
+            lost = fmt(br["lost"], "")
+            print(f"    MIDI -> OSC feedback    p50 {fmt(br['p50'])}   p99 {fmt(br['p99'])}   lost {lost}")
+            add50 = [b - f for b, f in zip(br["p50"], fl["p50"], strict=True)]
+            add99 = [b - f for b, f in zip(br["p99"], fl["p99"], strict=True)]
+            rt = statistics.median([b / f for b, f in zip(br["p50"], fl["p50"], strict=True)])
+            print(f"    added over the floor    p50 {fmt(add50)}   p99 {fmt(add99)}   ratio p50 {rt:.2f}x")
+            cpu = br["cpu"]
+            c = f"{statistics.median(cpu):.1f} % [{min(cpu):.1f}..{max(cpu):.1f}]"
+            print(f"    CPU daemon + helper     {c} of one core")
 
 if __name__ == "__main__":
     main()

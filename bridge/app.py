@@ -62,7 +62,12 @@ class App:
         self.new_session = new_session
         self.log_path = data_dir / LOG_FILE
         self.session_log = SessionLog(self.log_path)
-        self.hub = Hub(self.session_log, confirm_timeout=config.bridge.confirm_timeout)
+        self.hub = Hub(
+            self.session_log,
+            confirm_timeout=config.bridge.confirm_timeout,
+            auto_take=config.bridge.auto_take,
+            songs=config.bridge.songs,
+        )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._specs: dict[str, DeviceSpec] = {}
         self._wake = asyncio.Event()
@@ -193,6 +198,8 @@ class App:
             logging.getLogger().setLevel(new.bridge.log_level.upper())
         self.config = new
         self.hub.confirm_timeout = new.bridge.confirm_timeout
+        self.hub.auto_take = new.bridge.auto_take
+        self.hub.songs = list(new.bridge.songs)  # the list the next session starts with
         for name in removed + changed:
             await self._stop_device(name)
         for name in changed + added:

@@ -8,6 +8,8 @@ Layout (every section optional; no file at all is the built-in default)::
     data_dir = "/var/lib/studio-bridge"   # where the session log lives
     session = ""               # name for new sessions (default: start date and time)
     confirm_timeout = 2.0      # seconds a device has to confirm a command
+    auto_take = "record"       # "record": a take starts when recording starts | "off"
+    songs = ["Blue", "Gold"]   # the song list each session starts with
 
     [osc]                      # the bridge's own OSC control API (see bridge/devices/osc_api.py)
     bind = "0.0.0.0"
@@ -48,6 +50,18 @@ DEVICE_KEYS = ("kind", "role", "mapping", "enabled")
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
+def _check_songs(value: Any) -> str | None:
+    seen: set[str] = set()
+    for item in value:
+        name = item.strip()
+        if not name:
+            return 'an array of song names ("" is not one)'
+        if name in seen:
+            return f'an array of different song names ("{name}" is there twice)'
+        seen.add(name)
+    return None
+
+
 @dataclass(frozen=True)
 class BridgeOptions:
     room: str = "studio"
@@ -55,6 +69,10 @@ class BridgeOptions:
     data_dir: str | None = None
     session: str = ""
     confirm_timeout: float = field(default=2.0, metadata={"check": in_range(0.1, 60)})
+    #: "record": a new take starts when recording starts (roll in record, punch in); "off"
+    auto_take: Literal["record", "off"] = "record"
+    #: the song list every session starts with (songs set with /song join it)
+    songs: list[str] = field(default_factory=list, metadata={"check": _check_songs})
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,17 @@
 into the record it points to; nothing in the log is changed.
 
 Per take (one per ``take_marker``):
-    ``song``, ``take`` (number), ``label`` (the latest ``take_rename`` text, else the marker's text),
-    ``circled`` / ``false_start`` (the marker's ``data.flags`` list, then each ``take_flag`` in order;
-    the latest value wins), ``start`` (UTC wall clock of the marker), ``daw_seconds`` (the position a
-    ``daw_marker`` amending the take reported, else the marker's own; ``daw_source`` says ``daw`` or
-    ``bridge``), ``marker_id`` (from the ``daw_marker``), ``duration`` (wall-clock seconds until the
-    next take of the same session or the first transport stop / record-off after the take, whichever
-    comes first; ``None`` while the take is still open), ``end`` (UTC wall clock of that moment),
-    ``notes`` (every ``note`` whose ``amends`` is the take, or, without ``amends``, whose ``song`` and
+    ``song``, ``take`` (number), ``label`` (the latest ``take_rename`` text, else the marker's
+    text), ``circled`` / ``false_start`` (each ``take_flag``'s ``data.circled`` /
+    ``data.false_start`` in order; the latest value wins). ``take_flag`` and ``take_rename`` records
+    amend the marker's seq (``amends``) and carry its ``song`` and ``take``; one without ``amends``
+    (older bridges wrote those after resuming a session) is tied by session, song and take.
+    ``start`` (UTC wall clock of the marker), ``daw_seconds`` (the position a ``daw_marker``
+    amending the take reported, else the marker's own; ``daw_source`` says ``daw`` or ``bridge``),
+    ``marker_id`` (from the ``daw_marker``), ``duration`` (wall-clock seconds until the next take of
+    the same session or the first transport stop / record-off after the take, whichever comes first;
+    ``None`` while the take is still open), ``end`` (UTC wall clock of that moment), ``notes``
+    (every ``note`` whose ``amends`` is the take, or, without ``amends``, whose ``song`` and
     ``take`` match it), ``source`` (who marked it) and ``seq`` (the marker's seq).
 Per talkback cue (one per ``talkback_start``): ``start``, ``end`` (its ``talkback_end``),
     ``duration`` (``data.duration`` of the end record, else the wall-clock difference), ``daw_seconds``,
@@ -174,14 +177,12 @@ def build_take_sheet(records: Iterable[Record]) -> TakeSheet:
             ended = rec.ts
         elif kind == "take_marker":
             end_open(rec.session, rec.ts)
-            flags = data.get("flags")
-            flag_list = flags if isinstance(flags, list) else []
             playing, recording = transport.get(rec.session, (None, None))
             draft = _TakeDraft(
                 rec,
                 label=rec.text,
-                circled="circled" in flag_list,
-                false_start="false_start" in flag_list,
+                circled=False,
+                false_start=False,
                 daw_seconds=rec.daw_seconds,
                 daw_source="bridge" if rec.daw_seconds is not None else "",
                 rolling=playing is not False,
@@ -191,14 +192,18 @@ def build_take_sheet(records: Iterable[Record]) -> TakeSheet:
             open_take[rec.session] = draft
             if rec.take is not None:
                 by_number[(rec.session, rec.song or "", rec.take)] = draft
-        elif kind == "take_flag" and rec.amends in takes:
-            draft = takes[rec.amends]
+        elif kind in ("take_flag", "take_rename"):
+            target = takes.get(rec.amends) if rec.amends is not None else None
+            if target is None and rec.amends is None and rec.take is not None:
+                target = by_number.get((rec.session, rec.song or "", rec.take))
+            if target is None:
+                continue
+            if kind == "take_rename":
+                target.label = rec.text
             if isinstance(data.get("circled"), bool):
-                draft.circled = bool(data["circled"])
+                target.circled = bool(data["circled"])
             if isinstance(data.get("false_start"), bool):
-                draft.false_start = bool(data["false_start"])
-        elif kind == "take_rename" and rec.amends in takes:
-            takes[rec.amends].label = rec.text
+                target.false_start = bool(data["false_start"])
         elif kind == "daw_marker" and rec.amends in takes:
             draft = takes[rec.amends]
             if rec.daw_seconds is not None:

@@ -16,13 +16,15 @@ One task drains one inbox, so the core has no locks and a fixed order:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from bridge import commands
 from bridge import state as S
 from bridge.devices.base import Device
 from bridge.errors import CommandError
@@ -30,9 +32,9 @@ from bridge.feedback import FeedbackEngine
 from bridge.mapping import Mapper, StudioMap
 from bridge.outbox import Outbox
 from bridge.vocab import (
-    SESSION_COMMANDS,
     AddMarker,
     AddNote,
+    AddSong,
     AudioCaptured,
     CircleTake,
     Command,
@@ -50,7 +52,9 @@ from bridge.vocab import (
     Outbound,
     Play,
     PositionChanged,
+    RenameTake,
     Request,
+    SelectTake,
     SessionChanged,
     SetRecord,
     SetSong,
@@ -59,6 +63,7 @@ from bridge.vocab import (
     SetTrackFader,
     SetTrackMute,
     SetTrackSolo,
+    StepSong,
     Stop,
     TalkbackChanged,
     TrackRef,
@@ -121,14 +126,45 @@ class _Connected:
     """Internal: a device is up; send it the full feedback picture."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Internal: run ``fn`` in the hub's order (a durable log record's follow-up)."""
+
+    fn: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _AutoTake(MarkTake):
+    """Internal: the take that starts by itself when recording starts (``auto_take``)."""
+
+
+@dataclass
+class _TakeInfo:
+    seq: int | None = None
+    label: str = ""
+    circled: bool = False
+    false_start: bool = False
+    #: DAW position at the take's start (the mark's playhead, then the DAW's own marker)
+    start: float | None = None
+
+
 @dataclass
 class _Takes:
-    """Take counters of the open session."""
+    """Take counters of the open session: only durable records move them."""
 
     next_take: dict[str, int] = field(default_factory=dict)
     last_take: dict[str, int] = field(default_factory=dict)
-    seq: dict[tuple[str, int], int] = field(default_factory=dict)
-    label: dict[tuple[str, int], str] = field(default_factory=dict)
+    info: dict[tuple[str, int], _TakeInfo] = field(default_factory=dict)
+    #: the selected take of the current song (0: none)
+    selected: int = 0
+    songs: list[str] = field(default_factory=list)
+    #: the running take (song, number) whose elapsed time is shown
+    running: tuple[str, int] | None = None
+
+
+#: An explicit take mark and the start of recording within this many seconds of each other are
+#: one take (the mark's label goes to the automatic take).
+AUTO_TAKE_MERGE = 2.0
 
 
 class Hub:
@@ -139,8 +175,14 @@ class Hub:
         roles: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         confirm_timeout: float = 2.0,
+        auto_take: str = "record",
+        songs: Sequence[str] = (),
     ) -> None:
         self.log = session_log
+        #: "record": a new take starts when recording starts; "off": only explicit marks
+        self.auto_take = auto_take
+        #: the song list every session starts with (``[bridge] songs``)
+        self.songs = [s.strip() for s in songs if s.strip()]
         self.roles: dict[str, str] = dict(roles or {})
         self.clock = clock
         self.confirm_timeout = confirm_timeout
@@ -149,11 +191,18 @@ class Hub:
         self.slots: dict[str, Slot] = {}
         #: last status detail per device ("cannot bind udp ...: Address already in use")
         self.details: dict[str, str] = {}
-        self._inbox: deque[tuple[str, Inbound | _Connected]] = deque()
+        self._inbox: deque[tuple[str, Inbound | _Connected | _Call]] = deque()
         self._draining = False
         self._pending: list[_Pending] = []
         self._timer: asyncio.TimerHandle | None = None
         self._takes = _Takes()
+        #: a session command whose record decides what later ones mean (a mark, a song change)
+        #: is in flight: session commands wait behind it, in order
+        self._busy: str | None = None
+        self._held: deque[tuple[str, Command, Done]] = deque()
+        #: (song, take, clock) of the last automatic take / (song, clock) of the last explicit mark
+        self._auto_mark: tuple[str, int, float] | None = None
+        self._explicit_mark: tuple[str, float] | None = None
         self._marker_tags: deque[int] = deque(maxlen=64)
         self._talkback_seq: int | None = None
         self._last_talkback_seq: int | None = None
@@ -169,23 +218,58 @@ class Hub:
     # ------------------------------------------------------------------ setup
 
     async def start(self, session_name: str | None = None, new_session: bool = False) -> SessionInfo:
-        """Open the session log and load the take counters of the (re)opened session."""
+        """Open the session log and load the take counters of the (re)opened session (a resumed
+        session's takes, flags, labels and song list are read back from its records)."""
         info = await self.log.open(session_name=session_name, new_session=new_session)
         self.log.on_durable(self._on_durable)
-        self._load_session(info)
+        records: list[Record] = []
+        path = getattr(self.log, "path", None)
+        if info.resumed and path is not None:
+            from bridge.sessionlog import read_records
+
+            records = await asyncio.to_thread(read_records, path, info.session_id)
+        self._load_session(info, records)
         return info
 
-    def _load_session(self, info: SessionInfo) -> None:
-        self._takes = _Takes(next_take=dict(info.next_take), last_take=dict(info.last_take))
+    def _load_session(self, info: SessionInfo, records: Sequence[Record] = ()) -> None:
+        takes = _Takes(next_take=dict(info.next_take), last_take=dict(info.last_take))
+        takes.songs = list(self.songs)
+        by_seq: dict[int, _TakeInfo] = {}
+        for rec in records:
+            song = rec.song or ""
+            if rec.kind in ("song", "song_add") and song and song not in takes.songs:
+                takes.songs.append(song)
+            elif rec.kind == "take_marker" and rec.take is not None:
+                by_seq[rec.seq] = takes.info[(song, rec.take)] = _TakeInfo(
+                    rec.seq, rec.text, start=rec.daw_seconds
+                )
+            elif rec.kind in ("take_flag", "take_rename"):
+                found = by_seq.get(rec.amends) if rec.amends is not None else None
+                if found is None and rec.take is not None:
+                    found = takes.info.get((song, rec.take))
+                if found is None:
+                    continue
+                if rec.kind == "take_rename":
+                    found.label = rec.text
+                for flag in ("circled", "false_start"):
+                    if isinstance(rec.data.get(flag), bool):
+                        setattr(found, flag, rec.data[flag])
         song = info.song
+        self._takes = takes
+        self._auto_mark = self._explicit_mark = None
+        takes.selected = takes.last_take.get(song, 0)
+        last = takes.info.get((song, takes.selected), _TakeInfo())
         self._apply_event(
             "core",
             SessionChanged(
                 session=info.name,
                 song=song,
-                take=self._takes.last_take.get(song, 0),
-                next_take=self._takes.next_take.get(song, 1),
-                take_label="",
+                take=takes.selected,
+                next_take=takes.next_take.get(song, 1),
+                take_label=last.label,
+                elapsed=0.0,
+                songs=json.dumps(takes.songs, ensure_ascii=False),
+                **self._selection(song, takes.selected),
             ),
         )
         log.info(
@@ -193,7 +277,7 @@ class Hub:
             info.name,
             "resumed after an unclean stop" if info.resumed else "started",
             song,
-            self._takes.next_take.get(song, 1),
+            takes.next_take.get(song, 1),
         )
 
     def add_device(self, device: Device, role: str | None, studio_map: StudioMap | None = None) -> Slot:
@@ -224,7 +308,7 @@ class Hub:
 
     # ------------------------------------------------------------------ inbox
 
-    def submit(self, source: str, item: Inbound | _Connected) -> None:
+    def submit(self, source: str, item: Inbound | _Connected | _Call) -> None:
         """Take something a device reported (called on the event loop, never blocks).
 
         The item is processed right away, in the caller's task, unless the hub is already
@@ -263,7 +347,7 @@ class Hub:
         if not self._draining:
             self._drain_inbox()
 
-    def process(self, source: str, item: Inbound | _Connected) -> None:
+    def process(self, source: str, item: Inbound | _Connected | _Call) -> None:
         self.processed += 1
         if isinstance(item, Event):
             self._apply_event(source, item)
@@ -279,6 +363,8 @@ class Hub:
                 self.execute(source, command)
         elif isinstance(item, _Connected):
             self._resync(source)
+        elif isinstance(item, _Call):
+            item.fn()
 
     # ------------------------------------------------------------------ state
 
@@ -342,6 +428,15 @@ class Hub:
                         data={"playing": playing, "recording": recording, "assumed": event.assumed},
                     )
                 )
+                on_air = playing is True and recording is True
+                if (
+                    on_air
+                    and not (was_playing is True and was_recording is True)
+                    and self.auto_take == "record"
+                ):
+                    self._session_safely(source, _AutoTake(), self._quiet_done(source, _AutoTake()))
+        elif isinstance(event, PositionChanged) and self._takes.running is not None:
+            self._update_elapsed(float(event.seconds))
         elif isinstance(event, TalkbackChanged) and changes:
             futures.append(self._talkback(source, event.on, event.channel))
         elif isinstance(event, MarkerAdded):
@@ -450,6 +545,11 @@ class Hub:
             tag = self._marker_tags.popleft()
         elif tag is not None and tag in self._marker_tags:
             self._marker_tags.remove(tag)
+        running = self._takes.running
+        if running is not None and event.seconds is not None:
+            info = self._takes.info.get(running)
+            if info is not None and info.seq == tag:
+                info.start = event.seconds  # the DAW's own position of the take's start
         return self._append(
             "daw_marker",
             amends=tag,
@@ -466,9 +566,10 @@ class Hub:
         if done is None:
             done = self._quiet_done(source, command)
         try:
-            if type(command) in SESSION_COMMANDS:
+            route = commands.route_of(command)
+            if route == "session":
                 self._session_command(source, command, done)
-            elif isinstance(command, SetTalkback):
+            elif route == "talkback" and isinstance(command, SetTalkback):
                 target = self._target("talkback", command) or self._target("mixer", command)
                 if target is None:
                     self._self_talkback(source, command, done)
@@ -621,6 +722,13 @@ class Hub:
             done(None)
 
     # ------------------------------------------------------------------ session commands
+    #
+    # Take numbers, flags, labels, the selection and the song list change only when the record
+    # saying so is durable: what surfaces show is what the log holds. A mark or a song change
+    # decides what later session commands mean (which take is "the selected take", which
+    # song), so while one is in flight the session commands after it wait, in order; a mark
+    # that fails leaves the counters alone and the next one gets the same number. The DAW
+    # marker of a take is dropped once its record is durable, never for a take the log lacks.
 
     def _song(self) -> str:
         song = self.store.get(S.SONG)
@@ -629,63 +737,147 @@ class Hub:
     def _armed_tracks(self) -> list[int]:
         return [t for t in self.store.tracks() if self.store.get(S.track_key(t, "armed")) is True]
 
+    def _where(self, song: str) -> str:
+        return f"song {song!r}" if song else "this session (no song set)"
+
     def _which_take(self, take: int | None) -> tuple[str, int]:
         song = self._song()
-        number = take if take is not None else self._takes.last_take.get(song, 0)
-        if number < 1 or number >= self._takes.next_take.get(song, 1):
-            where = f"song {song!r}" if song else "this session (no song set)"
+        takes = self._takes
+        number = take if take is not None else (takes.selected or takes.last_take.get(song, 0))
+        if number < 1 or number >= takes.next_take.get(song, 1):
             if take is None:
-                raise CommandError(f"no take yet in {where}")
-            raise CommandError(f"no take {number} in {where}")
+                raise CommandError(f"no take yet in {self._where(song)}")
+            raise CommandError(f"no take {number} in {self._where(song)}")
         return song, number
 
+    def _selection(self, song: str, number: int) -> dict[str, Any]:
+        info = self._takes.info.get((song, number), _TakeInfo())
+        return {
+            "selected": number,
+            "selected_circled": info.circled,
+            "selected_false_start": info.false_start,
+            "selected_label": info.label,
+        }
+
+    def _select(self, source: str, number: int, **more: Any) -> None:
+        self._takes.selected = number
+        self._apply_event(source, SessionChanged(**more, **self._selection(self._song(), number)))
+
+    def _update_elapsed(self, position: float) -> None:
+        running = self._takes.running
+        if running is None or self.store.get(S.PLAYING) is not True:
+            return
+        info = self._takes.info.get(running)
+        if info is None or info.start is None:
+            return
+        self._apply_event("core", SessionChanged(elapsed=round(max(0.0, position - info.start), 3)))
+
+    def _songs_json(self) -> str:
+        return json.dumps(self._takes.songs, ensure_ascii=False)
+
+    @staticmethod
+    def _failure(fut: asyncio.Future[Any]) -> str | None:
+        if fut.cancelled():
+            return "session log closed before the record was written"
+        if fut.exception() is not None:
+            return f"session log write failed: {fut.exception()}"
+        return None
+
+    def _then(
+        self, fut: asyncio.Future[Any], on_durable: Callable[[], None], done: Done, barrier: str | None = None
+    ) -> None:
+        """Once ``fut`` (a log record) is durable: ``on_durable()`` in the hub's order, then
+        ``done``. With ``barrier``, later session commands wait until then."""
+        if barrier is not None:
+            self._busy = barrier
+
+        def finish(f: asyncio.Future[Any]) -> None:
+            def run() -> None:
+                error = self._failure(f)
+                try:
+                    if error is None:
+                        on_durable()
+                finally:
+                    done(error)
+                    if barrier is not None:
+                        self._release()
+
+            self.submit("core", _Call(run))
+
+        fut.add_done_callback(finish)
+
+    def _release(self) -> None:
+        self._busy = None
+        while self._held and self._busy is None:
+            source, command, done = self._held.popleft()
+            self._session_safely(source, command, done)
+
+    def _session_safely(self, source: str, command: Command, done: Done) -> None:
+        try:
+            self._session_command(source, command, done)
+        except CommandError as exc:
+            done(str(exc))
+
     def _session_command(self, source: str, command: Command, done: Done) -> None:
+        if self._busy is not None:
+            self._held.append((source, command, done))
+            return
         takes = self._takes
         match command:
             case SetSong(name=name):
+                self._set_song(source, name, done)
+            case AddSong(name=name):
                 name = name.strip()
                 if not name:
                     raise CommandError("a song needs a name")
-                fut = self._append("song", song=name, source=source, daw_seconds=self.position_now())
-                self._apply_event(
-                    source,
-                    SessionChanged(
-                        song=name,
-                        take=takes.last_take.get(name, 0),
-                        next_take=takes.next_take.get(name, 1),
-                        take_label=takes.label.get((name, takes.last_take.get(name, 0)), ""),
-                    ),
-                )
-                self._when_durable(fut, done)
+                if name in takes.songs:
+                    done(None)
+                    return
+                fut = self._append("song_add", song=name, text=name, source=source)
+
+                def added() -> None:
+                    if name not in takes.songs:
+                        takes.songs.append(name)
+                        self._apply_event(source, SessionChanged(songs=self._songs_json()))
+
+                self._then(fut, added, done, barrier="song")
+            case StepSong(step=step):
+                if not takes.songs:
+                    raise CommandError("no song list (add songs with song.add or [bridge] songs)")
+                current = self._song()
+                if current in takes.songs:
+                    index = takes.songs.index(current) + step
+                    if not 0 <= index < len(takes.songs):
+                        end = "last" if step > 0 else "first"
+                        raise CommandError(f"{current!r} is the {end} song of the list")
+                else:
+                    index = 0 if step > 0 else len(takes.songs) - 1
+                self._set_song(source, takes.songs[index], done)
+            case _AutoTake():
+                self._mark(source, "", done, auto=True)
             case MarkTake(label=label):
+                self._mark(source, label, done, auto=False)
+            case SelectTake(take=take, step=step):
                 song = self._song()
-                take = takes.next_take.get(song, 1)
-                seq = self.log.next_seq()
-                fut = self._append(
-                    "take_marker",
-                    song=song,
-                    take=take,
-                    daw_seconds=self.position_now(),
-                    source=source,
-                    text=label,
-                    data={
-                        "recording": self.store.get(S.RECORDING) is True,
-                        "playing": self.store.get(S.PLAYING) is True,
-                        "armed": self._armed_tracks(),
-                        "daw": self.roles.get("daw", ""),
-                    },
-                )
-                takes.next_take[song] = take + 1
-                takes.last_take[song] = take
-                takes.seq[(song, take)] = seq
-                takes.label[(song, take)] = label
-                self._apply_event(source, SessionChanged(take=take, next_take=take + 1, take_label=label))
-                self._when_durable(fut, done)
-                self._drop_daw_marker(song, take, label, seq)
+                if take is None:
+                    chosen = takes.selected or takes.last_take.get(song, 0)
+                    if chosen == 0:
+                        raise CommandError(f"no take yet in {self._where(song)}")
+                    take = chosen + step
+                    if take < 1:
+                        raise CommandError(f"take {chosen} is the first take of {self._where(song)}")
+                    if take >= takes.next_take.get(song, 1):
+                        raise CommandError(f"take {chosen} is the last take of {self._where(song)}")
+                _, number = self._which_take(take)
+                self._select(source, number)
+                done(None)
             case CircleTake(take=take, on=on):
                 self._flag_take(source, take, {"circled": on}, done)
-            case FalseStart(take=take):
-                self._flag_take(source, take, {"false_start": True}, done)
+            case FalseStart(take=take, on=on):
+                self._flag_take(source, take, {"false_start": on}, done)
+            case RenameTake(label=label, take=take):
+                song, number = self._which_take(take)
+                self._rename(source, song, number, label.strip(), done)
             case AddNote(text=text, take=take):
                 if not text.strip():
                     raise CommandError("a note needs text")
@@ -693,6 +885,7 @@ class Hub:
                 note_take: int | None = None
                 if take is not None or takes.last_take.get(song):
                     song, note_take = self._which_take(take)
+                info = takes.info.get((song, note_take)) if note_take else None
                 fut = self._append(
                     "note",
                     song=song,
@@ -700,35 +893,154 @@ class Hub:
                     text=text,
                     source=source,
                     daw_seconds=self.position_now(),
-                    amends=takes.seq.get((song, note_take)) if note_take else None,
+                    amends=info.seq if info else None,
                 )
-                self._when_durable(fut, done)
+                self._then(fut, lambda: None, done)
             case NewSession(name=name):
+                self._busy = "session"
                 task = asyncio.get_running_loop().create_task(self.log.new_session(name or None))
 
                 def started(t: asyncio.Task[SessionInfo]) -> None:
-                    if t.cancelled() or t.exception() is not None:
-                        reason = "cancelled" if t.cancelled() else str(t.exception())
-                        done(f"could not start a new session: {reason}")
-                        return
-                    self._load_session(t.result())
-                    done(None)
+                    def run() -> None:
+                        try:
+                            if t.cancelled() or t.exception() is not None:
+                                reason = "cancelled" if t.cancelled() else str(t.exception())
+                                done(f"could not start a new session: {reason}")
+                                return
+                            self._load_session(t.result())
+                            done(None)
+                        finally:
+                            self._release()
+
+                    self.submit("core", _Call(run))
 
                 task.add_done_callback(started)
             case _:
                 raise CommandError(f"unsupported session command {type(command).__name__}")
 
-    def _flag_take(self, source: str, take: int | None, flags: dict[str, Any], done: Done) -> None:
+    def _set_song(self, source: str, name: str, done: Done) -> None:
+        name = name.strip()
+        if not name:
+            raise CommandError("a song needs a name")
+        takes = self._takes
+        fut = self._append("song", song=name, source=source, daw_seconds=self.position_now())
+
+        def switched() -> None:
+            songs = None
+            if name not in takes.songs:
+                takes.songs.append(name)
+                songs = self._songs_json()
+            last = takes.last_take.get(name, 0)
+            self._select(
+                source,
+                last,
+                song=name,
+                take=last,
+                next_take=takes.next_take.get(name, 1),
+                take_label=takes.info.get((name, last), _TakeInfo()).label,
+                songs=songs,
+            )
+
+        self._then(fut, switched, done, barrier="song")
+
+    def _mark(self, source: str, label: str, done: Done, auto: bool) -> None:
+        takes = self._takes
+        song = self._song()
+        now = self.clock()
+        last = takes.last_take.get(song, 0)
+        if auto and self._explicit_mark is not None:
+            mark_song, at = self._explicit_mark
+            if mark_song == song and now - at <= AUTO_TAKE_MERGE and last:
+                done(None)  # the take marked just before recording started is this take
+                return
+        if not auto and self._auto_mark is not None:
+            auto_song, auto_take, at = self._auto_mark
+            if auto_song == song and auto_take == last and now - at <= AUTO_TAKE_MERGE:
+                self._auto_mark = None  # the mark sent as recording started is the automatic take
+                if label:
+                    self._rename(source, song, last, label, done)
+                else:
+                    done(None)
+                return
+        number = takes.next_take.get(song, 1)
+        seq = self.log.next_seq()
+        position = self.position_now()
+        fut = self._append(
+            "take_marker",
+            song=song,
+            take=number,
+            daw_seconds=position,
+            source=source,
+            text=label,
+            data={
+                "recording": self.store.get(S.RECORDING) is True,
+                "playing": self.store.get(S.PLAYING) is True,
+                "armed": self._armed_tracks(),
+                "daw": self.roles.get("daw", ""),
+                "auto": auto,
+            },
+        )
+
+        def marked() -> None:
+            takes.next_take[song] = max(takes.next_take.get(song, 1), number + 1)
+            takes.last_take[song] = max(takes.last_take.get(song, 0), number)
+            takes.info[(song, number)] = _TakeInfo(seq, label, start=position)
+            takes.running = (song, number)
+            if auto:
+                self._auto_mark, self._explicit_mark = (song, number, now), None
+            else:
+                self._explicit_mark, self._auto_mark = (song, now), None
+            if song == self._song():
+                self._select(source, number, take=number, next_take=number + 1, take_label=label, elapsed=0.0)
+            self._drop_daw_marker(song, number, label, seq)
+
+        self._then(fut, marked, done, barrier="mark")
+
+    def _rename(self, source: str, song: str, number: int, label: str, done: Done) -> None:
+        info = self._takes.info.get((song, number))
+        fut = self._append(
+            "take_rename",
+            song=song,
+            take=number,
+            text=label,
+            source=source,
+            amends=info.seq if info else None,
+        )
+
+        def renamed() -> None:
+            takes = self._takes
+            entry = takes.info.setdefault((song, number), _TakeInfo())
+            entry.label = label
+            if song != self._song():
+                return
+            if number == takes.last_take.get(song):
+                self._apply_event(source, SessionChanged(take_label=label))
+            if number == takes.selected:
+                self._apply_event(source, SessionChanged(selected_label=label))
+
+        self._then(fut, renamed, done)
+
+    def _flag_take(self, source: str, take: int | None, flags: dict[str, bool], done: Done) -> None:
         song, number = self._which_take(take)
+        info = self._takes.info.get((song, number))
         fut = self._append(
             "take_flag",
             song=song,
             take=number,
             source=source,
-            amends=self._takes.seq.get((song, number)),
+            amends=info.seq if info else None,
             data=flags,
         )
-        self._when_durable(fut, done)
+
+        def flagged() -> None:
+            takes = self._takes
+            entry = takes.info.setdefault((song, number), _TakeInfo())
+            for flag, on in flags.items():
+                setattr(entry, flag, on)
+            if song == self._song() and number == takes.selected:
+                self._select(source, number)
+
+        self._then(fut, flagged, done)
 
     def _drop_daw_marker(self, song: str, take: int, label: str, seq: int) -> None:
         target = self._target("daw", AddMarker(""))
@@ -743,7 +1055,10 @@ class Hub:
             if error:
                 log.warning("take %d: the DAW marker was not confirmed: %s", take, error)
 
-        self._send(target, AddMarker(name, tag=seq), done)
+        try:
+            self._send(target, AddMarker(name, tag=seq), done)
+        except CommandError as exc:
+            done(str(exc))
 
     # ------------------------------------------------------------------ introspection
 

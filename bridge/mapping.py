@@ -6,7 +6,7 @@ controls to commands::
 
     [[binding]]
     control = "transport.rec"          # control name from the device profile
-    command = "transport.record"       # see COMMANDS below
+    command = "transport.record"       # a verb of bridge/commands.py (see COMMANDS below)
     glue = "toggle"                    # press | release | toggle | momentary | continuous | relative
     feedback = "transport/recording"   # StateKey lighting the control (default: derived)
     track = 2                          # track.* commands: number or DAW name ("Lead Vox")
@@ -19,9 +19,10 @@ controls to commands::
 Shorthand: ``arm = "Lead Vox"`` (also ``mute``, ``solo``, ``fader``) is
 ``command = "track.arm"`` with ``track = "Lead Vox"``.
 
-Optional keys: ``label`` (take.mark), ``text`` (note), ``song`` (song), ``seconds``
-(transport.locate), ``invert`` (bool), ``min``/``max`` (continuous target range),
-``step`` (relative: value change per encoder step, default 0.01),
+Optional keys: ``label`` (take.mark, take.rename), ``text`` (note), ``song`` (song,
+song.add), ``seconds`` (transport.locate), ``take`` (take.select; take.circle, take.falsestart,
+take.rename and note on that take instead of the selected one), ``invert`` (bool),
+``min``/``max`` (continuous target range), ``step`` (relative: value change per encoder step, default 0.01),
 ``feedback_invert`` (bool).
 
 Glue (a small pure subset of ReaLearn's): ``press`` fires on press, ``release`` on
@@ -39,27 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from bridge import commands
 from bridge import state as S
 from bridge.errors import MappingError
 from bridge.options import show
 from bridge.vocab import (
-    AddNote,
-    CircleTake,
     Command,
     ControlInput,
-    FalseStart,
     Feedback,
-    Locate,
-    MarkTake,
-    Play,
-    SetRecord,
-    SetSong,
-    SetTalkback,
-    SetTrackArm,
-    SetTrackFader,
-    SetTrackMute,
-    SetTrackSolo,
-    Stop,
     TrackRef,
     Value,
 )
@@ -67,24 +55,25 @@ from bridge.vocab import (
 Glue = Literal["press", "release", "toggle", "momentary", "continuous", "relative"]
 GLUES: tuple[str, ...] = ("press", "release", "toggle", "momentary", "continuous", "relative")
 
-#: command name -> (kind of value it takes, default glue, default feedback key template)
+
+def _kind(verb: commands.Verb) -> str:
+    if verb.arg("value") is not None:
+        return "float"
+    return "bool" if verb.arg("on") is not None else "none"
+
+
+#: command name -> (kind of value it takes, default glue, default feedback key template),
+#: derived from the command registry (bridge/commands.py) for every verb a mapping may bind.
 #: kinds: "none" (a trigger), "bool", "float"; "{track}" in a key is the track number.
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
-    "transport.play": ("none", "press", S.PLAYING),
-    "transport.stop": ("none", "press", None),
-    "transport.record": ("bool", "toggle", S.RECORDING),
-    "transport.locate": ("none", "press", None),
-    "track.arm": ("bool", "toggle", "track/{track}/armed"),
-    "track.mute": ("bool", "toggle", "track/{track}/mute"),
-    "track.solo": ("bool", "toggle", "track/{track}/solo"),
-    "track.fader": ("float", "continuous", "track/{track}/fader"),
-    "take.mark": ("none", "press", None),
-    "take.circle": ("none", "press", None),
-    "take.falsestart": ("none", "press", None),
-    "talkback": ("bool", "momentary", S.TALKBACK),
-    "song": ("none", "press", None),
-    "note": ("none", "press", None),
+    v.name: (_kind(v), v.glue, v.feedback) for v in commands.VERBS if "mapping" in v.grammars
 }
+#: accepted spellings besides the canonical names (``take.false_start``)
+COMMAND_ALIASES: dict[str, str] = {
+    alias: name for alias, name in commands.ALIASES.items() if "." in alias and name in COMMANDS
+}
+#: binding keys that fill verb arguments (the mapping's value fills ``on`` / ``value``)
+BINDING_ARGS = {"label": "label", "text": "text", "song": "name", "seconds": "seconds", "take": "take"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +87,7 @@ class Binding:
     text: str = ""
     song: str = ""
     seconds: float = 0.0
+    take: int | None = None
     invert: bool = False
     lo: float = 0.0
     hi: float = 1.0
@@ -163,43 +153,26 @@ class Binding:
         return 0.0
 
     def build(self, value: float) -> Command | None:
-        """The command for a shaped value."""
-        on = value >= 0.5
-        track: TrackRef = self.track if self.track is not None else 0
-        match self.command:
-            case "transport.play":
-                return Play()
-            case "transport.stop":
-                return Stop()
-            case "transport.record":
-                return SetRecord(on)
-            case "transport.locate":
-                return Locate(self.seconds)
-            case "track.arm":
-                return SetTrackArm(track, on)
-            case "track.mute":
-                return SetTrackMute(track, on)
-            case "track.solo":
-                return SetTrackSolo(track, on)
-            case "track.fader":
-                return SetTrackFader(track, value)
-            case "take.mark":
-                return MarkTake(self.label)
-            case "take.circle":
-                return CircleTake()
-            case "take.falsestart":
-                return FalseStart()
-            case "talkback":
-                return SetTalkback(on)
-            case "song":
-                return SetSong(self.song)
-            case "note":
-                return AddNote(self.text)
-        return None
+        """The command for a shaped value (arguments from the value and the binding's keys)."""
+        if self.command is None:
+            return None
+        verb = commands.verb(self.command)
+        args: dict[str, Any] = {}
+        for arg in verb.args:
+            if arg.kind == "track":
+                args["track"] = self.track
+            elif arg.name == "on":
+                args["on"] = value >= 0.5
+            elif arg.name == "value":
+                args["value"] = value
+        for key, name in BINDING_ARGS.items():
+            if verb.arg(name) is not None:
+                args[name] = getattr(self, key)
+        return commands.build(verb, args)
 
 
 _KEYS = {
-    "control", "command", "glue", "feedback", "track", "label", "text", "song", "seconds",
+    "control", "command", "glue", "feedback", "track", "label", "text", "song", "seconds", "take",
     "invert", "min", "max", "step", "blink", "feedback_invert",
 }  # fmt: skip
 
@@ -231,6 +204,8 @@ def parse_binding(table: dict[str, Any], where: str, file: str) -> Binding:
     if not isinstance(control, str) or not control:
         raise err("control", "a control name (string)", control)
     command = table.get("command")
+    if isinstance(command, str) and command in COMMAND_ALIASES:
+        command = COMMAND_ALIASES[command]
     if command is not None and command not in COMMANDS:
         raise err("command", "one of " + ", ".join(COMMANDS), command)
     if command is None and "feedback" not in table:
@@ -270,10 +245,13 @@ def parse_binding(table: dict[str, Any], where: str, file: str) -> Binding:
         if not isinstance(value, str):
             raise err(key, "a string", value)
         strings[key] = value
+    take = table.get("take")
+    if take is not None and (isinstance(take, bool) or not isinstance(take, int) or take < 1):
+        raise err("take", "a take number >= 1", take)
     if command == "song" and not strings["song"]:
         raise err("song", "the song name for the song command", table.get("song"))
     _ = kind
-    return Binding(
+    binding = Binding(
         control=control,
         command=command,
         glue=glue,
@@ -283,6 +261,7 @@ def parse_binding(table: dict[str, Any], where: str, file: str) -> Binding:
         text=strings["text"],
         song=strings["song"],
         seconds=floats["seconds"],
+        take=take,
         invert=bools["invert"],
         lo=floats["min"],
         hi=floats["max"],
@@ -290,6 +269,12 @@ def parse_binding(table: dict[str, Any], where: str, file: str) -> Binding:
         blink=bools["blink"],
         feedback_invert=bools["feedback_invert"],
     )
+    if command is not None:
+        try:
+            binding.build(1.0)
+        except commands.ArgError as exc:
+            raise MappingError(f"{file}: {where}: {exc}") from None
+    return binding
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,15 @@ suffix. Keys:
 ``take``                       int     last take number of the current song (0: none)
 ``take/next``                  int     number the next take of the current song gets
 ``take/label``                 str     label of the last take
+``take/selected``              int     the selected take (flags, renames, notes without a
+                                       take number act on it; a new take selects itself; 0: none)
+``take/selected/circled``      bool    the selected take is circled
+``take/selected/false_start``  bool    the selected take is flagged as a false start
+``take/selected/label``        str     label of the selected take
+``take/elapsed``               float   seconds into the running take (DAW position minus the
+                                       take's start; updated while rolling, at the position rate)
+``songs``                      str     the session's song list as a JSON array of strings
+                                       (``'["Blue", "Gold"]'``; a state value is a scalar)
 ``device/<name>/status``       str     DeviceStatus value
 ``daw/status``                 str     status of the device with role ``daw`` (as above)
 ``daw/online``                 bool    derived: the DAW is connected (``daw/status`` is ok)
@@ -62,11 +71,17 @@ SONG = "song"
 TAKE = "take"
 NEXT_TAKE = "take/next"
 TAKE_LABEL = "take/label"
+SELECTED = "take/selected"
+SELECTED_CIRCLED = "take/selected/circled"
+SELECTED_FALSE_START = "take/selected/false_start"
+SELECTED_LABEL = "take/selected/label"
+ELAPSED = "take/elapsed"
+SONGS = "songs"
 DAW_STATUS = "daw/status"
 DAW_ONLINE = "daw/online"
 
 #: Keys whose values change continuously (coalesced, rate-limited on every output).
-CONTINUOUS_SUFFIXES = ("/position", "/fader")
+CONTINUOUS_SUFFIXES = ("/position", "/fader", "/elapsed")
 
 
 def track_key(track: int, field: str) -> str:
@@ -160,6 +175,12 @@ def reduce(values: Mapping[str, Value], event: Event, daw: str | None = None) ->
                 (TAKE, event.take),
                 (NEXT_TAKE, event.next_take),
                 (TAKE_LABEL, event.take_label),
+                (SELECTED, event.selected),
+                (SELECTED_CIRCLED, event.selected_circled),
+                (SELECTED_FALSE_START, event.selected_false_start),
+                (SELECTED_LABEL, event.selected_label),
+                (ELAPSED, event.elapsed),
+                (SONGS, event.songs),
             ):
                 if value is not None:
                     _set(values, out, key, value)

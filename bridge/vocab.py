@@ -125,7 +125,7 @@ class MarkTake(Command):
 
 @dataclass(frozen=True, slots=True)
 class CircleTake(Command):
-    """Circle (or un-circle) a take of the current song; ``take=None`` is the last take."""
+    """Circle (or un-circle) a take of the current song; ``take=None`` is the selected take."""
 
     take: int | None = None
     on: bool = True
@@ -133,15 +133,48 @@ class CircleTake(Command):
 
 @dataclass(frozen=True, slots=True)
 class FalseStart(Command):
-    """Flag a take of the current song as a false start; ``take=None`` is the last take."""
+    """Flag (or clear) a take of the current song as a false start; ``take=None``: the selected take."""
 
+    take: int | None = None
+    on: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RenameTake(Command):
+    """Give a take of the current song a new label; ``take=None`` is the selected take."""
+
+    label: str
     take: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
+class SelectTake(Command):
+    """Select a take of the current song by number, or ``step`` takes from the selected one."""
+
+    take: int | None = None
+    step: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class AddNote(Command):
+    """A note on a take of the current song; ``take=None`` is the selected take."""
+
     text: str
     take: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddSong(Command):
+    """Add a song to the session's song list (the current song does not change)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepSong(Command):
+    """Set the song ``step`` places from the current one in the song list."""
+
+    step: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +183,18 @@ class NewSession(Command):
 
 
 SESSION_COMMANDS: frozenset[type[Command]] = frozenset(
-    {SetSong, MarkTake, CircleTake, FalseStart, AddNote, NewSession}
+    {
+        SetSong,
+        AddSong,
+        StepSong,
+        MarkTake,
+        CircleTake,
+        FalseStart,
+        RenameTake,
+        SelectTake,
+        AddNote,
+        NewSession,
+    }
 )
 TRANSPORT_COMMANDS: frozenset[type[Command]] = frozenset({Play, Stop, SetRecord, Locate})
 TRACK_COMMANDS: frozenset[type[Command]] = frozenset({SetTrackArm, SetTrackMute, SetTrackSolo, SetTrackFader})
@@ -254,6 +298,13 @@ class SessionChanged(Event):
     take: int | None = None
     next_take: int | None = None
     take_label: str | None = None
+    selected: int | None = None
+    selected_circled: bool | None = None
+    selected_false_start: bool | None = None
+    selected_label: str | None = None
+    elapsed: float | None = None
+    #: the song list, JSON-encoded (a state value is a scalar)
+    songs: str | None = None
 
 
 # --------------------------------------------------------------------------- surface I/O

@@ -12,6 +12,15 @@ from pathlib import Path
 
 import pytest
 
+# The peer fixtures, defined once for the whole suite. Import them here only: a fixture
+# imported into a test module is a fixture of its own there, and a session-scoped one then
+# starts its own peer per module (it used to be one jackd per JACK test module).
+from mcu_emulator_proc import jack_sync  # noqa: F401
+from peers.ardour import ardour  # noqa: F401
+from peers.jack import jack_server, midi_peer  # noqa: F401
+from peers.jack_audio import audio_env, jack_audio  # noqa: F401
+from peers.mosquitto import mosquitto, mosquitto_tls  # noqa: F401
+
 PEER_MARKERS = frozenset({"ardour", "jack", "mqtt", "slow", "browser"})
 PEER_DIRS = frozenset({"integration", "web"})
 PEER_FIXTURES = frozenset(

@@ -9,6 +9,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from test_hub import Answers
+
 from bridge.export import (
     CSV_COLUMNS,
     build_take_sheet,
@@ -18,7 +20,9 @@ from bridge.export import (
     to_json,
     to_reaper_csv,
 )
+from bridge.hub import Hub
 from bridge.sessionlog import Record, SessionLog, format_ts, read_records
+from bridge.vocab import AddNote, CircleTake, FalseStart, MarkTake, RenameTake, Request, SetSong
 
 T0 = datetime(2026, 11, 22, 14, 0, 0, tzinfo=UTC)
 
@@ -54,15 +58,14 @@ def test_flags_renames_notes_and_daw_marker() -> None:
     log = Log()
     log.add(0, "session_start", text="Tuesday")
     log.add(1, "song", song="Blue")
-    t1 = log.add(
-        2, "take_marker", song="Blue", take=1, daw=10.0, source="tablet", text="intro", flags=["circled"]
-    )
+    t1 = log.add(2, "take_marker", song="Blue", take=1, daw=10.0, source="tablet", text="intro")
+    log.add(3, "take_flag", amends=t1, song="Blue", take=1, circled=True)
     t2 = log.add(40, "take_marker", song="Blue", take=2, daw=60.0, text="")
-    log.add(41, "take_flag", amends=t1, circled=False)  # un-circled later: the latest wins
-    log.add(42, "take_flag", amends=t2, false_start=True)
-    log.add(43, "take_flag", amends=t2, circled=True)
-    log.add(44, "take_rename", amends=t1, text="intro v1")
-    log.add(45, "take_rename", amends=t1, text="intro keeper")
+    log.add(41, "take_flag", amends=t1, song="Blue", take=1, circled=False)  # un-circled: the latest wins
+    log.add(42, "take_flag", amends=t2, song="Blue", take=2, false_start=True)
+    log.add(43, "take_flag", amends=t2, song="Blue", take=2, circled=True)
+    log.add(44, "take_rename", amends=t1, song="Blue", take=1, text="intro v1")
+    log.add(45, "take_rename", amends=t1, song="Blue", take=1, text="intro keeper")
     log.add(46, "note", amends=t1, song="Blue", take=1, text="great feel")
     log.add(47, "note", song="Blue", take=2, text="buzz on the bass")  # tied by song + take
     log.add(48, "note", text="coffee at 3")  # tied to nothing
@@ -258,3 +261,40 @@ def test_audacity_point_label_for_an_open_take() -> None:
     out = io.StringIO()
     to_audacity_labels(build_take_sheet(log.records), out)
     assert out.getvalue() == "12.500000\t12.500000\tBlue T4\n"
+
+
+async def test_the_shapes_are_the_ones_the_hub_writes(tmp_path: Path) -> None:
+    """The hub writes, the real log stores, export folds: marks, a rename, flags set and cleared,
+    notes on a take by number and on the selected take, a session note."""
+    path = tmp_path / "session.db"
+    hub = Hub(SessionLog(path), auto_take="off")
+    async with asyncio.timeout(30):
+        await hub.start("Friday")
+        for command in (
+            AddNote("before any take"),
+            SetSong("Gold"),
+            MarkTake("intro"),
+            MarkTake(),
+            RenameTake("intro keeper", take=1),
+            CircleTake(1),
+            FalseStart(),  # the selected take: 2
+            FalseStart(2, on=False),
+            FalseStart(2),
+            CircleTake(2),
+            CircleTake(2, on=False),
+            AddNote("keeper", take=1),
+            AddNote("too fast"),
+        ):
+            answers = Answers()
+            hub.submit("tablet", Request(command, answers))
+            assert await answers.next() is None, command
+        await hub.log.close()
+    records = await asyncio.to_thread(read_records, path)
+    kinds = {r.kind for r in records}
+    assert {"take_marker", "take_rename", "take_flag", "note"} <= kinds
+    sheet = build_take_sheet(records)
+    assert [(t.take, t.label, t.circled, t.false_start, t.notes) for t in sheet.takes] == [
+        (1, "intro keeper", True, False, ("keeper",)),
+        (2, "", False, True, ("too fast",)),
+    ]
+    assert [n.text for n in sheet.notes] == ["before any take"]

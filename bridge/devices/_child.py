@@ -14,14 +14,16 @@ from bridge.errors import DeviceUnavailable
 async def spawn_module(module: str, config: dict[str, Any], what: str) -> asyncio.subprocess.Process:
     """``python -m <module> <config as JSON>`` with pipes on stdin, stdout and stderr; raises
     DeviceUnavailable("cannot start <what>: ...") when the process cannot start."""
+    return await spawn_program([sys.executable, "-m", module, json.dumps(config)], what)
+
+
+async def spawn_program(argv: list[str], what: str) -> asyncio.subprocess.Process:
+    """``argv`` with pipes on stdin, stdout and stderr (see :func:`spawn_module`)."""
     env = dict(os.environ)
     env.setdefault("JACK_NO_START_SERVER", "1")  # never let libjack start a server of its own
     try:
         return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            module,
-            json.dumps(config),
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

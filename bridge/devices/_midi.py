@@ -34,9 +34,10 @@ from typing import Any, Literal
 import rtmidi
 
 from bridge.devices import _jackwatch
-from bridge.devices._child import spawn_module
+from bridge.devices._child import spawn_module, spawn_program
 from bridge.devices._midi_helper import HEADER, OpenError, frame, pick_port
 from bridge.devices._midi_helper import port_matcher as port_matcher  # re-exported for the drivers
+from bridge.devices.jackmidi import native_helper
 from bridge.errors import DeviceLost, DeviceUnavailable
 
 log = logging.getLogger(__name__)
@@ -283,21 +284,36 @@ class MidiLink:
         except ValueError as exc:
             raise DeviceUnavailable(str(exc)) from exc
         # look first (cheap, no JACK client activated): no helper while the device is absent
+        peers: dict[str, str | None] = {"input": None, "output": None}
         try:
-            if self.in_pattern is not None:
-                pick_port("input", self.in_pattern, list_ports(api, inputs=False), self._own)
-            if self.out_pattern is not None:
-                pick_port("output", self.out_pattern, list_ports(api, inputs=True), self._own)
+            for direction, pattern, inputs in (
+                ("input", self.in_pattern, False),
+                ("output", self.out_pattern, True),
+            ):
+                if pattern is None:
+                    continue
+                ports = list_ports(api, inputs=inputs)
+                index, count = pick_port(direction, pattern, ports, self._own)
+                peers[direction] = ports[index]
+                if count > 1:
+                    what = f"{count} {direction} ports match {pattern!r}"
+                    log.info("%s: %s, using %r", self.client_name, what, ports[index])
         except OpenError as exc:
             raise DeviceUnavailable(str(exc)) from exc
-        cfg = {
-            "client_name": self.client_name,
-            "in_pattern": self.in_pattern,
-            "out_pattern": self.out_pattern,
-            "api": api,
-            "jack": api == rtmidi.API_UNIX_JACK,
-        }
-        proc = await spawn_module("bridge.devices._midi_helper", cfg, "the MIDI helper process")
+        native = native_helper() if api == rtmidi.API_UNIX_JACK else None
+        if native is not None:
+            # one JACK client, no Python in JACK's threads (bridge/devices/jackmidi)
+            argv = [native, self.client_name, peers["input"] or "-", peers["output"] or "-"]
+            proc = await spawn_program(argv, "the native MIDI helper process")
+        else:
+            cfg = {
+                "client_name": self.client_name,
+                "in_pattern": self.in_pattern,
+                "out_pattern": self.out_pattern,
+                "api": api,
+                "jack": api == rtmidi.API_UNIX_JACK,
+            }
+            proc = await spawn_module("bridge.devices._midi_helper", cfg, "the MIDI helper process")
         self._proc = proc
         self._stderr_tail.clear()
         assert proc.stdout is not None and proc.stderr is not None

@@ -60,6 +60,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from bridge import commands
 from bridge import state as st
 from bridge.devices import mackie_codec as mc
 from bridge.devices._midi import MidiLink, check_pattern
@@ -68,13 +69,10 @@ from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, non_negative, positive
 from bridge.vocab import (
     AddMarker,
-    CircleTake,
     Command,
-    FalseStart,
     Feedback,
     Inbound,
     Locate,
-    MarkTake,
     Outbound,
     Play,
     SetRecord,
@@ -89,21 +87,30 @@ from bridge.vocab import (
 
 log = logging.getLogger(__name__)
 
-ACTIONS = (
+#: Key actions the desk resolves itself (against its mirror / the playhead) ...
+LOCAL_ACTIONS = (
     "none",
     "play",
     "stop",
     "record",
-    "mark_take",
     "add_marker",
-    "circle_take",
-    "false_start",
     "talkback",
     "talkback_latch",
     "rewind",
     "fast_fwd",
     "locate_start",
 )
+#: ... and the registry's verbs with a desk key name (bridge/commands.py: ``Verb.mackie``);
+#: ``<name>_toggle`` for verbs with a toggle form.
+REGISTRY_ACTIONS: dict[str, tuple[commands.Verb, bool]] = {
+    **{v.mackie: (v, False) for v in commands.VERBS if v.mackie and "mackie" in v.grammars},
+    **{
+        f"{v.mackie}_toggle": (v, True)
+        for v in commands.VERBS
+        if v.mackie and v.toggle is not None and "mackie" in v.grammars
+    },
+}
+ACTIONS = (*LOCAL_ACTIONS, *REGISTRY_ACTIONS)
 DEFAULT_KEYS = {
     "play": "play",
     "stop": "stop",
@@ -112,6 +119,10 @@ DEFAULT_KEYS = {
     "rewind": "rewind",
     "fast_fwd": "fast_fwd",
     "user_a": "talkback",
+    "up": "song_previous",
+    "down": "song_next",
+    "left": "select_previous_take",
+    "right": "select_next_take",
 }
 MODELS = {"mcu": mc.MODEL_MCU, "xtouch": mc.MODEL_MCU, "logic": mc.MODEL_LOGIC}
 #: The upper LCD line while the DAW is away and the bridge retries.
@@ -402,7 +413,7 @@ class MackieSurface(SyncDevice):
             self._render_timecode()
         elif key == st.DAW_STATUS:
             self._daw_status(value)
-        elif key.startswith(("device/", "daw/")):
+        elif key.startswith(("device/", "daw/")) or key == st.ELAPSED:
             return
         else:
             self._render_transport()
@@ -513,6 +524,10 @@ class MackieSurface(SyncDevice):
                 self._led(note, mc.led_state(recording, flash=recording and not playing))
             elif action in ("talkback", "talkback_latch"):
                 self._led(note, mc.led_state(talkback))
+            elif action in ("circle_take", "circle_take_toggle"):
+                self._led(note, mc.led_state(self._get(st.SELECTED_CIRCLED) is True))
+            elif action in ("false_start", "false_start_toggle"):
+                self._led(note, mc.led_state(self._get(st.SELECTED_FALSE_START) is True))
 
     def _take_number(self) -> int:
         key = st.TAKE if self._shown(st.RECORDING) is True else st.NEXT_TAKE
@@ -790,14 +805,8 @@ class MackieSurface(SyncDevice):
                 return Stop()
             case "record":
                 return SetRecord(self._get(st.RECORDING) is not True)
-            case "mark_take":
-                return MarkTake()
             case "add_marker":
                 return AddMarker("marker")
-            case "circle_take":
-                return CircleTake()
-            case "false_start":
-                return FalseStart()
             case "talkback":
                 return SetTalkback(True, self.options.talkback_channel)
             case "talkback_latch":
@@ -808,6 +817,10 @@ class MackieSurface(SyncDevice):
                 return Locate(seconds + seek)
             case "locate_start":
                 return Locate(0.0)
+        found = REGISTRY_ACTIONS.get(action)
+        if found is not None:
+            verb, toggle = found
+            return commands.build_toggle(verb, None, self._get) if toggle else commands.build(verb)
         return None
 
     def _touch(self, strip: int, touched: bool, now: float) -> None:

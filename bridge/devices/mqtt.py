@@ -31,33 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from bridge import __version__
+from bridge import __version__, commands
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
 from bridge.options import non_negative, port_check, positive
 from bridge.state import is_continuous_key
 from bridge.vocab import (
-    AddNote,
-    CircleTake,
     Command,
-    FalseStart,
     Feedback,
     Inbound,
-    Locate,
     LogEntry,
-    MarkTake,
-    NewSession,
     Outbound,
-    Play,
     Request,
-    SetRecord,
-    SetSong,
-    SetTalkback,
-    SetTrackArm,
-    SetTrackFader,
-    SetTrackMute,
-    SetTrackSolo,
-    Stop,
     Value,
 )
 
@@ -131,123 +116,88 @@ class UnknownCommand(CommandParseError):
     pass
 
 
-_TRUE = {"1", "true", "on", "yes"}
-_FALSE = {"0", "false", "off", "no"}
-
-
-def _payload(raw: bytes) -> tuple[Any, dict[str, Any]]:
-    """Payload -> (value, extra fields). Plain text, a JSON scalar or a JSON object with
-    ``value`` / ``label`` / ``text`` / ``name`` / ``take`` / ``channel`` / ``id``."""
+def _payload(raw: bytes, text_scalar: bool) -> tuple[Any, dict[str, Any] | None]:
+    """Payload -> (scalar, JSON object or None). Plain text (kept as text for a verb whose
+    scalar argument is text, else a number if it is one), a JSON scalar, or a JSON object."""
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError as exc:
         raise CommandParseError("payload is not UTF-8") from exc
     if not text:
-        return None, {}
+        return None, None
     if text[0] in '{["' or text in ("true", "false", "null"):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CommandParseError(f"invalid JSON: {exc.msg}") from exc
         if isinstance(data, dict):
-            value = data.get("value")
-            for key in ("label", "text", "name"):
-                if value is None and key in data:
-                    value = data[key]
-            return value, data
+            return None, data
         if isinstance(data, list):
             raise CommandParseError("expected a value or a JSON object, got an array")
-        return data, {}
+        return data, None
+    if text_scalar:
+        return text, None
     try:
-        return (float(text) if any(c in text for c in ".eE") else int(text)), {}
+        return (float(text) if any(c in text for c in ".eE") else int(text)), None
     except ValueError:
-        return text, {}
+        return text, None
 
 
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-        return value.lower() in _TRUE
-    raise CommandParseError(f"expected 1/0/true/false, got {value!r}")
+#: command topic suffix -> verb (``track/<n>/...`` is matched in ``parse_command``); derived
+#: from the registry, with the dotted aliases (``take/false_start``) as extra topics.
+_TOPICS: dict[str, commands.Verb] = {
+    **{
+        alias.replace(".", "/"): commands.BY_NAME[name]
+        for alias, name in commands.ALIASES.items()
+        if "." in alias and "mqtt" in commands.BY_NAME[name].grammars and not commands.BY_NAME[name].is_track
+    },
+    **{v.mqtt_topic[4:]: v for v in commands.VERBS if "mqtt" in v.grammars and not v.is_track},
+}
+_TRACK_VERBS: dict[str, commands.Verb] = {
+    v.name.split(".", 1)[1]: v for v in commands.VERBS if "mqtt" in v.grammars and v.is_track
+}
 
 
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    raise CommandParseError(f"expected {what}, got {value!r}")
-
-
-def _text(value: Any, what: str, required: bool = True) -> str:
-    if value is None and not required:
-        return ""
-    if isinstance(value, str | int | float) and not isinstance(value, bool) and str(value).strip():
-        return str(value).strip()
-    raise CommandParseError(f"expected {what}")
-
-
-def _take(extra: dict[str, Any], value: Any) -> int | None:
-    take = extra.get("take", value if not extra else None)
-    if take is None:
-        return None
-    if isinstance(take, int) and not isinstance(take, bool) and take >= 1:
-        return take
-    raise CommandParseError(f"expected a take number >= 1, got {take!r}")
-
-
-def parse_command(suffix: str, raw: bytes) -> tuple[Command, str | None]:
+def parse_command(
+    suffix: str, raw: bytes, get: Callable[[str], Value] | None = None
+) -> tuple[Command, str | None]:
     """``("transport/record", b"1")`` -> ``(SetRecord(on=True), None)``; the second item is
-    the client's correlation id (``{"id": ...}``). Raises CommandParseError / UnknownCommand."""
-    value, extra = _payload(raw)
-    corr = extra.get("id")
-    corr_id = None if corr is None else str(corr)
-    parts = suffix.split("/")
-    cmd: Command
-    match parts:
-        case ["transport", "play"]:
-            cmd = Play()
-        case ["transport", "stop"]:
-            cmd = Stop()
-        case ["transport", "record"]:
-            cmd = SetRecord(on=True if value is None else _bool(value))
-        case ["transport", "locate"]:
-            seconds = _number(value, "seconds")
-            if seconds < 0:
-                raise CommandParseError("expected seconds >= 0")
-            cmd = Locate(seconds=seconds)
-        case ["track", track, ("arm" | "mute" | "solo" | "fader") as what] if track:
-            ref: int | str = int(track) if track.isdigit() else track
-            if isinstance(ref, int) and ref < 1:
-                raise CommandParseError("track numbers start at 1")
-            if what == "fader":
-                level = _number(value, "a fader value 0-1")
-                if not 0.0 <= level <= 1.0:
-                    raise CommandParseError("expected a fader value 0-1")
-                cmd = SetTrackFader(track=ref, value=level)
-            else:
-                kind = {"arm": SetTrackArm, "mute": SetTrackMute, "solo": SetTrackSolo}[what]
-                cmd = kind(track=ref, on=_bool(value))
-        case ["song"]:
-            cmd = SetSong(name=_text(value, "a song name"))
-        case ["take", "mark"]:
-            cmd = MarkTake(label=_text(value, "a label", required=False))
-        case ["take", "circle"]:
-            on = _bool(extra["value"]) if "value" in extra else True
-            cmd = CircleTake(take=_take(extra, None if "value" in extra else value), on=on)
-        case ["take", "falsestart"]:
-            cmd = FalseStart(take=_take(extra, value))
-        case ["note"]:
-            cmd = AddNote(text=_text(value, "a note text"), take=_take(extra, None) if extra else None)
-        case ["talkback"]:
-            channel = _text(extra.get("channel", "A"), "a channel name")
-            cmd = SetTalkback(on=_bool(value), channel=channel)
-        case ["session", "new"]:
-            cmd = NewSession(name=_text(value, "a session name", required=False))
-        case _:
-            raise UnknownCommand(f"unknown command topic cmd/{suffix}")
-    return cmd, corr_id
+    the client's correlation id (``{"id": ...}``). ``<topic>/toggle`` reads the state through
+    ``get``. Raises CommandParseError / UnknownCommand."""
+    toggle = suffix.endswith("/toggle")
+    base = suffix.removesuffix("/toggle") if toggle else suffix
+    parts = base.split("/")
+    track: str | None = None
+    verb = _TOPICS.get(base)
+    if verb is None and len(parts) == 3 and parts[0] == "track" and parts[1] and parts[2] in _TRACK_VERBS:
+        verb, track = _TRACK_VERBS[parts[2]], parts[1]
+    if verb is None or (toggle and verb.toggle is None):
+        raise UnknownCommand(f"unknown command topic cmd/{suffix}")
+    scalar = verb.scalar_arg
+    value, obj = _payload(raw, scalar is not None and scalar.kind == "text")
+    corr_id = None
+    named: dict[str, Any] = {}
+    if obj is not None:
+        corr = obj.get("id")
+        corr_id = None if corr is None else str(corr)
+        names = {a.name for a in verb.args}
+        named = {k: v for k, v in obj.items() if k in names and k != "track"}
+        if "value" in obj and "value" not in names:
+            target = "on" if "on" in names else scalar.name if scalar is not None else None
+            if target is not None and target not in named:
+                named[target] = obj["value"]
+    elif value is not None and scalar is not None:
+        named[scalar.name] = value
+    try:
+        if track is not None:
+            named["track"] = commands.parse_track(track)
+        if toggle:
+            if get is None:
+                raise CommandParseError("toggles need the studio state")
+            return commands.build_toggle(verb, named, get), corr_id
+        return commands.build(verb, named), corr_id
+    except commands.ArgError as exc:
+        raise CommandParseError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- driver
@@ -614,7 +564,7 @@ class MqttBridge(Device):
             )
             return None
         try:
-            command, corr_id = parse_command(suffix, raw)
+            command, corr_id = parse_command(suffix, raw, self.ctx.state)
         except CommandParseError as exc:
             self._stats["unknown" if isinstance(exc, UnknownCommand) else "invalid"] += 1
             self._warn("mqtt: %s: %s", topic, exc)

@@ -1,36 +1,17 @@
 """The bridge's own OSC control API over UDP: tablets, scripts and layouts talk to this.
 
-Commands (n is a 1-based track number; values 1/0 may be int, float, bool or "on"/"off"):
+Commands: the verbs of the command registry (``bridge/commands.py``), at ``/`` + the verb
+name with dots as slashes (``/take/circle``, ``/track/<n>/arm``, ``/track/name/arm <name>``),
+plus ``<address>/toggle`` for verbs with a toggle form (resolved against the state this API
+mirrors); README's table is generated from the registry. Arguments are positional in the
+verb's schema order; values 1/0 may be int, float, bool or "on"/"off". The API's own
+addresses: ``/ping`` (answered ``/pong``), ``/state`` and ``/subscribe`` (the whole state is
+sent to the sender), ``/unsubscribe``, ``/stats`` (``/stats <name> <value> ...``).
 
-====================================  =============================================
-``/transport/play``                   roll (trigger: see below)
-``/transport/stop``                   stop (trigger)
-``/transport/record [1|0]``           record on (default) / off
-``/transport/locate <seconds>``       move the playhead
-``/track/<n>/arm <1|0>``              record-enable track n (also ``mute``, ``solo``)
-``/track/<n>/fader <0..1>``           fader position
-``/track/name/arm <name> <1|0>``      the same by DAW track name (``mute``, ``solo``)
-``/song <name>``                      set the song (take numbers are per song)
-``/take/mark [label]``                mark a new take at the playhead
-``/take/circle [take] [1|0]``         circle the last (or given) take; 0 un-circles
-``/take/falsestart [take]``           flag the last (or given) take as a false start
-``/note <text>``                      a note on the last take
-``/talkback <1|0>``                   press / release talkback (one cue per press)
-``/session/new [name]``               end the session and start a new one
-``/ping``                             answered ``/pong``
-``/state``                            the whole state is sent to the sender
-``/subscribe`` / ``/unsubscribe``     start / stop receiving state feedback
-``/stats``                            counters: ``/stats <name> <value> ...``
-``/transport/record/toggle``          press flips record (for momentary buttons)
-``/track/<n>/arm/toggle``             press flips arm (also ``mute``, ``solo``; and
-                                      ``/track/name/arm/toggle <name>``)
-``/talkback/toggle``                  press flips talkback (latching talkback)
-====================================  =============================================
-
-Trigger addresses (``/transport/play``, ``/transport/stop``, ``/take/mark``, ``/take/circle``,
-``/take/falsestart``, ``/session/new``) take a button value as their only argument, as
-TouchOSC and Open Stage Control buttons send it: a float (or T/F) >= 0.5 fires, a release
-(< 0.5) is answered ``/ok`` and does nothing. Take numbers are ints (``/take/circle 3``).
+Trigger verbs (``/transport/play``, ``/take/mark``, ``/take/circle``, ...) take a button value
+as their only argument, as TouchOSC and Open Stage Control buttons send it: a float (or T/F)
+>= 0.5 fires, a release (< 0.5) is answered ``/ok`` and does nothing. Take numbers are ints
+(``/take/circle 3``); a float is never text (``/note f 1.0`` is refused).
 
 Every command is answered to its sender: ``/ok <address>`` once it has taken effect
 (for anything logged: once durable), or ``/error <address> <reason>``.
@@ -41,7 +22,9 @@ Feedback (to every client heard from within ``client_ttl`` seconds and to the co
 ``/transport/record i``, ``/transport/position f`` (at most ``position_rate``/s) and
 ``/transport/time s``, ``/track/<n>/arm|mute|solo i``, ``/track/<n>/name s``,
 ``/track/<n>/fader f``, ``/song s``, ``/take i`` (last take), ``/take/next i``,
-``/take/label s``, ``/talkback i``, ``/session s``, ``/device/<name>/status s``.
+``/take/label s``, ``/take/selected i``, ``/take/selected/circled i``,
+``/take/selected/false_start i``, ``/take/selected/label s``, ``/take/elapsed f``,
+``/songs s`` (a JSON array), ``/talkback i``, ``/session s``, ``/device/<name>/status s``.
 
 Bad input (malformed packets, wrong argument types, unknown addresses, clients outside
 the allowlist) is counted, logged at a limited rate, and dropped.
@@ -54,36 +37,22 @@ import ipaddress
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from bridge import commands
 from bridge import state as S
 from bridge.devices._osc import Address, OscArgs, OscDecodeError, UdpEndpoint, decode, encode
 from bridge.devices.base import DeviceContext, FeedbackMode, SyncDevice
 from bridge.errors import ConfigError
 from bridge.options import port_check, positive
 from bridge.vocab import (
-    AddNote,
-    CircleTake,
     Command,
-    FalseStart,
     Feedback,
     Inbound,
-    Locate,
-    MarkTake,
-    NewSession,
     Outbound,
-    Play,
     Request,
-    SetRecord,
-    SetSong,
-    SetTalkback,
-    SetTrackArm,
-    SetTrackFader,
-    SetTrackMute,
-    SetTrackSolo,
-    Stop,
     Value,
 )
 
@@ -154,102 +123,19 @@ class OscApiOptions:
     position_rate: float = field(default=10.0, metadata={"check": positive})
 
 
-def _flag(args: OscArgs, index: int = 0, default: bool | None = None) -> bool:
-    if len(args) <= index:
-        if default is None:
-            raise ValueError("expected 1 or 0")
-        return default
-    value = args[index]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return value >= 0.5
-    if isinstance(value, str) and value.strip().lower() in ("1", "on", "true", "yes"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("0", "off", "false", "no"):
-        return False
-    raise ValueError(f"expected 1 or 0, got {value!r}")
-
-
-def _number(args: OscArgs, index: int = 0) -> float:
-    if len(args) <= index:
-        raise ValueError("expected a number")
-    value = args[index]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number, got {value!r}")
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError("expected a finite number")
-    return float(value)
-
-
-def _text(args: OscArgs, index: int = 0, required: bool = True) -> str:
-    if len(args) <= index:
-        if required:
-            raise ValueError("expected a string")
-        return ""
-    value = args[index]
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    raise ValueError(f"expected a string, got {value!r}")
-
-
-class _Release(Exception):
-    """The release of a momentary button on a trigger address: nothing to do."""
-
-
-def _button(args: OscArgs) -> OscArgs:
-    """Trigger addresses accept a button value as their only argument, as TouchOSC and Open
-    Stage Control send it: a float (or T/F) >= 0.5 is the press and fires, a release (< 0.5)
-    does nothing. Returns the remaining (real) arguments."""
-    if len(args) == 1 and isinstance(args[0], float | bool):
-        if float(args[0]) < 0.5:
-            raise _Release
-        return []
-    return args
-
-
-def _take(args: OscArgs, index: int = 0) -> int | None:
-    """A take number: an int (a float is a button value, see ``_button``)."""
-    if len(args) <= index:
-        return None
-    value = args[index]
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
-        raise ValueError(f"expected a take number >= 1, got {value!r}")
-    return int(value)
-
-
-Parser = Callable[[OscArgs], Command]
-
-_TRACK_COMMANDS: dict[str, Callable[[int | str, OscArgs, int], Command]] = {
-    "arm": lambda t, a, i: SetTrackArm(t, _flag(a, i)),
-    "mute": lambda t, a, i: SetTrackMute(t, _flag(a, i)),
-    "solo": lambda t, a, i: SetTrackSolo(t, _flag(a, i)),
-    "fader": lambda t, a, i: SetTrackFader(t, max(0.0, min(1.0, _number(a, i)))),
+#: OSC address -> verb (track verbs are matched in ``_parse``); derived from the registry,
+#: with the dotted aliases (``/take/false_start``) as extra addresses.
+_ADDRESSES: dict[str, commands.Verb] = {
+    **{
+        "/" + alias.replace(".", "/"): commands.BY_NAME[name]
+        for alias, name in commands.ALIASES.items()
+        if "." in alias and "osc" in commands.BY_NAME[name].grammars and not commands.BY_NAME[name].is_track
+    },
+    **{v.osc_address: v for v in commands.VERBS if "osc" in v.grammars and not v.is_track},
 }
-
-_COMMANDS: dict[str, Parser] = {
-    "/transport/play": lambda a: (_button(a), Play())[1],
-    "/transport/stop": lambda a: (_button(a), Stop())[1],
-    "/transport/record": lambda a: SetRecord(_flag(a, 0, True)),
-    "/transport/locate": lambda a: Locate(max(0.0, _number(a))),
-    "/song": lambda a: SetSong(_text(a)),
-    "/take/mark": lambda a: MarkTake(_text(_button(a), required=False)),
-    "/take/circle": lambda a: CircleTake(_take(b := _button(a)), _flag(b, 1, True)),
-    "/take/falsestart": lambda a: FalseStart(_take(_button(a))),
-    "/note": lambda a: AddNote(_text(a)),
-    "/talkback": lambda a: SetTalkback(_flag(a, 0, True)),
-    "/session/new": lambda a: NewSession(_text(_button(a), required=False)),
+_TRACK_VERBS: dict[str, commands.Verb] = {
+    v.name.split(".", 1)[1]: v for v in commands.VERBS if "osc" in v.grammars and v.is_track
 }
-
-#: ``<address>/toggle``: for momentary buttons; the press flips the current state, the release
-#: does nothing. Value: the StateKey the toggle reads ("{track}" filled in for tracks).
-_TOGGLES: dict[str, str] = {
-    "/transport/record/toggle": S.RECORDING,
-    "/talkback/toggle": S.TALKBACK,
-}
-_TRACK_TOGGLES: dict[str, str] = {"arm": "armed", "mute": "mute", "solo": "solo"}
 
 
 def _format_time(seconds: float) -> str:
@@ -448,7 +334,7 @@ class OscApi(SyncDevice):
             return
         try:
             command = self._parse(address, args)
-        except _Release:
+        except commands.Release:
             self._reply(addr, "/ok", address)
             return
         except KeyError:
@@ -473,41 +359,40 @@ class OscApi(SyncDevice):
         self._wake.set()
 
     def _parse(self, address: str, args: OscArgs) -> Command:
-        parser = _COMMANDS.get(address)
-        if parser is not None:
-            return parser(args)
+        verb = _ADDRESSES.get(address)
+        if verb is not None:
+            values = commands.button(args) if verb.trigger else args
+            return commands.build(verb, list(values), clamp=True)
         if address.endswith("/toggle"):
             return self._toggle(address, args)
-        if address.startswith("/track/"):
-            parts = address.split("/")
-            if len(parts) == 4:
-                _, _, which, what = parts
-                build = _TRACK_COMMANDS.get(what)
-                if build is not None:
-                    if which == "name":
-                        return build(_text(args), args, 1)
-                    if which.isdigit():
-                        if int(which) < 1:
-                            raise ValueError("track numbers start at 1")
-                        return build(int(which), args, 0)
-                    if which and not which.isdigit():
-                        return build(which, args, 0)
+        parts = address.split("/")  # "", "track", n|name, what
+        if len(parts) == 4 and parts[1] == "track" and parts[3] in _TRACK_VERBS and parts[2]:
+            verb, which = _TRACK_VERBS[parts[3]], parts[2]
+            if which == "name":
+                return commands.build(verb, list(args), clamp=True)
+            if which.isdigit() and int(which) < 1:
+                raise ValueError("track numbers start at 1")
+            return commands.build(verb, [int(which) if which.isdigit() else which, *args], clamp=True)
         raise KeyError(address)
 
     def _toggle(self, address: str, args: OscArgs) -> Command:
         """Resolve ``.../toggle`` against the state this API mirrors (commands stay absolute)."""
-        key = _TOGGLES.get(address)
-        if key is not None:
-            _button(args)
-            on = not self._state.get(key)
-            return SetRecord(on) if key == S.RECORDING else SetTalkback(on)
-        parts = address.split("/")  # "", "track", n|name, what, "toggle"
-        if len(parts) != 5 or parts[1] != "track" or parts[3] not in _TRACK_TOGGLES:
+        base = address.removesuffix("/toggle")
+        verb = _ADDRESSES.get(base)
+        if verb is not None and verb.toggle is not None:
+            commands.button(args)
+            return commands.build_toggle(verb, None, self._state.get)
+        parts = base.split("/")  # "", "track", n|name, what
+        if len(parts) != 4 or parts[1] != "track" or parts[3] not in _TRACK_VERBS:
             raise KeyError(address)
-        which, what = parts[2], parts[3]
+        which, verb = parts[2], _TRACK_VERBS[parts[3]]
+        if verb.toggle is None:
+            raise KeyError(address)
         track: int | None
         if which == "name":
-            name = _text(args)
+            if not args:
+                raise ValueError("expected a track name")
+            name = commands.parse_text(args[0])
             args = args[1:]
             track = self._track_named(name)
             if track is None:
@@ -516,9 +401,8 @@ class OscApi(SyncDevice):
             track = int(which)
         else:
             raise ValueError("track numbers start at 1")
-        _button(args)
-        on = not self._state.get(S.track_key(track, _TRACK_TOGGLES[what]))
-        return _TRACK_COMMANDS[what](track, [on], 0)
+        commands.button(args)
+        return commands.build_toggle(verb, {"track": track}, self._state.get)
 
     def _track_named(self, name: str) -> int | None:
         folded = None

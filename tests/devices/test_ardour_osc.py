@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from peers.ardour import ArdourPeer, ardour  # noqa: F401
+from peers.ardour import ArdourPeer
 from peers.recorder import Recorder, track_state
 
 from bridge.devices._osc import encode
@@ -52,7 +52,7 @@ async def connected(peer: ArdourPeer, **kw: Any) -> AsyncIterator[tuple[ArdourOs
         await driver.__aexit__(None, None, None)
 
 
-async def test_record_two_markers_and_session_file(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_record_two_markers_and_session_file(ardour: ArdourPeer) -> None:
     async with connected(ardour) as (driver, rec):
         # Starting state learned from Ardour: a reset, then both tracks with their names.
         await rec.wait_for(lambda e: isinstance(e, TransportChanged) and e.playing is False)
@@ -97,7 +97,7 @@ async def test_record_two_markers_and_session_file(ardour: ArdourPeer) -> None: 
         assert driver.stats()["bad"] == 0
 
 
-async def test_record_toggle_is_never_blind(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_record_toggle_is_never_blind(ardour: ArdourPeer) -> None:
     async with connected(ardour) as (driver, rec):
         await rec.wait_for(lambda e: isinstance(e, TransportChanged) and e.recording is False)
         # Two "on" commands back to back: one toggle only, Ardour ends up recording.
@@ -115,7 +115,7 @@ async def test_record_toggle_is_never_blind(ardour: ArdourPeer) -> None:  # noqa
         await rec.wait_for(lambda e: isinstance(e, TrackChanged) and e.track == 1 and e.name == "Lead Vox")
 
 
-async def test_malformed_feedback_is_counted_and_dropped(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_malformed_feedback_is_counted_and_dropped(ardour: ArdourPeer) -> None:
     async with connected(ardour) as (driver, rec):
         await rec.wait_for(lambda e: isinstance(e, TransportChanged))
         before = track_state(rec.events)
@@ -161,7 +161,7 @@ async def test_malformed_feedback_is_counted_and_dropped(ardour: ArdourPeer) -> 
         await rec.wait_for(lambda e: isinstance(e, TrackChanged) and e.track == 1 and e.mute is True)
 
 
-async def test_kill_and_restart_raises_lost_then_resyncs(ardour: ArdourPeer) -> None:  # noqa: F811
+async def test_kill_and_restart_raises_lost_then_resyncs(ardour: ArdourPeer) -> None:
     driver = ArdourOsc("ardour", opts(ardour, heartbeat_timeout=2.5))
     async with asyncio.timeout(WAIT):
         await driver.__aenter__()

@@ -1,6 +1,5 @@
 """Generic MIDI surface: profile decode/encode tables, echo guard, coalescing, and a nanoKONTROL2 played
 by a separate process over real JACK MIDI ports (input, LED feedback bytes, a 10,000 msg/s flood)."""
-# ruff: noqa: F811  (pytest fixtures imported from peers.jack are used as parameters)
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from peers.jack import JackServer, MidiPeer, PeerFactory, jack_server, midi_peer, unique_name  # noqa: F401
+from peers.jack import JackServer, MidiPeer, PeerFactory, unique_name
 
 from bridge.devices.base import DeviceContext
 from bridge.devices.generic_midi import GenericMidiOptions, GenericMidiSurface

@@ -10,24 +10,28 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from mcu_emulator_proc import McuEmulator, jack_sync  # noqa: F401
-from peers.jack import JackServer, jack_server, unique_name  # noqa: F401
+from mcu_emulator_proc import McuEmulator
+from peers.jack import JackServer, unique_name
 
 from bridge.devices import mackie_codec as mc
 from bridge.devices.mackie import MackieSurface
 from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
 from bridge.options import parse_options
 from bridge.vocab import (
+    CircleTake,
+    FalseStart,
     Feedback,
     Inbound,
     MarkTake,
     Play,
+    SelectTake,
     SetRecord,
     SetTalkback,
     SetTrackArm,
     SetTrackFader,
     SetTrackMute,
     SetTrackSolo,
+    StepSong,
     Stop,
 )
 
@@ -37,7 +41,7 @@ EmuFactory = Callable[..., McuEmulator]
 
 
 @pytest.fixture
-def emulator(jack_sync: JackServer) -> Iterator[EmuFactory]:  # noqa: F811
+def emulator(jack_sync: JackServer) -> Iterator[EmuFactory]:
     started: list[McuEmulator] = []
 
     def make(model: int = 0x14, echo: bool = False) -> McuEmulator:
@@ -257,6 +261,33 @@ async def test_transport_buttons_and_leds(emulator: EmuFactory) -> None:
         assert await run.next() == SetRecord(False)  # computed from the mirror
 
 
+async def test_desk_sets_the_song_and_selects_takes(emulator: EmuFactory) -> None:
+    """Cursor keys: song list and take selection; circle / false start toggles from the mirror."""
+    emu = emulator()
+    keys = {"f2": "circle_take_toggle", "f3": "false_start_toggle"}
+    async with connected(emu, keys=keys) as run:
+        await settle(emu)
+        await run.driver.send(Feedback("take/selected/circled", True))
+        for name in ("down", "up", "left", "right", "f2", "f3"):
+            await emu.send([0x90, mc.BUTTONS[name], 0x7F], [0x90, mc.BUTTONS[name], 0x00])
+        got = [await run.next() for _ in range(6)]
+        assert got == [
+            StepSong(1),
+            StepSong(-1),
+            SelectTake(step=-1),
+            SelectTake(step=1),
+            CircleTake(None, False),
+            FalseStart(None, True),
+        ]
+        # the circle key lights from the selected take; the false-start key stays dark
+        f2, f3 = mc.BUTTONS["f2"], mc.BUTTONS["f3"]
+        await emu.wait_for(lambda r: bytes((0x90, f2, 0x7F)) in r)
+        emu.clear()
+        await run.driver.send(Feedback("take/selected/circled", False))
+        await run.driver.send(Feedback("take/selected/false_start", True))
+        await emu.wait_for(lambda r: bytes((0x90, f2, 0x00)) in r and bytes((0x90, f3, 0x7F)) in r)
+
+
 async def test_touch_guard_and_fader_coalescing(emulator: EmuFactory) -> None:
     emu = emulator()
     async with connected(emu, touch_guard=0.3) as run:
@@ -387,7 +418,7 @@ async def test_logic_control_challenge(emulator: EmuFactory) -> None:
         assert any(m[:6] == hx("F0 00 00 66 10 12") for m in got)
 
 
-async def test_missing_port_is_unavailable(jack_sync: JackServer) -> None:  # noqa: F811
+async def test_missing_port_is_unavailable(jack_sync: JackServer) -> None:
     opts = parse_options(
         MackieSurface.Options,
         {"input": "no-such-surface", "api": "jack", "client_name": unique_name("bridge-mcu")},

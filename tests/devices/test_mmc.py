@@ -1,12 +1,12 @@
 """MMC: byte-exact codec tests, and the drivers through real JACK MIDI ports (separate peer processes)."""
-# ruff: noqa: F811  (pytest fixtures imported from peers.jack are used as parameters)
+
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from peers.jack import JackServer, PeerFactory, jack_server, midi_peer, unique_name  # noqa: F401
+from peers.jack import JackServer, PeerFactory, unique_name
 
 from bridge.devices import mmc
 from bridge.devices.mmc import MmcInput, MmcInputOptions, MmcTransport, MmcTransportOptions

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from peers.daemon import Daemon, OscClient, cli
-from peers.jack_audio import JackAudio, ToneProcess, audio_env, jack_audio  # noqa: F401
+from peers.jack_audio import JackAudio, ToneProcess
 
 from bridge.devices.base import DeviceContext
 from bridge.devices.talkback_audio import TalkbackOptions, TalkbackRecorder
@@ -79,7 +79,7 @@ def goertzel(samples: array.array[int], rate: int, hz: float) -> float:
 
 
 @pytest.fixture
-async def recorder(tmp_path: Path, audio_env: JackAudio) -> AsyncIterator[TalkbackRecorder]:  # noqa: F811
+async def recorder(tmp_path: Path, audio_env: JackAudio) -> AsyncIterator[TalkbackRecorder]:
     dev = make(tmp_path)
     async with asyncio.timeout(T):
         await dev.__aenter__()
@@ -115,7 +115,7 @@ async def test_press_and_release_writes_one_wav_of_the_right_length(
 
 async def test_tone_played_into_the_input_is_in_the_file(
     recorder: TalkbackRecorder,
-    audio_env: JackAudio,  # noqa: F811
+    audio_env: JackAudio,
 ) -> None:
     before = await asyncio.to_thread(audio_env.ports)
     rec_in = [p for p in before if p.startswith("PortAudio") and ":in" in p]
@@ -143,7 +143,7 @@ async def test_tone_played_into_the_input_is_in_the_file(
 
 async def test_short_press_keeps_no_file_and_max_length_splits(
     tmp_path: Path,
-    audio_env: JackAudio,  # noqa: F811
+    audio_env: JackAudio,
 ) -> None:
     dev = make(tmp_path, min_seconds=0.3, max_seconds=0.4, preroll=0.0)
     async with asyncio.timeout(T):
@@ -172,7 +172,7 @@ async def test_short_press_keeps_no_file_and_max_length_splits(
 
 async def test_keep_open_false_opens_the_stream_per_press(
     tmp_path: Path,
-    audio_env: JackAudio,  # noqa: F811
+    audio_env: JackAudio,
 ) -> None:
     dev = make(tmp_path, keep_open=False, directory="tb-files")
     async with asyncio.timeout(T):
@@ -192,7 +192,7 @@ async def test_keep_open_false_opens_the_stream_per_press(
     assert 0.2 * RATE <= frames <= 2.5 * RATE, frames  # no pre-roll; the open eats a little
 
 
-async def test_unknown_input_device_is_unavailable(tmp_path: Path, audio_env: JackAudio) -> None:  # noqa: F811
+async def test_unknown_input_device_is_unavailable(tmp_path: Path, audio_env: JackAudio) -> None:
     dev = make(tmp_path, device="No Such Interface 99")
     expected = r"'No Such Interface 99' not found.*input devices: 0: system"
     with pytest.raises(DeviceUnavailable, match=expected):
@@ -213,7 +213,7 @@ async def test_no_audio_host_is_unavailable(tmp_path: Path, monkeypatch: pytest.
 
 async def test_jack_server_stopped_mid_press_finishes_the_file_then_lost(
     tmp_path: Path,
-    audio_env: JackAudio,  # noqa: F811
+    audio_env: JackAudio,
 ) -> None:
     dev = make(tmp_path)
     async with asyncio.timeout(T):
@@ -242,7 +242,7 @@ def test_module_import_does_not_load_portaudio() -> None:
 @pytest.mark.slow
 async def test_daemon_logs_talkback_audio_against_the_cue(
     tmp_path: Path,
-    audio_env: JackAudio,  # noqa: F811
+    audio_env: JackAudio,
 ) -> None:
     config = '[devices.tb]\nkind = "talkback_recorder"\n'
     daemon = Daemon(tmp_path, config, env=audio_env.env)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers.ardour import ArdourPeer, ardour, free_udp_port  # noqa: F401
+from peers.ardour import ArdourPeer, free_udp_port
 
 from bridge.devices._osc import decode, encode
 
@@ -80,7 +80,7 @@ class ApiClient:
 
 
 @pytest.fixture
-def bridge(ardour: ArdourPeer, tmp_path: Path) -> Iterator[tuple[ApiClient, Path, subprocess.Popen[bytes]]]:  # noqa: F811
+def bridge(ardour: ArdourPeer, tmp_path: Path) -> Iterator[tuple[ApiClient, Path, subprocess.Popen[bytes]]]:
     cfg = tmp_path / "studio.toml"
     cfg.write_text(
         f'[bridge]\nroom = "test"\n\n[devices.ardour]\nkind = "ardour"\nrole = "daw"\nport = {ardour.port}\n'
@@ -133,7 +133,7 @@ def export(data: Path) -> dict[str, Any]:
 
 
 def test_daemon_records_marks_and_survives_an_ardour_crash(
-    ardour: ArdourPeer,  # noqa: F811
+    ardour: ArdourPeer,
     bridge: tuple[ApiClient, Path, subprocess.Popen[bytes]],
 ) -> None:
     client, data, proc = bridge

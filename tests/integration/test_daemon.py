@@ -74,7 +74,7 @@ def test_default_config_session_end_to_end(tmp_path: Path) -> None:
 
 
 def test_feedback_reaches_clients(tmp_path: Path) -> None:
-    with Daemon(tmp_path) as daemon:
+    with Daemon(tmp_path, config='[bridge]\nauto_take = "off"\n') as daemon:
         tablet = OscClient(daemon.osc_port)
         other = OscClient(daemon.osc_port)
         try:
@@ -397,3 +397,51 @@ def test_touchosc_style_buttons_press_and_release(tmp_path: Path) -> None:
     assert [t["take"] for t in takes] == [1, 2]
     assert [t["label"] for t in takes] == ["", ""]
     assert [t["circled"] for t in takes] == [True, True]
+
+
+def test_take_buttons_light_and_every_take_verb_over_osc(tmp_path: Path) -> None:
+    """Issue 11: circle / false-start buttons light from the selected take, one-argument toggle
+    buttons flip them, a false start can be undone, takes can be selected, renamed and noted by
+    number, a button value is never a note, and the song list drives /song."""
+    config = '[bridge]\nauto_take = "off"\nsongs = ["Blue", "Gold"]\n'
+    with Daemon(tmp_path, config=config) as daemon:
+        tablet = OscClient(daemon.osc_port)
+        try:
+            ok = lambda address, *args: tablet.command(address, *args) == ("/ok", [address])  # noqa: E731
+            lit = lambda address, value: tablet.wait_for(lambda m: m == (address, [value]))  # noqa: E731
+            assert ok("/subscribe")
+            assert lit("/songs", '["Blue", "Gold"]')
+            assert ok("/song/next", 1.0) and ok("/song/next", 0.0)
+            assert lit("/song", "Blue")
+            for _ in range(3):
+                assert ok("/take/mark", 1.0)
+            assert lit("/take/selected", 3)
+            reply = tablet.command("/note", 1.0)
+            assert reply[0] == "/error" and "button value" in reply[1][1]
+            assert ok("/take/select", 2) and lit("/take/selected", 2)
+            assert ok("/take/circle/toggle", 1.0) and lit("/take/selected/circled", 1)
+            assert ok("/take/circle/toggle", 0.0)  # the release does nothing
+            assert ok("/take/circle/toggle", 1.0) and lit("/take/selected/circled", 0)
+            assert ok("/take/falsestart", 2) and lit("/take/selected/false_start", 1)
+            assert ok("/take/falsestart", 2, 0) and lit("/take/selected/false_start", 0)
+            assert ok("/take/falsestart/toggle", 1.0) and lit("/take/selected/false_start", 1)
+            assert ok("/take/falsestart/toggle", 1.0) and lit("/take/selected/false_start", 0)
+            assert ok("/take/rename", "keeper") and lit("/take/selected/label", "keeper")
+            assert ok("/note", 3, "great ending")
+            assert ok("/note", "on the selected take")
+            assert ok("/take/select/previous", 1.0) and lit("/take/selected", 1)
+            assert ok("/song/add", "Red") and lit("/songs", '["Blue", "Gold", "Red"]')
+            assert ok("/song/previous", 1.0) is False  # Blue is the first song
+            assert ok("/song/pick", "Gold") and lit("/song", "Gold")
+            assert tablet.command("/take/select", 1)[0] == "/error"  # Gold has no take yet
+        finally:
+            tablet.close()
+        assert daemon.stop() == 0
+    sheet = export_json(daemon.data_dir)
+    takes = sheet["takes"]
+    assert [(t["take"], t["label"], t["circled"], t["false_start"]) for t in takes] == [
+        (1, "", False, False),
+        (2, "keeper", False, False),
+        (3, "", False, False),
+    ]
+    assert [t["notes"] for t in takes] == [[], ["on the selected take"], ["great ending"]]

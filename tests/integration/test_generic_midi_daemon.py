@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from peers.daemon import Daemon, OscClient
-from peers.jack import JackServer, MidiPeer, PeerFactory, jack_server, midi_peer  # noqa: F401
+from peers.jack import JackServer, MidiPeer, PeerFactory
 
 MAPPING = Path(__file__).resolve().parents[2] / "configs" / "mappings" / "nanokontrol2-tracking.toml"
 REC, PLAY, STOP, MARKER_SET = 45, 41, 42, 60
@@ -29,8 +29,8 @@ def wait_bytes(peer: MidiPeer, *wanted: list[int], timeout: float = 10.0) -> Non
 @pytest.mark.jack
 def test_nanokontrol2_drives_the_daemon_and_leds_follow_the_state(
     tmp_path: Path,
-    jack_server: JackServer,  # noqa: F811 - pytest fixture
-    midi_peer: PeerFactory,  # noqa: F811 - pytest fixture
+    jack_server: JackServer,
+    midi_peer: PeerFactory,
 ) -> None:
     peer = midi_peer("nanoKONTROL2", "nanoKONTROL2 MIDI 1")
     config = f"""
@@ -87,8 +87,8 @@ output = "nanoKONTROL2-fb:"
 @pytest.mark.jack
 def test_double_taps_in_a_flood_are_all_counted_by_the_daemon(
     tmp_path: Path,
-    jack_server: JackServer,  # noqa: F811 - pytest fixture
-    midi_peer: PeerFactory,  # noqa: F811 - pytest fixture
+    jack_server: JackServer,
+    midi_peer: PeerFactory,
 ) -> None:
     """Issue 10 item 1, through the whole daemon: REC marks a take and toggles record; its LED follows
     record, so after every press that lit it the next press arrives, together with the release before

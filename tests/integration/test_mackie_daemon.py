@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mcu_emulator_proc import McuEmulator, jack_sync  # noqa: F401
+from mcu_emulator_proc import McuEmulator
 from peers.daemon import Daemon, OscClient
-from peers.jack import JackServer, jack_server, unique_name  # noqa: F401
+from peers.jack import JackServer, unique_name
 
 from bridge.devices import mackie_codec as mc
 
@@ -42,7 +42,7 @@ def last_led(received: list[bytes], note: int) -> int | None:
 
 
 @pytest.fixture
-def emu(jack_sync: JackServer) -> Iterator[McuEmulator]:  # noqa: F811
+def emu(jack_sync: JackServer) -> Iterator[McuEmulator]:
     emulator = McuEmulator(unique_name("XTouch"), jack_sync.env)
     try:
         yield emulator
@@ -69,7 +69,7 @@ async def wait_value(client: OscClient, address: str, want: list[object]) -> Non
 async def test_desk_drives_internal_transport_and_survives_replug(
     tmp_path: Path,
     emu: McuEmulator,
-    jack_sync: JackServer,  # noqa: F811
+    jack_sync: JackServer,
 ) -> None:
     daemon = Daemon(tmp_path, config(emu), env=jack_sync.env)
     await asyncio.to_thread(daemon.start)
@@ -151,7 +151,7 @@ async def test_desk_drives_internal_transport_and_survives_replug(
 async def test_default_track_names_stay_distinct_on_the_lcd(
     tmp_path: Path,
     emu: McuEmulator,
-    jack_sync: JackServer,  # noqa: F811
+    jack_sync: JackServer,
 ) -> None:
     """Ardour's default names "Audio 1".."Audio 8" used to read "Audio " on every strip (issue 10
     item 2): the scribble strips the emulated desk decodes show 8 different names, digits kept."""

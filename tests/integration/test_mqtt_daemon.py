@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from peers.daemon import Daemon, OscClient, cli
-from peers.mosquitto import Broker, Seen, Subscriber, mosquitto  # noqa: F401
+from peers.mosquitto import Broker, Seen, Subscriber
 
 pytestmark = pytest.mark.mqtt
 
@@ -17,7 +17,7 @@ T = 20.0  # generous: 2 shared cores, daemon start-up + supervisor backoff
 
 
 @pytest.fixture
-def broker(mosquitto: Broker) -> Broker:  # noqa: F811
+def broker(mosquitto: Broker) -> Broker:
     return mosquitto
 
 
