@@ -6,21 +6,26 @@ Input: each MIDI message is looked up in the profile (:mod:`bridge.profiles`) an
 * continuous controls are coalesced: an absolute control keeps only its latest value, a
   relative encoder the sum of its steps; pending continuous values are flushed before the
   next discrete input so the relative order of faders and buttons is kept;
-* buttons and other discrete inputs pass in order and are never dropped (a momentary
-  button's repeated press or release, e.g. an echo of its LED message, is a duplicate and
-  is skipped; a hardware-toggle button gives a press and a release for every message).
+* buttons and other discrete inputs pass in order, each handed on at once, and are never
+  dropped (a momentary button's repeated press or release, e.g. an echo of its LED message,
+  is a duplicate and is skipped; a hardware-toggle button gives a press and a release for
+  every message).
 
-Echo guard: some controllers send our feedback back (MIDI thru, "local control" off), and
-an echoed LED-on would look exactly like a press. An input is an echo only if it carries
-exactly a value we sent to that control less than ``echo_window`` seconds (100 ms) ago that
-has not come back yet: each value sent matches one echo, once (in the order sent). A real
-button transition on the control (a release, a press) breaks every earlier match, so the
-press of a double tap that arrives with its release (one batch, e.g. after a stall) is never
-taken for the echo of the LED lit by the first press. A momentary button's release is never
-an echo. Left to chance: a press arriving within ``echo_window`` of an LED-on sent after
-that button's release, with nothing in between, cannot be told from the echo of a
-controller that echoes; a controller that never echoes says so in its profile
-(``echoes_feedback = false``, the guard is then off) or the config sets ``echo_window = 0``.
+Echo guard: some controllers send our feedback back (MIDI thru or merge, "local control"
+off), and an echoed LED-on would look exactly like a press. An input is an echo only if it
+carries exactly a value we sent to that control less than ``echo_window`` seconds (100 ms)
+before its batch was read, that has not come back yet: each value sent matches one echo,
+once (in the order sent). A real button transition on the control (a release, a press)
+breaks every earlier match, so the press of a double tap that arrives with its release (one
+batch, e.g. after a stall) is never taken for the echo of the LED lit by the first press.
+Inputs are handed on one by one as the batch is decoded (``iter_batch``), so an LED lit at
+once for a press goes out before the release after it is read. A momentary button's release
+is never an echo. Left to chance with the guard on: a press arriving within
+``echo_window`` of an LED-on that was sent after that button's release (a DAW confirming
+late), with nothing in between, cannot be told from the echo of a controller that echoes.
+A controller that never echoes says so in its profile (``echoes_feedback = false``, as the
+shipped nanoKONTROL2 profile does; the guard is then off and no press can be lost), or the
+config sets ``echo_window = 0``.
 
 Feedback: ``Feedback(control, value)`` is encoded by the profile (LED on/off/blink values,
 value echo for rings and motor faders). ``blackout()`` turns every LED off.
@@ -34,7 +39,7 @@ Config::
     # input = "nanoKONTROL2"           # port patterns, default from the profile
     # output = "nanoKONTROL2"          # "" = never send feedback
     # api = "auto"                     # jack | alsa | auto
-    # echo_window = 0.1               # default: 0.1, or 0 if the profile says echoes_feedback = false
+    # echo_window = 0.1                # default: 0.1, or 0 if the profile says echoes_feedback = false
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -51,7 +56,7 @@ from bridge.devices._midi import MidiLink, check_pattern
 from bridge.devices.base import DeviceContext, SyncDevice
 from bridge.errors import ConfigError
 from bridge.options import in_range
-from bridge.profiles import ControlSpec, Profile, load_profile
+from bridge.profiles import Profile, load_profile
 from bridge.vocab import ControlInput, Feedback, Inbound, Outbound
 
 log = logging.getLogger(__name__)
@@ -142,13 +147,17 @@ class GenericMidiSurface(SyncDevice):
 
     def decode_batch(self, batch: list[bytes]) -> list[ControlInput]:
         """Turn one batch of MIDI messages into control inputs (coalescing continuous ones)."""
-        out: list[ControlInput] = []
+        return list(self.iter_batch(batch))
+
+    def iter_batch(self, batch: list[bytes]) -> Iterator[ControlInput]:
+        """The control inputs of one batch, each yielded as soon as it is known: a discrete
+        input goes to the hub (and its LED may be lit) before the rest of the batch is read,
+        so a release later in the batch comes after that LED message, as it did on the wire."""
         absolute: dict[str, float] = {}
         relative: dict[str, float] = {}
         counts = self._counts
         find = self.profile.find
-        unechoed = self._unechoed
-        now = self._clock() if unechoed else 0.0
+        now = self._clock()  # every message of the batch arrived before: feedback sent later is no echo
         for msg in batch:
             spec = find(msg)
             if spec is None:
@@ -157,10 +166,32 @@ class GenericMidiSurface(SyncDevice):
             raw = spec.raw_value(msg)
             kind = spec.input
             if kind == "button":
-                if not self._button(spec, raw, now, out, absolute, relative):
+                name = spec.name
+                value = spec.decode(raw)
+                toggle = spec.button == "toggle" or spec.type == "program"
+                if (value >= 1.0 or toggle) and self._unechoed and self._is_echo(name, raw, now):
                     continue
+                if not toggle:
+                    pressed = value >= 1.0
+                    if self._pressed.get(name, False) == pressed:
+                        counts["duplicates"] += 1
+                        continue
+                    self._pressed[name] = pressed
+                # a real transition: what was sent before it cannot come back as this control's input
+                pending = self._unechoed.get(name)
+                if pending:
+                    pending.clear()
+                if absolute or relative:
+                    yield from self._flush(absolute, relative)
+                if toggle:
+                    counts["inputs"] += 2
+                    yield ControlInput(name, 1.0)
+                    yield ControlInput(name, 0.0)
+                else:
+                    counts["inputs"] += 1
+                    yield ControlInput(name, value)
             else:
-                if unechoed and self._is_echo(spec.name, raw, now):
+                if self._unechoed and self._is_echo(spec.name, raw, now):
                     continue
                 if kind == "absolute":
                     if spec.name in absolute:
@@ -171,53 +202,21 @@ class GenericMidiSurface(SyncDevice):
                         counts["coalesced"] += 1
                     relative[spec.name] = relative.get(spec.name, 0.0) + spec.decode(raw)
         if absolute or relative:
-            self._flush(out, absolute, relative)
-        counts["inputs"] += len(out)
-        return out
-
-    def _button(
-        self,
-        spec: ControlSpec,
-        raw: int,
-        now: float,
-        out: list[ControlInput],
-        absolute: dict[str, float],
-        relative: dict[str, float],
-    ) -> bool:
-        value = spec.decode(raw)
-        toggle = spec.button == "toggle" or spec.type == "program"
-        name = spec.name
-        if (value >= 1.0 or toggle) and self._unechoed and self._is_echo(name, raw, now):
-            return False
-        if not toggle:
-            pressed = value >= 1.0
-            if self._pressed.get(name, False) == pressed:
-                self._counts["duplicates"] += 1
-                return False
-            self._pressed[name] = pressed
-        # a real transition: what was sent before it can no longer come back as this control's input
-        pending = self._unechoed.get(name)
-        if pending:
-            pending.clear()
-        if absolute or relative:
-            self._flush(out, absolute, relative)
-        if toggle:
-            out.append(ControlInput(spec.name, 1.0))
-            out.append(ControlInput(spec.name, 0.0))
-        else:
-            out.append(ControlInput(spec.name, value))
-        return True
+            yield from self._flush(absolute, relative)
 
     def _is_echo(self, control: str, raw: int, now: float) -> bool:
         """True (and the sent value is used up) if ``raw`` is a value sent to ``control`` within
-        the echo window that has not come back yet; values sent before it are used up too."""
+        the echo window, before the batch was read, that has not come back yet; values sent
+        before it are used up too."""
         pending = self._unechoed.get(control)
         if not pending:
             return False
         window = self.echo_window
         while pending and now - pending[0][1] >= window:
             pending.popleft()
-        for i, (sent, _) in enumerate(pending):
+        for i, (sent, at) in enumerate(pending):
+            if at > now:
+                break  # sent while this batch was being handled: after the input arrived
             if sent == raw:
                 for _ in range(i + 1):
                     pending.popleft()
@@ -225,28 +224,26 @@ class GenericMidiSurface(SyncDevice):
                 return True
         return False
 
-    @staticmethod
-    def _flush(out: list[ControlInput], absolute: dict[str, float], relative: dict[str, float]) -> None:
-        for name, v in absolute.items():
-            out.append(ControlInput(name, v))
-        for name, steps in relative.items():
-            if steps:
-                out.append(ControlInput(name, steps, relative=True))
+    def _flush(self, absolute: dict[str, float], relative: dict[str, float]) -> Iterator[ControlInput]:
+        out = [ControlInput(name, v) for name, v in absolute.items()]
+        out += [ControlInput(name, steps, relative=True) for name, steps in relative.items() if steps]
         absolute.clear()
         relative.clear()
+        self._counts["inputs"] += len(out)
+        return iter(out)
 
     async def receive(self) -> AsyncIterator[Inbound]:
         report = self.report_now
         if report is not None:
             # Straight from the helper's frame to the hub, in the task that read it.
             def on_batch(batch: list[bytes]) -> None:
-                for item in self.decode_batch(batch):
+                for item in self.iter_batch(batch):
                     report(item)
 
             await self.link.listen(on_batch)
             return
         async for batch in self.link.messages():
-            for item in self.decode_batch(batch):
+            for item in self.iter_batch(batch):
                 yield item
 
     # ------------------------------------------------------------------ feedback

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -255,7 +256,7 @@ async def test_blackout_turns_leds_off() -> None:
 
 
 async def test_echo_guard_ignores_our_own_feedback() -> None:
-    drv, _, clock = surface()
+    drv, _, clock = surface(echo_window=0.1)  # a nano behind a MIDI thru: the guard on
     await drv.send(Feedback("transport.rec", True))  # LED on: B0 2D 7F
     clock.t += 0.02
     assert drv.decode_batch([h("B0 2D 7F")]) == []  # the controller echoed it
@@ -268,7 +269,7 @@ async def test_echo_guard_ignores_our_own_feedback() -> None:
 
 
 async def test_echo_guard_never_eats_a_release() -> None:
-    drv, _, clock = surface()
+    drv, _, clock = surface(echo_window=0.1)  # a nano behind a MIDI thru: the guard on
     assert drv.decode_batch([h("B0 2D 7F")]) == [ControlInput("transport.rec", 1.0)]
     await drv.send(Feedback("transport.rec", False))  # LED off while the button is held
     clock.t += 0.01
@@ -294,7 +295,7 @@ async def test_double_tap_with_release_and_press_in_one_batch_loses_nothing() ->
     """Issue 10 item 1: the LED-on confirming the first press is still "recent" when the release and
     the next press arrive together (a stall of ~100 ms); the press was taken for its echo and
     dropped, then its release as a duplicate."""
-    drv, sent, clock = surface()
+    drv, sent, clock = surface(echo_window=0.1)  # a nano behind a MIDI thru: the guard on
     assert drv.decode_batch([REC_ON]) == [ControlInput("transport.rec", 1.0)]
     clock.t += 0.01
     await drv.send(Feedback("transport.rec", True))  # the DAW confirmed: LED on
@@ -352,7 +353,7 @@ async def test_double_tap_batch_for_every_glue(glue: str, command: str, expected
         f'[[binding]]\ncontrol = "transport.rec"\ncommand = "{command}"\nglue = "{glue}"\n'
         'feedback = "transport/recording"\n'
     )
-    drv, _, clock = surface()
+    drv, _, clock = surface(echo_window=0.1)  # a nano behind a MIDI thru: the guard on
     studio.run(drv.decode_batch([REC_ON]))
     clock.t += 0.01
     await drv.send(Feedback("transport.rec", True))
@@ -384,7 +385,7 @@ async def test_hardware_toggle_double_tap_loses_nothing(custom: Path) -> None:
 
 async def test_echo_is_matched_once_and_in_order() -> None:
     """A controller that echoes: each value sent comes back once; a second identical message is real."""
-    drv, _, clock = surface()
+    drv, _, clock = surface(echo_window=0.1)  # a nano behind a MIDI thru: the guard on
     await drv.send(Feedback("transport.rec", True))
     await drv.send(Feedback("transport.rec", False))
     await drv.send(Feedback("transport.rec", True))
@@ -400,7 +401,90 @@ async def test_echo_is_matched_once_and_in_order() -> None:
     assert drv.decode_batch([REC_ON]) == [ControlInput("transport.rec", 1.0)]
 
 
+def test_an_led_lit_while_a_batch_is_read_is_shown_before_the_rest_of_it() -> None:
+    """A press is handed on before the rest of its batch is decoded: the DAW (here at once) lights
+    its LED, then the release that followed it on the wire breaks any echo match, so the next press,
+    in the next batch, is a press."""
+    drv, sent, clock = surface(echo_window=0.1)  # a nano behind a MIDI thru: the guard on
+    got: list[ControlInput] = []
+    for item in drv.iter_batch([REC_ON, REC_OFF]):
+        got.append(item)
+        if item.value == 1.0:
+            drv.send_now(Feedback("transport.rec", True))  # confirmed at once: LED on
+    assert sent == [REC_ON]
+    clock.t += 0.02
+    got += drv.decode_batch([REC_ON, REC_OFF])
+    assert [i.value for i in got] == [1.0, 0.0, 1.0, 0.0] and drv.stats()["echoes"] == 0
+
+
+@pytest.mark.parametrize("path", ["messages", "report_now"])
+async def test_quick_tap_in_one_batch_then_the_next_press(path: str) -> None:
+    """A quick tap (press and release in one batch, e.g. after a stall) confirmed at once (the
+    internal transport answers in the same call), then the next press in a batch of its own: the
+    LED-on must go out before the release is read, or that press is taken for the LED's echo.
+    Through ``receive()`` on a port-less link, both the generator and the report_now path."""
+    from bridge.devices._midi import MidiLink
+
+    drv, _, _ = surface(echo_window=0.1)  # a nano behind a MIDI thru: the guard on
+    drv.link = MidiLink("t", None, None)
+    sent: list[bytes] = []
+    drv.link.attach_sink(sent.append)
+    await drv.link.open()
+    got: list[ControlInput] = []
+    arrived = asyncio.Event()
+
+    def handle(item: object) -> None:
+        assert isinstance(item, ControlInput)
+        got.append(item)
+        if item.value == 1.0:
+            drv.send_now(Feedback("transport.rec", True))  # the DAW confirmed: LED on
+        if len(got) in (2, 4):
+            arrived.set()
+
+    async def pump() -> None:
+        if path == "report_now":
+            drv.report_now = handle
+        async for item in drv.receive():
+            handle(item)
+
+    task = asyncio.create_task(pump())
+    try:
+        drv.link.inject(REC_ON + REC_OFF)  # one chunk: one batch
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        arrived.clear()
+        drv.link.inject(REC_ON + REC_OFF)
+        async with asyncio.timeout(5):
+            await arrived.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await drv.link.aclose()
+    assert [i.value for i in got] == [1.0, 0.0, 1.0, 0.0]
+    assert drv.stats()["echoes"] == 0 and sent == [REC_ON, REC_ON]
+
+
+def test_feedback_sent_while_a_batch_is_read_is_no_echo_of_it() -> None:
+    """Every message of a batch arrived before it was read: an LED lit in the middle of it (by an
+    earlier input of the same batch) cannot have come back in it."""
+    drv, _, clock = surface(echo_window=0.1)  # a nano behind a MIDI thru: the guard on
+    play_on, rec_on = h("B0 29 7F"), REC_ON
+    got: list[ControlInput] = []
+    for item in drv.iter_batch([play_on, rec_on]):
+        got.append(item)
+        if item.control == "transport.play":
+            clock.t += 0.001  # handling the first input takes time
+            drv.encode_feedback(Feedback("transport.rec", True))  # play lit REC (e.g. record armed)
+    assert got == [ControlInput("transport.play", 1.0), ControlInput("transport.rec", 1.0)]
+    assert drv.stats()["echoes"] == 0
+
+
 async def test_no_echo_guard_for_controllers_that_never_echo(tmp_path: Path) -> None:
+    nano, _, _ = surface()
+    assert nano.echo_window == 0.0  # the shipped nanoKONTROL2 profile: echoes_feedback = false
+    await nano.send(Feedback("transport.rec", True))
+    assert nano.decode_batch([REC_ON]) == [ControlInput("transport.rec", 1.0)]
     p = tmp_path / "quiet.toml"
     p.write_text(PROFILE.replace('input = "t"', 'input = "t"\nechoes_feedback = false'))
     drv, _, _ = surface(str(p))
@@ -541,13 +625,13 @@ async def flood_once(peer: MidiPeer, msgs: list[list[int]], names: dict[int, str
     )
     drv = GenericMidiSurface("nano", opts)
     raw: list[bytes] = []
-    decode = drv.decode_batch
+    decode = drv.iter_batch
 
-    def spy(batch: list[bytes]) -> list[ControlInput]:
+    def spy(batch: list[bytes]) -> Iterator[ControlInput]:
         raw.extend(batch)  # what the JACK port actually delivered
         return decode(batch)
 
-    drv.decode_batch = spy  # type: ignore[method-assign]
+    drv.iter_batch = spy  # type: ignore[method-assign]
     got_buttons: list[ControlInput] = []
     final: dict[str, float] = {}
 
@@ -704,13 +788,15 @@ def presses_in(msgs: list[list[int]]) -> int:
 
 
 @pytest.mark.jack
+@pytest.mark.parametrize("guard", ["on", "profile"])
 async def test_double_taps_in_a_flood_over_jack_lose_no_press(
-    jack_server: JackServer, midi_peer: PeerFactory
+    jack_server: JackServer, midi_peer: PeerFactory, guard: str
 ) -> None:
     """Issue 10 item 1 on real JACK ports: a separate process floods 1,000 msg/s with REC double taps
     whose release and next press arrive together; each press is confirmed at once with its LED (as the
     DAW would), so every next press arrives within the echo window of an LED-on. Every press becomes a
-    take mark (press glue); none is taken for an echo."""
+    take mark (press glue); none is taken for an echo: with the echo guard on (a controller behind a
+    MIDI thru), and with the profile's default (the nanoKONTROL2 never echoes: no guard)."""
     from bridge.mapping import Mapper, parse_mapping
     from bridge.vocab import MarkTake
 
@@ -721,21 +807,23 @@ async def test_double_taps_in_a_flood_over_jack_lose_no_press(
             "m.toml",
         )
     )
-    opts = parse_options(
-        GenericMidiOptions,
-        {"profile": "korg_nanokontrol2", "api": "jack", "echo_window": 0.1, "client_name": unique_name("n")},
-        "devices.nano",
-        "t.toml",
-    )
+    table: dict[str, object] = {
+        "profile": "korg_nanokontrol2",
+        "api": "jack",
+        "client_name": unique_name("n"),
+    }
+    if guard == "on":
+        table["echo_window"] = 0.1
+    opts = parse_options(GenericMidiOptions, table, "devices.nano", "t.toml")
     drv = GenericMidiSurface("nano", opts)
     raw: list[bytes] = []
-    decode = drv.decode_batch
+    decode = drv.iter_batch
 
-    def spy(batch: list[bytes]) -> list[ControlInput]:
+    def spy(batch: list[bytes]) -> Iterator[ControlInput]:
         raw.extend(batch)
         return decode(batch)
 
-    drv.decode_batch = spy  # type: ignore[method-assign]
+    drv.iter_batch = spy  # type: ignore[method-assign]
     marks = 0
 
     async def consume() -> None:
