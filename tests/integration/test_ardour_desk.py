@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mcu_emulator_proc import McuEmulator, jack_sync  # noqa: F401
+from mcu_emulator_proc import McuEmulator
 from peers.ardour import ArdourPeer, require_ardour
 from peers.daemon import Daemon, OscClient
-from peers.jack import JackServer, MidiPeer, jack_server, unique_name  # noqa: F401
+from peers.jack import JackServer, MidiPeer, unique_name
 
 from bridge.devices import mackie_codec as mc
 
@@ -116,7 +116,7 @@ client_name = "{unique_name("sb-nano")}"
 async def test_desk_shows_ardour_gone_within_a_second_and_comes_back(
     tmp_path: Path,
     ardour8: ArdourPeer,
-    jack_sync: JackServer,  # noqa: F811
+    jack_sync: JackServer,
 ) -> None:
     """Issue 10 items 2 and 4 with a real Ardour: its default track names stay apart on the desk's
     LCD; REC ARM and RECORD on the desk are confirmed by Ardour before they light; Ardour is killed:
