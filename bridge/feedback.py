@@ -6,6 +6,13 @@
   subscriptions); a value equal to the last one sent to that control is dropped.
 * ``resync(device)`` forgets what was sent and returns the full picture (after a
   (re)connect); ``blackout(device)`` returns "off" for every mapped control.
+* While the DAW is offline (``daw/status`` present and not ``ok``), a mapped control that
+  follows a DAW key (``transport/*``, ``track/*``: the DAW's last report, not the truth)
+  shows "off" (its binding's off value), so no REC or PLAY LED claims what nobody knows;
+  continuous ones (faders, position) are left where they are (no motor fader drops and
+  comes back). When the DAW is back they show the state again, each only if it differs
+  from what the control shows. ``state`` devices get the keys as they are, plus
+  ``daw/status`` (the Mackie driver shows the outage itself).
 
 Pure: no I/O and no event loop; the hub puts the results into outboxes.
 """
@@ -29,6 +36,8 @@ class FeedbackEngine:
         self._dynamic: list[tuple[str, Binding]] = []  # bindings whose key depends on track names
         self._last: dict[str, dict[str, Value]] = {}  # device -> control -> last value sent
         self.suppressed = 0
+        #: the DAW is known to be away: mapped controls following its keys show "off"
+        self.daw_offline = False
 
     # ---------------------------------------------------------------- devices
 
@@ -74,19 +83,40 @@ class FeedbackEngine:
         last[control] = value
         out.append(Feedback(control, value, continuous))
 
+    def _masked(self, key: str) -> bool:
+        return self.daw_offline and S.is_daw_key(key) and not S.is_continuous_key(key)
+
+    def _shown(self, binding: Binding, key: str, value: Value) -> Value:
+        return binding.off_value() if self._masked(key) else binding.feedback_value(value)
+
+    def _daw_flip(self, get: Callable[[str], Value], out: dict[str, list[Feedback]]) -> None:
+        """The DAW went away or came back: every mapped control that follows one of its keys."""
+        for key, bound in self._index.items():
+            if not S.is_daw_key(key) or S.is_continuous_key(key):
+                continue
+            for device, binding in bound:
+                shown = self._shown(binding, key, get(key))
+                self._emit(device, binding.control, shown, False, out.setdefault(device, []))
+
     def on_changes(
         self, changes: Iterable[S.Change], get: Callable[[str], Value], resolve: Resolve
     ) -> dict[str, list[Feedback]]:
         """Feedback per device for a batch of state changes."""
         out: dict[str, list[Feedback]] = {}
         changes = list(changes)
+        for change in changes:
+            if change.key == S.DAW_STATUS:
+                offline = S.daw_offline(change.new)
+                if offline != self.daw_offline:
+                    self.daw_offline = offline
+                    self._daw_flip(get, out)
         if self._dynamic and any(c.key.endswith("/name") for c in changes):
             self.reindex(resolve)
             # a renamed track may now be what a named binding follows: show its values
             for device, binding in self._dynamic:
                 dyn_key = binding.feedback_key(resolve)
                 if dyn_key is not None:
-                    shown = binding.feedback_value(get(dyn_key))
+                    shown = self._shown(binding, dyn_key, get(dyn_key))
                     continuous = S.is_continuous_key(dyn_key)
                     self._emit(device, binding.control, shown, continuous, out.setdefault(device, []))
         for change in changes:
@@ -94,7 +124,7 @@ class FeedbackEngine:
             for device in self._state_devices:
                 self._emit(device, change.key, change.new, continuous, out.setdefault(device, []))
             for device, binding in self._index.get(change.key, ()):
-                value = binding.feedback_value(change.new)
+                value = self._shown(binding, change.key, change.new)
                 self._emit(device, binding.control, value, continuous, out.setdefault(device, []))
         return {d: fb for d, fb in out.items() if fb}
 
@@ -108,11 +138,13 @@ class FeedbackEngine:
                 self._emit(device, key, value, S.is_continuous_key(key), out)
         studio_map = self._maps.get(device)
         if studio_map is not None:
+            if S.DAW_STATUS in values:
+                self.daw_offline = S.daw_offline(values[S.DAW_STATUS])
             for binding in studio_map.bindings:
                 bound = binding.feedback_key(resolve)
                 if bound is None:
                     continue
-                shown = binding.feedback_value(values.get(bound))
+                shown = self._shown(binding, bound, values.get(bound))
                 self._emit(device, binding.control, shown, S.is_continuous_key(bound), out)
         return out
 

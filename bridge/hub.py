@@ -191,7 +191,7 @@ class Hub:
         self.roles: dict[str, str] = dict(roles or {})
         self.clock = clock
         self.confirm_timeout = confirm_timeout
-        self.store = S.Store(S.DEFAULTS)
+        self.store = S.Store(S.DEFAULTS, daw=self.roles.get("daw"))
         self.feedback = FeedbackEngine()
         self.slots: dict[str, Slot] = {}
         #: last status detail per device ("cannot bind udp ...: Address already in use")
@@ -358,6 +358,8 @@ class Hub:
         self.slots[device.name] = slot
         if role:
             self.roles[role] = device.name
+        if role == "daw":
+            self.store.daw = device.name  # its status becomes daw/status
         if device.feedback == "state":
             self.feedback.add_state_device(device.name)
         elif device.feedback == "mapped" and studio_map is not None:

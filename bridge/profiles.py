@@ -8,6 +8,8 @@ A profile is a TOML file::
     output = "nanoKONTROL2"
     channel = 1                     # default MIDI channel 1-16 of every control
     init = ["F0 42 40 00 01 13 00 1F 12 00 F7"]   # optional hex messages sent after connecting
+    echoes_feedback = true          # the controller may send received LED/value messages back
+                                    # (default; false = it never does: no echo guard)
 
     [[control]]
     name = "transport.play"         # what studio mappings refer to
@@ -80,7 +82,7 @@ _CONTROL_KEYS = {
     "feedback_channel",
     "feedback_range",
 }
-_DEVICE_KEYS = {"name", "input", "output", "channel", "init", "notes"}
+_DEVICE_KEYS = {"name", "input", "output", "channel", "init", "notes", "echoes_feedback"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
 
 
@@ -206,6 +208,8 @@ class Profile:
     #: program-change controls without a number, by status byte
     any_program: dict[int, ControlSpec] = field(default_factory=dict)
     init: list[bytes] = field(default_factory=list)
+    #: the controller may send our feedback back (then the driver's echo guard is on by default)
+    echoes_feedback: bool = True
 
     def find(self, msg: bytes) -> ControlSpec | None:
         key = lookup_key(msg)
@@ -328,6 +332,9 @@ def build_profile(data: dict[str, Any], file: str) -> Profile:
     if not isinstance(init_raw, list):
         raise ctx.fail("device.init", "an array of MIDI messages", init_raw)
     init = [_hex_message(ctx, v, f"device.init[{i}]") for i, v in enumerate(init_raw)]
+    echoes = device.get("echoes_feedback", True)
+    if not isinstance(echoes, bool):
+        raise ctx.fail("device.echoes_feedback", "true or false", echoes)
 
     raw_controls = data.get("control", [])
     if not isinstance(raw_controls, list) or not all(isinstance(c, dict) for c in raw_controls):
@@ -360,7 +367,7 @@ def build_profile(data: dict[str, Any], file: str) -> Profile:
                     )
                 lookup[spec.key] = spec
             controls[spec.name] = spec
-    return Profile(name, file, port_in, port_out, controls, lookup, any_program, init)
+    return Profile(name, file, port_in, port_out, controls, lookup, any_program, init, echoes)
 
 
 def _range(

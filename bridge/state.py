@@ -37,7 +37,13 @@ suffix. Keys:
                                        are refused, answered ``/error``) and retries by itself
 ``log/reason``                 str     why it is failing ("database or disk is full"); "" when ok
 ``log/unwritten``              int     records refused (not written) since the daemon started
+``daw/status``                 str     status of the device with role ``daw`` (as above)
+``daw/online``                 bool    derived: the DAW is connected (``daw/status`` is ok)
 =============================  ======  =============================================
+
+While the DAW is not online, what the state holds for the keys it owns (``transport/*``,
+``track/*``, see :func:`is_daw_key`) is its last report, not the truth: surfaces show them
+as unknown (LEDs off) until it is back (:mod:`bridge.feedback`, the Mackie driver).
 
 ``reduce(values, event)`` is pure: it returns the list of changes and never mutates.
 ``Store`` applies them.
@@ -94,6 +100,8 @@ LOG_UNWRITTEN = "log/unwritten"
 DEFAULTS: Mapping[str, Value] = MappingProxyType(
     {PLAYING: False, RECORDING: False, ON_AIR: False, ASSUMED: True, TALKBACK: False}
 )
+DAW_STATUS = "daw/status"
+DAW_ONLINE = "daw/online"
 
 #: Keys whose values change continuously (coalesced, rate-limited on every output).
 CONTINUOUS_SUFFIXES = ("/position", "/fader", "/elapsed")
@@ -110,6 +118,16 @@ def talkback_key(channel: str = "A") -> str:
 
 def device_key(device: str) -> str:
     return f"device/{device}/status"
+
+
+def is_daw_key(key: str) -> bool:
+    """A key whose value only the DAW knows (transport and tracks): unknown while it is offline."""
+    return key.startswith(("transport/", "track/"))
+
+
+def daw_offline(status: Value) -> bool:
+    """``daw/status`` says the DAW is known to be away (absent: no DAW status known, not offline)."""
+    return isinstance(status, str) and status != "ok"
 
 
 def is_continuous_key(key: str) -> bool:
@@ -139,8 +157,9 @@ def _set(values: Mapping[str, Value], out: list[Change], key: str, new: Value) -
         out.append(Change(key, old, new))
 
 
-def reduce(values: Mapping[str, Value], event: Event) -> list[Change]:
-    """Pure reducer: the changes ``event`` makes to ``values``."""
+def reduce(values: Mapping[str, Value], event: Event, daw: str | None = None) -> list[Change]:
+    """Pure reducer: the changes ``event`` makes to ``values`` (``daw``: the name of the device
+    with role daw, whose status is mirrored in ``daw/status``)."""
     out: list[Change] = []
     match event:
         case TransportChanged(playing=playing, recording=recording, assumed=assumed):
@@ -175,6 +194,9 @@ def reduce(values: Mapping[str, Value], event: Event) -> list[Change]:
             _set(values, out, TALKBACK_ASSUMED, assumed)
         case DeviceStatusChanged(device=device, status=status):
             _set(values, out, device_key(device), str(status))
+            if device == daw:
+                _set(values, out, DAW_STATUS, str(status))
+                _set(values, out, DAW_ONLINE, str(status) == "ok")
         case LogStatusChanged(status=status, reason=reason, unwritten=unwritten):
             _set(values, out, LOG_STATUS, status)
             _set(values, out, LOG_REASON, reason)
@@ -203,8 +225,10 @@ def reduce(values: Mapping[str, Value], event: Event) -> list[Change]:
 class Store:
     """The live studio state: ``apply(event)`` returns what changed."""
 
-    def __init__(self, initial: Mapping[str, Value] | None = None) -> None:
+    def __init__(self, initial: Mapping[str, Value] | None = None, daw: str | None = None) -> None:
         self._values: dict[str, Value] = dict(initial or {})
+        #: the device with role daw (its status is mirrored in daw/status)
+        self.daw = daw
         self._tracks: dict[int, int] = {}  # track -> number of keys it has
         for key in self._values:
             self._count_track(key, 1)
@@ -220,7 +244,7 @@ class Store:
             self._tracks.pop(parsed[0], None)
 
     def apply(self, event: Event) -> list[Change]:
-        changes = reduce(self._values, event)
+        changes = reduce(self._values, event, self.daw)
         values = self._values
         for change in changes:
             key = change.key

@@ -102,3 +102,30 @@ def test_defaults_then_a_daw_report() -> None:
     assert [(c.key, c.new) for c in changes] == [(S.ASSUMED, False)]
     changes = store.apply(TransportChanged(playing=True, recording=True))
     assert {c.key: c.new for c in changes} == {S.PLAYING: True, S.RECORDING: True, S.ON_AIR: True}
+
+
+def test_daw_status_mirrors_the_daw_device_only() -> None:
+    store = S.Store(daw="ardour")
+    changes = store.apply(DeviceStatusChanged("ardour", DeviceStatus.CONNECTING))
+    assert {c.key: c.new for c in changes} == {
+        "device/ardour/status": "connecting",
+        S.DAW_STATUS: "connecting",
+        S.DAW_ONLINE: False,
+    }
+    store.apply(DeviceStatusChanged("ardour", DeviceStatus.OK))
+    assert store.get(S.DAW_STATUS) == "ok" and store.get(S.DAW_ONLINE) is True
+    # another device's status is not the DAW's
+    assert [c.key for c in store.apply(DeviceStatusChanged("nano", DeviceStatus.DISCONNECTED))] == [
+        "device/nano/status"
+    ]
+    store.apply(DeviceStatusChanged("ardour", DeviceStatus.DISCONNECTED, "silent"))
+    assert store.get(S.DAW_STATUS) == "disconnected" and store.get(S.DAW_ONLINE) is False
+    # no DAW known: no daw/ keys
+    assert S.DAW_STATUS not in {c.key for c in S.reduce({}, DeviceStatusChanged("x", DeviceStatus.OK))}
+
+
+def test_daw_keys() -> None:
+    assert S.is_daw_key("transport/recording") and S.is_daw_key("track/3/armed")
+    assert not S.is_daw_key("talkback") and not S.is_daw_key("take") and not S.is_daw_key(S.DAW_ONLINE)
+    assert S.daw_offline("disconnected") and S.daw_offline("connecting")
+    assert not S.daw_offline("ok") and not S.daw_offline(None)

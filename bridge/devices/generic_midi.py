@@ -6,13 +6,26 @@ Input: each MIDI message is looked up in the profile (:mod:`bridge.profiles`) an
 * continuous controls are coalesced: an absolute control keeps only its latest value, a
   relative encoder the sum of its steps; pending continuous values are flushed before the
   next discrete input so the relative order of faders and buttons is kept;
-* buttons and other discrete inputs pass in order and are never dropped (a momentary
-  button's repeated press or release, e.g. an echo of its LED message, is a duplicate and
-  is skipped; a hardware-toggle button gives a press and a release for every message).
+* buttons and other discrete inputs pass in order, each handed on at once, and are never
+  dropped (a momentary button's repeated press or release, e.g. an echo of its LED message,
+  is a duplicate and is skipped; a hardware-toggle button gives a press and a release for
+  every message).
 
-Echo guard: some controllers send our feedback back. An input equal to the last feedback
-value sent to that control within ``echo_window`` seconds (100 ms) is ignored; for
-momentary buttons only presses are checked, a release is always real.
+Echo guard: some controllers send our feedback back (MIDI thru or merge, "local control"
+off), and an echoed LED-on would look exactly like a press. An input is an echo only if it
+carries exactly a value we sent to that control less than ``echo_window`` seconds (100 ms)
+before its batch was read, that has not come back yet: each value sent matches one echo,
+once (in the order sent). A real button transition on the control (a release, a press)
+breaks every earlier match, so the press of a double tap that arrives with its release (one
+batch, e.g. after a stall) is never taken for the echo of the LED lit by the first press.
+Inputs are handed on one by one as the batch is decoded (``iter_batch``), so an LED lit at
+once for a press goes out before the release after it is read. A momentary button's release
+is never an echo. Left to chance with the guard on: a press arriving within
+``echo_window`` of an LED-on that was sent after that button's release (a DAW confirming
+late), with nothing in between, cannot be told from the echo of a controller that echoes.
+A controller that never echoes says so in its profile (``echoes_feedback = false``, as the
+shipped nanoKONTROL2 profile does; the guard is then off and no press can be lost), or the
+config sets ``echo_window = 0``.
 
 Feedback: ``Feedback(control, value)`` is encoded by the profile (LED on/off/blink values,
 value echo for rings and motor faders). ``blackout()`` turns every LED off.
@@ -26,14 +39,15 @@ Config::
     # input = "nanoKONTROL2"           # port patterns, default from the profile
     # output = "nanoKONTROL2"          # "" = never send feedback
     # api = "auto"                     # jack | alsa | auto
-    # echo_window = 0.1
+    # echo_window = 0.1                # default: 0.1, or 0 if the profile says echoes_feedback = false
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -42,10 +56,15 @@ from bridge.devices._midi import MidiLink, check_pattern
 from bridge.devices.base import DeviceContext, SyncDevice
 from bridge.errors import ConfigError
 from bridge.options import in_range
-from bridge.profiles import ControlSpec, Profile, load_profile
+from bridge.profiles import Profile, load_profile
 from bridge.vocab import ControlInput, Feedback, Inbound, Outbound
 
 log = logging.getLogger(__name__)
+
+#: Default echo window (seconds) for controllers that may echo.
+DEFAULT_ECHO_WINDOW = 0.1
+#: Feedback values remembered per control while waiting for their echo.
+_MAX_UNECHOED = 16
 
 
 def _pattern_check(value: Any) -> str | None:
@@ -65,8 +84,9 @@ class GenericMidiOptions:
     api: Literal["jack", "alsa", "auto"] = "auto"
     #: JACK/ALSA client name (default "sb-<device name>").
     client_name: str = ""
-    #: Seconds during which an input equal to the last feedback for that control is an echo (0 = off).
-    echo_window: float = field(default=0.1, metadata={"check": in_range(0.0, 5.0)})
+    #: Seconds during which an input carrying a feedback value just sent to that control is its echo
+    #: (0 = off); default 0.1, or 0 when the profile says the controller never echoes.
+    echo_window: float | None = field(default=None, metadata={"check": in_range(0.0, 5.0)})
     #: Send the profile's init messages after connecting.
     send_init: bool = True
 
@@ -96,7 +116,13 @@ class GenericMidiSurface(SyncDevice):
             options.client_name or f"sb-{name}", in_pattern, out_pattern or None, options.api
         )
         self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
-        self._last_fb: dict[str, tuple[int, float]] = {}
+        window = options.echo_window
+        if window is None:
+            window = DEFAULT_ECHO_WINDOW if self.profile.echoes_feedback else 0.0
+        #: seconds an echo of a feedback value may take to come back (0: no echo guard)
+        self.echo_window: float = window
+        #: control -> feedback values sent within the window that have not come back, oldest first
+        self._unechoed: dict[str, deque[tuple[int, float]]] = {}
         self._pressed: dict[str, bool] = {}
         self._counts = {
             "inputs": 0,
@@ -121,14 +147,17 @@ class GenericMidiSurface(SyncDevice):
 
     def decode_batch(self, batch: list[bytes]) -> list[ControlInput]:
         """Turn one batch of MIDI messages into control inputs (coalescing continuous ones)."""
-        out: list[ControlInput] = []
+        return list(self.iter_batch(batch))
+
+    def iter_batch(self, batch: list[bytes]) -> Iterator[ControlInput]:
+        """The control inputs of one batch, each yielded as soon as it is known: a discrete
+        input goes to the hub (and its LED may be lit) before the rest of the batch is read,
+        so a release later in the batch comes after that LED message, as it did on the wire."""
         absolute: dict[str, float] = {}
         relative: dict[str, float] = {}
         counts = self._counts
         find = self.profile.find
-        window = self.options.echo_window
-        last_fb = self._last_fb
-        now = self._clock() if window > 0 and last_fb else 0.0
+        now = self._clock()  # every message of the batch arrived before: feedback sent later is no echo
         for msg in batch:
             spec = find(msg)
             if spec is None:
@@ -137,14 +166,33 @@ class GenericMidiSurface(SyncDevice):
             raw = spec.raw_value(msg)
             kind = spec.input
             if kind == "button":
-                if not self._button(spec, raw, now, out, absolute, relative):
+                name = spec.name
+                value = spec.decode(raw)
+                toggle = spec.button == "toggle" or spec.type == "program"
+                if (value >= 1.0 or toggle) and self._unechoed and self._is_echo(name, raw, now):
                     continue
-            else:
-                if window > 0:
-                    fb = last_fb.get(spec.name)
-                    if fb is not None and fb[0] == raw and now - fb[1] < window:
-                        counts["echoes"] += 1
+                if not toggle:
+                    pressed = value >= 1.0
+                    if self._pressed.get(name, False) == pressed:
+                        counts["duplicates"] += 1
                         continue
+                    self._pressed[name] = pressed
+                # a real transition: what was sent before it cannot come back as this control's input
+                pending = self._unechoed.get(name)
+                if pending:
+                    pending.clear()
+                if absolute or relative:
+                    yield from self._flush(absolute, relative)
+                if toggle:
+                    counts["inputs"] += 2
+                    yield ControlInput(name, 1.0)
+                    yield ControlInput(name, 0.0)
+                else:
+                    counts["inputs"] += 1
+                    yield ControlInput(name, value)
+            else:
+                if self._unechoed and self._is_echo(spec.name, raw, now):
+                    continue
                 if kind == "absolute":
                     if spec.name in absolute:
                         counts["coalesced"] += 1
@@ -154,63 +202,48 @@ class GenericMidiSurface(SyncDevice):
                         counts["coalesced"] += 1
                     relative[spec.name] = relative.get(spec.name, 0.0) + spec.decode(raw)
         if absolute or relative:
-            self._flush(out, absolute, relative)
-        counts["inputs"] += len(out)
-        return out
+            yield from self._flush(absolute, relative)
 
-    def _button(
-        self,
-        spec: ControlSpec,
-        raw: int,
-        now: float,
-        out: list[ControlInput],
-        absolute: dict[str, float],
-        relative: dict[str, float],
-    ) -> bool:
-        value = spec.decode(raw)
-        toggle = spec.button == "toggle" or spec.type == "program"
-        if value >= 1.0 or toggle:
-            fb = self._last_fb.get(spec.name) if self.options.echo_window > 0 else None
-            if fb is not None and fb[0] == raw and now - fb[1] < self.options.echo_window:
+    def _is_echo(self, control: str, raw: int, now: float) -> bool:
+        """True (and the sent value is used up) if ``raw`` is a value sent to ``control`` within
+        the echo window, before the batch was read, that has not come back yet; values sent
+        before it are used up too."""
+        pending = self._unechoed.get(control)
+        if not pending:
+            return False
+        window = self.echo_window
+        while pending and now - pending[0][1] >= window:
+            pending.popleft()
+        for i, (sent, at) in enumerate(pending):
+            if at > now:
+                break  # sent while this batch was being handled: after the input arrived
+            if sent == raw:
+                for _ in range(i + 1):
+                    pending.popleft()
                 self._counts["echoes"] += 1
-                return False
-        if not toggle:
-            pressed = value >= 1.0
-            if self._pressed.get(spec.name, False) == pressed:
-                self._counts["duplicates"] += 1
-                return False
-            self._pressed[spec.name] = pressed
-        if absolute or relative:
-            self._flush(out, absolute, relative)
-        if toggle:
-            out.append(ControlInput(spec.name, 1.0))
-            out.append(ControlInput(spec.name, 0.0))
-        else:
-            out.append(ControlInput(spec.name, value))
-        return True
+                return True
+        return False
 
-    @staticmethod
-    def _flush(out: list[ControlInput], absolute: dict[str, float], relative: dict[str, float]) -> None:
-        for name, v in absolute.items():
-            out.append(ControlInput(name, v))
-        for name, steps in relative.items():
-            if steps:
-                out.append(ControlInput(name, steps, relative=True))
+    def _flush(self, absolute: dict[str, float], relative: dict[str, float]) -> Iterator[ControlInput]:
+        out = [ControlInput(name, v) for name, v in absolute.items()]
+        out += [ControlInput(name, steps, relative=True) for name, steps in relative.items() if steps]
         absolute.clear()
         relative.clear()
+        self._counts["inputs"] += len(out)
+        return iter(out)
 
     async def receive(self) -> AsyncIterator[Inbound]:
         report = self.report_now
         if report is not None:
             # Straight from the helper's frame to the hub, in the task that read it.
             def on_batch(batch: list[bytes]) -> None:
-                for item in self.decode_batch(batch):
+                for item in self.iter_batch(batch):
                     report(item)
 
             await self.link.listen(on_batch)
             return
         async for batch in self.link.messages():
-            for item in self.decode_batch(batch):
+            for item in self.iter_batch(batch):
                 yield item
 
     # ------------------------------------------------------------------ feedback
@@ -224,7 +257,11 @@ class GenericMidiSurface(SyncDevice):
         raw = spec.feedback_raw(message.value)
         if raw is None:
             return None
-        self._last_fb[spec.name] = (raw, self._clock())
+        if self.echo_window > 0:
+            pending = self._unechoed.get(spec.name)
+            if pending is None:
+                pending = self._unechoed[spec.name] = deque(maxlen=_MAX_UNECHOED)
+            pending.append((raw, self._clock()))
         return spec.encode_raw(raw)
 
     def send_now(self, message: Outbound) -> None:

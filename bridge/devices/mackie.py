@@ -17,12 +17,14 @@ faders into absolute commands computed from its local mirror of the state:
 
 Rendering: LEDs of the banked strips, PLAY / STOP / RECORD (RECORD flashes while record is
 enabled but the transport is stopped), talkback keys; motor faders; LCD top line = track
-names (6 characters + space), lower line = ``REC <song> take <n>`` while recording and the
-strip's track numbers (``#9``) otherwise; timecode = position (``hhh.mm.ss.fff`` frames at ``fps``)
-or the take number (``display = "take"``); assignment display = first track of the bank
-(or the take). X-Touch scribble strips are white, red when armed. Only changed LEDs /
-fader positions (10-bit) / LCD cells / digits are sent; a (re)connect clears that cache
-and replays everything. ``blackout()`` turns LEDs off, clears the LCD and the displays
+names (6 characters + space, abbreviated so that strips stay apart: "Audio 1" -> "Audio1",
+"Lead Vox" -> "LeadVx", see ``mackie_codec.abbreviate``), lower line =
+``REC <song> take <n>`` while recording and the strip's track numbers (``#9``) otherwise;
+timecode = position (``hhh.mm.ss.fff`` frames at ``fps``) or the take number
+(``display = "take"``); assignment display = first track of the bank (or the take).
+X-Touch scribble strips are white, red when armed. Only changed LEDs / fader positions
+(10-bit) / LCD cells / digits are sent; a (re)connect clears that cache and replays
+everything. ``blackout()`` turns LEDs off, clears the LCD and the displays
 and moves the faders to the bottom (a surface without the bridge shows nothing stale).
 
 A motor fader never fights the hand: no fader feedback while touched and for
@@ -35,6 +37,15 @@ a press, so notes are matched only once the output is known to loop back to the 
 (our own SysEx, LED ring / 7-segment CCs, LED "flash" velocity 01) coming back, logged
 as a warning, and kept until the next connect. A fast double press on a normal link is
 never taken for an echo.
+
+The DAW away (``daw/status`` not ok: it crashed, is starting, or its link is lost): the
+desk claims nothing only the DAW knows. The upper LCD line says ``DAW offline -
+reconnecting``, the transport (PLAY / STOP / RECORD), REC ARM / SOLO / MUTE LEDs go off and
+X-Touch strips turn white; the talkback LED (the bridge's own), the displays and the motor
+faders stay (no motor runs down and back). When the DAW is back, the desk waits
+``DAW_SETTLE`` seconds for the DAW's re-report of its values to arrive, then renders the
+state as it is, through the same caches: each LED or cell that differs from what the desk
+shows is sent once (no flash of a value the DAW no longer has).
 
 Extenders (XT): configure one ``[devices.*]`` per unit with ``extender = true`` and
 ``strip_offset = 8`` (16, ...); each unit banks on its own.
@@ -115,6 +126,10 @@ DEFAULT_KEYS = {
     "right": "select_next_take",
 }
 MODELS = {"mcu": mc.MODEL_MCU, "xtouch": mc.MODEL_MCU, "logic": mc.MODEL_LOGIC}
+#: The upper LCD line while the DAW is away and the bridge retries.
+OFFLINE_TEXT = "DAW offline - reconnecting"
+#: Seconds the desk keeps the offline picture after the DAW is back, while its values arrive.
+DAW_SETTLE = 0.2
 
 
 def key_note(name: str) -> int | None:
@@ -187,6 +202,9 @@ class MackieSurface(SyncDevice):
                 self.actions[note] = action
         self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
         self._mirror: dict[str, Value] = {}
+        #: the DAW is away: its keys are not shown (see the module doc)
+        self._offline = False
+        self._back: asyncio.TimerHandle | None = None  # the DAW is back: render after DAW_SETTLE
         self.bank = 0
         self._link: MidiLink | None = None
         self._gen: AsyncIterator[list[bytes]] | None = None
@@ -262,6 +280,7 @@ class MackieSurface(SyncDevice):
             read.cancel()
 
     def _close(self) -> None:
+        self._cancel_back()
         for i, handle in enumerate(self._settle):
             if handle is not None:
                 handle.cancel()
@@ -330,6 +349,8 @@ class MackieSurface(SyncDevice):
                     self._mirror.pop(key, None)
                 else:
                     self._mirror[key] = value
+        self._cancel_back()
+        self._offline = st.daw_offline(self._mirror.get(st.DAW_STATUS))
         self._clamp_bank()
         self._render_all()
 
@@ -405,13 +426,42 @@ class MackieSurface(SyncDevice):
             return
         if key == st.POSITION:
             self._render_timecode()
-        elif key.startswith("device/") or key == st.ELAPSED:
+        elif key == st.DAW_STATUS:
+            self._daw_status(value)
+        elif key.startswith(("device/", "daw/")) or key == st.ELAPSED:
             return
         else:
             self._render_transport()
             self._render_lcd()
             self._render_timecode()
             self._render_assignment()
+
+    def _daw_status(self, status: Value) -> None:
+        if st.daw_offline(status):
+            self._cancel_back()
+            if not self._offline:
+                self._offline = True
+                self._render_all()
+            else:
+                self._render_lcd()  # the reason may have changed
+        elif self._offline and self._back is None:
+            self._back = asyncio.get_running_loop().call_later(DAW_SETTLE, self._daw_back)
+
+    def _cancel_back(self) -> None:
+        if self._back is not None:
+            self._back.cancel()
+            self._back = None
+
+    def _daw_back(self) -> None:
+        """DAW_SETTLE after the DAW came back: show the state again."""
+        self._back = None
+        if self._link is None or st.daw_offline(self._mirror.get(st.DAW_STATUS)):
+            return
+        self._offline = False
+        try:
+            self._render_all()
+        except DeviceError as exc:  # the writer's next send reports the link; resync replays all
+            log.info("%s: DAW state not shown: %s", self.name, exc)
 
     # ------------------------------------------------------------------ rendering
 
@@ -423,6 +473,12 @@ class MackieSurface(SyncDevice):
         return strip if 0 <= strip < mc.STRIPS else None
 
     def _get(self, key: str) -> Value:
+        return self._mirror.get(key)
+
+    def _shown(self, key: str) -> Value:
+        """What the desk shows for ``key``: nothing (None) for the DAW's keys while it is away."""
+        if self._offline and st.is_daw_key(key) and not st.is_continuous_key(key):
+            return None
         return self._mirror.get(key)
 
     def _led(self, note: int, state: int) -> None:
@@ -446,9 +502,9 @@ class MackieSurface(SyncDevice):
 
     def _render_strip_leds(self, i: int) -> None:
         t = self._track(i)
-        self._led(mc.REC_ARM + i, mc.led_state(self._get(st.track_key(t, "armed")) is True))
-        self._led(mc.SOLO + i, mc.led_state(self._get(st.track_key(t, "solo")) is True))
-        self._led(mc.MUTE + i, mc.led_state(self._get(st.track_key(t, "mute")) is True))
+        self._led(mc.REC_ARM + i, mc.led_state(self._shown(st.track_key(t, "armed")) is True))
+        self._led(mc.SOLO + i, mc.led_state(self._shown(st.track_key(t, "solo")) is True))
+        self._led(mc.MUTE + i, mc.led_state(self._shown(st.track_key(t, "mute")) is True))
 
     def _render_ring(self, i: int) -> None:
         ring = round(self._fader_value(self._track(i)) * 11)
@@ -470,14 +526,15 @@ class MackieSurface(SyncDevice):
             self._sent_fader[i] = sig
 
     def _render_transport(self) -> None:
-        playing = self._get(st.PLAYING) is True
-        recording = self._get(st.RECORDING) is True
+        playing = self._shown(st.PLAYING) is True
+        stopped = self._shown(st.PLAYING) is not True and not self._offline
+        recording = self._shown(st.RECORDING) is True
         talkback = self._get(st.talkback_key(self.options.talkback_channel)) is True
         for note, action in self.actions.items():
             if action == "play":
                 self._led(note, mc.led_state(playing))
             elif action == "stop":
-                self._led(note, mc.led_state(not playing))
+                self._led(note, mc.led_state(stopped))
             elif action == "record":
                 self._led(note, mc.led_state(recording, flash=recording and not playing))
             elif action in ("talkback", "talkback_latch"):
@@ -488,7 +545,7 @@ class MackieSurface(SyncDevice):
                 self._led(note, mc.led_state(self._get(st.SELECTED_FALSE_START) is True))
 
     def _take_number(self) -> int:
-        key = st.TAKE if self._get(st.RECORDING) is True else st.NEXT_TAKE
+        key = st.TAKE if self._shown(st.RECORDING) is True else st.NEXT_TAKE
         v = self._get(key)
         return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
@@ -500,6 +557,8 @@ class MackieSurface(SyncDevice):
             name = self._get(st.track_key(t, "name"))
             names.append(name if isinstance(name, str) else "")
             numbers.append(f"#{t}")
+        if self._offline:
+            return self._offline_text(), mc.lcd_line(numbers)
         top = mc.lcd_line(names)
         if self._get(st.RECORDING) is True:
             song = self._get(st.SONG)
@@ -508,6 +567,19 @@ class MackieSurface(SyncDevice):
         else:
             bottom = mc.lcd_line(numbers)
         return top, bottom
+
+    def _offline_text(self) -> str:
+        """The upper LCD line while the DAW is away (the 8 cells across, not per strip)."""
+        status = self._get(st.DAW_STATUS)
+        if status == "bad_config":
+            text = "DAW offline - check the bridge config"
+        elif status == "stopped":
+            text = "DAW stopped"
+        else:
+            text = OFFLINE_TEXT
+        if self.options.extender:
+            text = "DAW offline"
+        return text[: mc.LCD_WIDTH].ljust(mc.LCD_WIDTH)
 
     def _render_lcd(self) -> None:
         lines = self._lcd_lines()
@@ -532,7 +604,7 @@ class MackieSurface(SyncDevice):
         if not self.is_xtouch:
             return
         colors = tuple(
-            mc.COLOR_RED if self._get(st.track_key(self._track(i), "armed")) is True else mc.COLOR_WHITE
+            mc.COLOR_RED if self._shown(st.track_key(self._track(i), "armed")) is True else mc.COLOR_WHITE
             for i in range(mc.STRIPS)
         )
         if colors != self._sent_colors:

@@ -15,6 +15,7 @@ Pure encode/decode functions, no I/O (protocol facts: research protocols.md sect
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -241,9 +242,69 @@ def lcd_offset(strip: int, line: int) -> int:
     return strip * CELL + line * LCD_WIDTH
 
 
+#: Characters of a strip's name on the LCD (a 7th cell separates the strips).
+NAME_WIDTH = 6
+_VOWELS = frozenset("aeiou")
+_WORD_RE = re.compile(r"[^\W\d_]+|\d+")
+
+
+def _is_vowel(ch: str) -> bool:
+    """A lower-case vowel, accents ignored (capitals are kept: "DI", "OH")."""
+    return unicodedata.normalize("NFKD", ch)[:1] in _VOWELS
+
+
+def abbreviate(name: str, width: int = NAME_WIDTH) -> str:
+    """A track name shortened to ``width`` characters so that strips stay distinguishable.
+
+    A name that fits is kept as it is. Otherwise, one step after the other until it fits:
+    spaces and punctuation go (words keep their capitals: ``"Bass DI"`` -> ``"BassDI"``);
+    lower-case vowels that do not start a word go, the right-most first (``"Lead Vox"`` ->
+    ``"LeadVx"``);
+    then letters go from the end of the longest word. Numbers are never shortened
+    (``"Audio 10"`` -> ``"Audi10"``, ``"Acoustic Guitar 2"`` -> ``"AcsGt2"``): they are what
+    tells ``Audio 1`` from ``Audio 2``. A word that is only a capital is dropped before a
+    number; a number longer than ``width`` keeps its last digits."""
+    if len(name) <= width:
+        return name
+    found = _WORD_RE.findall(name)
+    if not found:
+        return name[:width]
+    words: list[str] = list(found)
+    number = [w.isdigit() for w in words]
+
+    def total() -> int:
+        return sum(len(w) for w in words)
+
+    # lower-case vowels that do not start a word, right-most first
+    for k in range(len(words) - 1, -1, -1):
+        if number[k]:
+            continue
+        i = len(words[k]) - 1
+        while i > 0 and total() > width:
+            if _is_vowel(words[k][i]):
+                words[k] = words[k][:i] + words[k][i + 1 :]
+            i -= 1
+    # letters from the end of the longest word (the right-most of equals)
+    while total() > width:
+        letters = [k for k, w in enumerate(words) if not number[k] and len(w) > 1]
+        if not letters:
+            break
+        longest = max(len(words[k]) for k in letters)
+        victim = [k for k in letters if len(words[k]) == longest][-1]
+        words[victim] = words[victim][:-1]
+    # single letters (but the first word) before numbers
+    while total() > width:
+        singles = [k for k in range(1, len(words)) if not number[k]]
+        if not singles:
+            break
+        del words[singles[-1]], number[singles[-1]]
+    text = "".join(words)
+    return text if len(text) <= width else text[-width:]
+
+
 def strip_cell(text: str) -> str:
-    """A strip's 7 cells: 6 characters, padded or truncated, then a space separator."""
-    return f"{text[:6]:<6} "
+    """A strip's 7 cells: the text in 6 characters (:func:`abbreviate`), then a space."""
+    return f"{abbreviate(text):<{NAME_WIDTH}} "
 
 
 def lcd_line(cells: Sequence[str]) -> str:

@@ -182,7 +182,7 @@ async def test_rec_arm_led_only_from_state_lcd_and_reconnect(emulator: EmuFactor
         # next press toggles against the mirror
         await emu.press(mc.REC_ARM + 1)
         assert await run.next() == SetTrackArm(2, False)
-        # names -> one LCD cell each, 6 characters + space
+        # names -> one LCD cell each, 6 characters (abbreviated) + space
         emu.clear()
         await run.driver.send(Feedback("track/1/name", "Kick"))
         await run.driver.send(Feedback("track/2/name", "Snare Drum"))
@@ -190,7 +190,7 @@ async def test_rec_arm_led_only_from_state_lcd_and_reconnect(emulator: EmuFactor
         got = await emu.wait_for(lambda r: len(r) >= 4)
         assert got[:2] == [
             hx("F0 00 00 66 14 12 00") + b"Kick   " + hx("F7"),
-            hx("F0 00 00 66 14 12 07") + b"Snare  " + hx("F7"),
+            hx("F0 00 00 66 14 12 07") + b"SnrDrm " + hx("F7"),  # abbreviated
         ]
         assert got[2:4] == [hx("E0 7F 7F"), mc.vpot_ring(0, 11, mode=2)]
         assert await settle(emu, 0.3) == got[:4]
@@ -215,7 +215,7 @@ async def test_rec_arm_led_only_from_state_lcd_and_reconnect(emulator: EmuFactor
         want = [
             hx("F0 00 00 66 14 00 F7"),
             hx("90 01 7F"),
-            hx("F0 00 00 66 14 12 00") + b"Kick   Snare  " + b" " * 42 + hx("F7"),
+            hx("F0 00 00 66 14 12 00") + b"Kick   SnrDrm " + b" " * 42 + hx("F7"),
             hx("E0 7F 7F"),
             mc.vpot_ring(0, 11, mode=2),
         ]
@@ -454,3 +454,57 @@ def test_example_config_is_valid() -> None:
     driver = MackieSurface("desk", opts)
     assert driver.is_xtouch and driver.actions[0x36] == "talkback"
     assert driver.actions[mc.CYCLE] == "locate_start"
+
+
+async def test_daw_offline_is_shown_and_everything_comes_back(emulator: EmuFactory) -> None:
+    """Issue 10 item 4: while the DAW is away no LED claims its state and the LCD says so; when it is
+    back the desk shows the state again, sending only what differs from what it shows."""
+    emu = emulator()
+    async with connected(emu, model="xtouch") as run:
+        drv = run.driver
+        for key, value in (
+            ("daw/status", "ok"),
+            ("track/1/name", "Audio 1"),
+            ("track/2/name", "Audio 2"),
+            ("track/1/armed", True),
+            ("track/1/fader", 0.5),
+            ("transport/playing", False),
+            ("transport/recording", True),
+            ("talkback", True),
+        ):
+            await drv.send(Feedback(key, value))  # type: ignore[arg-type]
+        shown = await settle(emu)
+        assert mc.led(mc.REC_ARM, mc.LED_ON) in shown and mc.led(mc.STOP, mc.LED_ON) in shown
+        assert mc.led(mc.RECORD, mc.LED_FLASH) in shown and mc.led(0x66, mc.LED_ON) in shown
+        emu.clear()
+
+        await drv.send(Feedback("daw/status", "disconnected"))
+        got = await settle(emu)
+        top, bottom = lcd_image(shown + got)
+        assert top.startswith("DAW offline - reconnecting"), top
+        assert bottom.startswith("#1     #2")
+        for note in (mc.REC_ARM, mc.STOP, mc.RECORD):
+            assert mc.led(note, mc.LED_OFF) in got, hex(note)
+        assert mc.xtouch_colors(0x14, [mc.COLOR_WHITE] * 8) in got  # strip 1 no longer red
+        assert not [m for m in got if m[0] & 0xF0 == 0xE0]  # no motor fader moves
+        assert not [m for m in got if m[:2] == bytes((0x90, 0x66))]  # talkback stays lit
+        # the DAW's (stale) state changes meanwhile: nothing lights up
+        emu.clear()
+        await drv.send(Feedback("track/2/armed", True))
+        await drv.send(Feedback("track/3/armed", True))
+        await drv.send(Feedback("daw/status", "connecting"))
+        assert await settle(emu) == []
+
+        # back; its re-report follows at once: track 3 is not armed in the DAW any more
+        await drv.send(Feedback("daw/status", "ok"))
+        await drv.send(Feedback("track/3/armed", False))
+        back = await settle(emu)
+        top, _ = lcd_image(shown + got + back)
+        assert top.startswith("Audio1 Audio2 "), top
+        for note, state in ((mc.REC_ARM, mc.LED_ON), (mc.REC_ARM + 1, mc.LED_ON), (mc.STOP, mc.LED_ON)):
+            assert mc.led(note, state) in back, hex(note)
+        assert mc.led(mc.RECORD, mc.LED_FLASH) in back
+        assert not [m for m in back if m[1] == mc.REC_ARM + 2]  # never lit for a value the DAW dropped
+        assert not [m for m in back if m[0] & 0xF0 == 0xE0]  # faders were not touched: not re-sent
+        leds = [m for m in back if m[0] == 0x90]
+        assert len(leds) == len(set(leds)) == 4  # each LED that changed, once; nothing else

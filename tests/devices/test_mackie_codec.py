@@ -142,13 +142,68 @@ def test_lcd_strip_offsets_and_padding() -> None:
     assert mc.lcd_offset(0, 1) == 0x38
     assert mc.lcd_offset(7, 1) == 0x69
     assert mc.strip_cell("Vox") == "Vox    "
-    assert mc.strip_cell("Lead Vocal") == "Lead V "  # 6 characters + separator
+    assert mc.strip_cell("Lead Vocal") == "LedVcl "  # abbreviated to 6 characters + separator
     assert mc.lcd(mc.MODEL_MCU, mc.lcd_offset(1, 0), mc.strip_cell("Vox")) == (
         hx("F0 00 00 66 14 12 07") + b"Vox    " + hx("F7")
     )
     line = mc.lcd_line(["Kick", "Snare", "", "", "", "", "", "Room mics"])
     assert len(line) == 56
-    assert line[:14] == "Kick   Snare  " and line[49:] == "Room m "
+    assert line[:14] == "Kick   Snare  " and line[49:] == "Rommcs "
+
+
+AUDIO = [f"Audio {n}" for n in range(1, 9)]  # Ardour's default track names
+
+
+def test_abbreviate_keeps_default_track_names_apart() -> None:
+    # plain truncation made all eight "Audio " (issue 10 item 2)
+    cells = [mc.abbreviate(n) for n in AUDIO]
+    assert len(set(cells)) == 8 and all(len(c) <= 6 for c in cells)
+    assert cells[0] == "Audio1" and cells[7] == "Audio8"
+    more = [mc.abbreviate(f"Audio {n}") for n in range(1, 100)]
+    assert len(set(more)) == 99 and all(len(c) <= 6 for c in more)
+    assert all(c.endswith(str(n)) for n, c in zip(range(1, 100), more, strict=True))
+    line = mc.lcd_line(AUDIO)
+    cells7 = [line[i * 7 : i * 7 + 6] for i in range(8)]
+    assert len(set(cells7)) == 8
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        ["Lead Vox", "Kick In", "Kick Out", "Bass DI", "Gtr L", "Gtr R"],
+        ["Snare Top", "Snare Bottom", "Drum Overhead Left", "Drum Overhead Right"],
+        ["Lead Vocal 1", "Lead Vocal 2", "Backing Vocal 1", "Backing Vocal 2"],
+        ["Acoustic Guitar 1", "Acoustic Guitar 2", "Acoustic Guitar 10", "Acoustic Guitar 11"],
+    ],
+)
+def test_abbreviate_keeps_studio_names_apart(group: list[str]) -> None:
+    cells = [mc.abbreviate(n) for n in group]
+    assert len(set(cells)) == len(group), cells
+    assert all(len(c) <= 6 for c in cells)
+
+
+@pytest.mark.parametrize(
+    ("name", "cell"),
+    [
+        ("Kick", "Kick"),  # fits: unchanged
+        ("Gtr L", "Gtr L"),
+        ("OH L", "OH L"),
+        ("Bass DI", "BassDI"),  # spaces go first
+        ("Audio 1", "Audio1"),
+        ("Lead Vox", "LeadVx"),  # then vowels, right-most first
+        ("Kick Out", "KickOt"),  # a word's first letter stays
+        ("Audio 10", "Audi10"),
+        ("Guitar_DI-2", "GtrDI2"),  # punctuation goes, capitals stay
+        ("Acoustic Guitar 12", "AcGt12"),  # then letters; the number always stays
+        ("Backing Vocal 123", "BcV123"),
+        ("Take 1234567", "234567"),  # a number longer than the cell: its last digits
+        ("", ""),
+        ("***", "***"),
+        ("*******", "*******"[:6]),
+    ],
+)
+def test_abbreviate_rules(name: str, cell: str) -> None:
+    assert mc.abbreviate(name) == cell
 
 
 def test_lcd_charset_fallback() -> None:

@@ -28,6 +28,9 @@ number = 41
 def test_good_profile() -> None:
     p = parse_profile(GOOD, "p.toml")
     assert list(p.controls) == ["play"] and p.input == "t" and p.output == "t"
+    assert p.echoes_feedback is True  # unknown controllers may echo: the guard stays on
+    quiet = parse_profile(GOOD.replace('input = "t"', 'input = "t"\nechoes_feedback = false'), "p.toml")
+    assert quiet.echoes_feedback is False
 
 
 PROFILE_MISTAKES = [
@@ -40,6 +43,10 @@ PROFILE_MISTAKES = [
         r"p\.toml: device\.channel: expected an integer 1-16, got 17",
     ),
     (GOOD.replace('input = "t"', 'init = ["zz"]'), r"p\.toml: device\.init\[0\]: expected hex bytes"),
+    (
+        GOOD.replace('input = "t"', 'input = "t"\nechoes_feedback = "no"'),
+        r'p\.toml: device\.echoes_feedback: expected true or false, got "no"',
+    ),
     (GOOD.replace('name = "play"\n', ""), r"p\.toml: control\[0\]\.name: expected a control name string"),
     (
         GOOD.replace('type = "cc"\n', ""),

@@ -82,3 +82,61 @@ output = "nanoKONTROL2-fb:"
         assert daemon.stop() == 0
     # lights off on shutdown
     wait_bytes(peer, [0xB0, STRIP2_REC, 0])
+
+
+@pytest.mark.jack
+def test_double_taps_in_a_flood_are_all_counted_by_the_daemon(
+    tmp_path: Path,
+    jack_server: JackServer,
+    midi_peer: PeerFactory,
+) -> None:
+    """Issue 10 item 1, through the whole daemon: REC marks a take and toggles record; its LED follows
+    record, so after every press that lit it the next press arrives, together with the release before
+    it, within the echo window of that LED-on. 1,000 msg/s of fader moves around it. Counted at the
+    state: the take number equals the number of presses, and the fader ends where it was left."""
+    peer = midi_peer("nanoKONTROL2", "nanoKONTROL2 MIDI 1")
+    mapping = tmp_path / "taps.toml"
+    mapping.write_text(
+        '[[binding]]\ncontrol = "transport.rec"\ncommand = "take.mark"\n\n'
+        '[[binding]]\ncontrol = "transport.rec"\ncommand = "transport.record"\nglue = "toggle"\n'
+        'feedback = "transport/recording"\n\n'
+        '[[binding]]\ncontrol = "strip1.fader"\ncommand = "track.fader"\ntrack = 1\n'
+    )
+    config = f"""
+[internal]
+tracks = 8
+
+[devices.nano]
+kind = "generic_midi"
+profile = "korg_nanokontrol2"
+mapping = "{mapping}"
+api = "jack"
+input = "nanoKONTROL2:"
+output = "nanoKONTROL2-fb:"
+echo_window = 0.1                  # the echo guard on, as for a controller that might echo
+"""
+    taps, gap = 100, 30
+    msgs: list[list[int]] = [[0xB0, REC, 127]]
+    for t in range(taps):
+        msgs += [[0xB0, 0, (t * 31 + i) % 128] for i in range(gap)]  # strip 1 fader, 1 message per ms
+        msgs += [[0xB0, REC, 0], [0xB0, REC, 127]]  # release + next press: back to back
+    msgs += [[0xB0, REC, 0], [0xB0, 0, 77]]
+    with Daemon(tmp_path, config) as daemon:
+        client = OscClient(daemon.osc_port)
+        try:
+            daemon.wait_for_log("nano (generic_midi): connected")
+            client.command("/subscribe")
+            assert peer.send(msgs, burst=1) == len(msgs)
+            want = taps + 1
+            deadline = time.monotonic() + 30
+            take = None
+            while time.monotonic() < deadline:
+                take = client.latest("/take")
+                if take == [want]:
+                    break
+                time.sleep(0.2)
+            assert take == [want], f"take {take}, {want} presses: {want - (take or [0])[0]} lost"
+            assert client.wait_for(lambda m: m == ("/track/1/fader", [pytest.approx(77 / 127)]), 10)
+        finally:
+            client.close()
+        assert daemon.stop() == 0

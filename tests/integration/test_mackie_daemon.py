@@ -146,3 +146,37 @@ async def test_desk_drives_internal_transport_and_survives_replug(
         client.close()
         await asyncio.to_thread(daemon.stop)
         daemon.kill()
+
+
+async def test_default_track_names_stay_distinct_on_the_lcd(
+    tmp_path: Path,
+    emu: McuEmulator,
+    jack_sync: JackServer,
+) -> None:
+    """Ardour's default names "Audio 1".."Audio 8" used to read "Audio " on every strip (issue 10
+    item 2): the scribble strips the emulated desk decodes show 8 different names, digits kept."""
+    names = [f"Audio {n}" for n in range(1, 9)]
+    listed = ", ".join(f'"{n}"' for n in names)
+    cfg = (
+        f"[internal]\ntracks = 8\nnames = [{listed}]\n\n"
+        f'[devices.desk]\nkind = "mackie"\ninput = "{emu.in_pattern}"\noutput = "{emu.out_pattern}"\n'
+        f'api = "jack"\nclient_name = "{unique_name("bridge-desk")}"\n'
+    )
+    daemon = Daemon(tmp_path, cfg, env=jack_sync.env)
+    await asyncio.to_thread(daemon.start)
+    try:
+
+        def cells(r: list[bytes]) -> list[str]:
+            top = lcd_image(r)[0]
+            return [top[i * 7 : i * 7 + 6] for i in range(8)]
+
+        got = await emu.wait_for(lambda r: all(c.strip() for c in cells(r)), timeout=T)
+        shown = cells(got)
+        assert len(set(shown)) == 8, shown
+        for n, cell in enumerate(shown, start=1):
+            assert cell.rstrip().endswith(str(n)) and cell.startswith("Aud"), shown
+        assert all(lcd_image(got)[0][i * 7 + 6] == " " for i in range(8))  # the strips stay separated
+    finally:
+        print(daemon.log()[-4000:])
+        await asyncio.to_thread(daemon.stop)
+        daemon.kill()
