@@ -116,7 +116,7 @@ async def test_desk_sees_no_relearn_when_ardour_restarts(
     try:
         # The desk shows Ardour's tracks; arm track 2 and mute track 1, and save them in Ardour
         # so that the restarted Ardour has the same values.
-        await emu.wait_for(lambda r: Desk.of(r).text().startswith("Audio  Audio"), timeout=T)
+        await emu.wait_for(lambda r: Desk.of(r).text().startswith("Audio1 Audio2"), timeout=T)
         assert await asyncio.to_thread(client.command, "/track/2/arm", 1) == ("/ok", ["/track/2/arm"])
         assert await asyncio.to_thread(client.command, "/track/1/mute", 1) == ("/ok", ["/track/1/mute"])
         await emu.wait_for(
