@@ -454,8 +454,9 @@ class WebConsole(SyncDevice):
                 self._state.pop(message.control, None)
             else:
                 self._state[message.control] = message.value
-            self._state_pending[message.control] = message.value
-            self._schedule_flush()
+            if self._consoles:  # nobody looking: a console gets the whole state when it connects
+                self._state_pending[message.control] = message.value
+                self._schedule_flush()
         elif isinstance(message, LogEntry):
             from bridge.sessionlog import Record
 
