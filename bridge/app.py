@@ -155,6 +155,7 @@ class App:
         self.data_dir = data_dir
         self.osc_port = osc_port
         self.web_port = web_port
+        self._ready_event = asyncio.Event()  # DeviceContext.ready: set once "ready" is logged
         self.new_session = new_session
         self.log_path = data_dir / LOG_FILE
         self.session_log = SessionLog(self.log_path)
@@ -184,6 +185,7 @@ class App:
             state=self.hub.store.get,
             room=self.config.bridge.room,
             roles=lambda: dict(self.hub.roles),
+            ready=self._ready_event,
         )
 
     def _options(self, spec: DeviceSpec) -> Any:
@@ -288,6 +290,7 @@ class App:
                 ", ".join(f"{n} ({s.kind}{', ' + s.role if s.role else ''})" for n, s in self._specs.items()),
             )
             sd_notify("READY=1")
+            self._ready_event.set()
             if ready is not None:
                 ready()
             while not exit_when_ready and not self._stop_requested:

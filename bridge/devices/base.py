@@ -28,6 +28,7 @@ Feedback modes (class attribute ``feedback``):
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,10 @@ class DeviceContext:
     room: str = "studio"
     #: Which device has which role now (role -> device name), e.g. for a console's health panel.
     roles: Callable[[], dict[str, str]] | None = None
+    #: Set once the daemon is ready (OSC API bound, "ready" logged). Work that is not needed
+    #: for readiness (the web console's ~120 ms aiohttp import) may wait for it, so it does not
+    #: compete with start-up for the GIL.
+    ready: asyncio.Event | None = None
 
 
 class Device(abc.ABC):

@@ -320,6 +320,8 @@ class WebConsole(SyncDevice):
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> WebConsole:
+        if self.ctx.ready is not None:
+            await self.ctx.ready.wait()  # the import would slow the daemon's start-up to ready
         self._web = await _import_aiohttp_web()
         web_mod = self._web
         await self._load_records()
