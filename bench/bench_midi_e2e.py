@@ -42,7 +42,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from peers.jack import stop_process  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_midi_ports import cpu_seconds, family  # noqa: E402
+
 KINDS = [("solo", 32), ("mute", 48), ("rec", 64)]
 BUTTONS = [(kind, base + s) for kind, base in KINDS for s in range(8)]  # 24 buttons
 
@@ -189,25 +191,6 @@ def connect(env: dict[str, str], src: str, dst: str) -> None:
 def pct(xs: list[float], p: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(p * len(s)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def family(pid: int) -> list[int]:
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return [pid]
-    out = [pid]
-    for k in kids:
-        out += family(int(k))
-    return out
 
 
 def floor_run(env: dict[str, str], rate: float, seconds: float) -> tuple[list[float], int, int]:
