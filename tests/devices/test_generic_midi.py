@@ -800,7 +800,10 @@ async def test_double_taps_in_a_flood_over_jack_lose_no_press(
     from bridge.mapping import Mapper, parse_mapping
     from bridge.vocab import MarkTake
 
-    peer = midi_peer(*NANO)
+    # a client name of its own: the previous parameter's peer of the same name may still be
+    # going away, and a link that matched it would (rightly) report it lost
+    client = unique_name(NANO[0])
+    peer = midi_peer(client, NANO[1])
     mapper = Mapper(
         parse_mapping(
             {"binding": [{"control": "transport.rec", "command": "take.mark"}]},
@@ -811,6 +814,8 @@ async def test_double_taps_in_a_flood_over_jack_lose_no_press(
         "profile": "korg_nanokontrol2",
         "api": "jack",
         "client_name": unique_name("n"),
+        "input": client,
+        "output": f"{client}-fb",
     }
     if guard == "on":
         table["echo_window"] = 0.1

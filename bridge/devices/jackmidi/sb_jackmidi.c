@@ -179,6 +179,12 @@ static const char *gone(char *why, size_t cap) {
             return why;
         }
         if (!jack_port_connected_to(ours[i], peers[i])) {
+            /* look again a little later: a graph change under way (another client connecting
+             * or leaving) must not be taken for our connection being dropped */
+            struct timespec ts = {0, 30000000};
+            nanosleep(&ts, NULL);
+            if (jack_port_by_name(client, peers[i]) != NULL && jack_port_connected_to(ours[i], peers[i]))
+                continue;
             snprintf(why, cap, "MIDI port gone: %s (connection dropped: the port was closed and opened again)",
                      peers[i]);
             return why;
