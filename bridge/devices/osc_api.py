@@ -86,6 +86,29 @@ PRIVATE_NETWORKS = (
 )
 
 
+class Allowlist:
+    """The networks allowed to talk to an API (``[osc] allow``, ``[web] allow``); call it with a
+    host address. Answers are cached per host (at most 4,096 hosts)."""
+
+    def __init__(self, networks: list[str]) -> None:
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, host: str) -> bool:
+        cached = self._cache.get(host)
+        if cached is None:
+            try:
+                address = ipaddress.ip_address(host.split("%")[0])
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                    address = address.ipv4_mapped
+                cached = any(address in net for net in self._networks)
+            except ValueError:
+                cached = False
+            if len(self._cache) < 4096:
+                self._cache[host] = cached
+        return cached
+
+
 def _check_networks(value: Any) -> str | None:
     for item in value:
         try:
@@ -516,7 +539,7 @@ class OscApi(SyncDevice):
     ) -> None:
         super().__init__(name, options or OscApiOptions(), ctx)
         self.options: OscApiOptions
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in self.options.allow]
+        self._allowed = Allowlist(self.options.allow)
         self.clients = ClientTable(
             ttl=self.options.client_ttl,
             max_clients=self.options.max_clients,
@@ -534,7 +557,6 @@ class OscApi(SyncDevice):
         self._inbox: deque[Inbound] = deque()
         self._wake = asyncio.Event()
         self._endpoint: UdpEndpoint | None = None
-        self._allowed_cache: dict[str, bool] = {}
         # one limiter per kind of problem, so a flood of garbage cannot hide a denied client
         self._bad_packet = _RateLimitedLog()
         self._bad_command = _RateLimitedLog()
@@ -626,8 +648,7 @@ class OscApi(SyncDevice):
             return False
         static = [_parse_hostport(c) for c in options.clients]
         self.options = options
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in options.allow]
-        self._allowed_cache.clear()
+        self._allowed = Allowlist(options.allow)
         self.clients.reconfigure(
             ttl=options.client_ttl,
             max_clients=options.max_clients,
@@ -672,20 +693,6 @@ class OscApi(SyncDevice):
             yield self._inbox.popleft()
 
     # ---------------------------------------------------------------- input
-
-    def _allowed(self, host: str) -> bool:
-        cached = self._allowed_cache.get(host)
-        if cached is None:
-            try:
-                address = ipaddress.ip_address(host.split("%")[0])
-                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                    address = address.ipv4_mapped
-                cached = any(address in net for net in self._networks)
-            except ValueError:
-                cached = False
-            if len(self._allowed_cache) < 4096:
-                self._allowed_cache[host] = cached
-        return cached
 
     def _datagram(self, data: bytes, addr: Address) -> None:
         self.counters["packets"] += 1

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bridge import state as S
 from bridge.devices.base import DeviceContext, FeedbackMode, SyncDevice
-from bridge.devices.osc_api import PRIVATE_NETWORKS, _check_networks
+from bridge.devices.osc_api import PRIVATE_NETWORKS, Allowlist, _check_networks
 from bridge.errors import ConfigError, DeviceUnavailable
 from bridge.options import port_check, positive
 from bridge.vocab import (
@@ -278,9 +278,8 @@ class WebConsole(SyncDevice):
     ) -> None:
         super().__init__(name, options or WebOptions(), ctx)
         self.options: WebOptions
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in self.options.allow]
+        self._allowed = Allowlist(self.options.allow)
         self._hostnames = _private_hostnames() | {h.lower() for h in self.options.hosts}
-        self._allowed_cache: dict[str, bool] = {}
         self._inbox: deque[Inbound] = deque()
         self._wake = asyncio.Event()
         self._state: dict[str, Value] = {}
@@ -541,20 +540,6 @@ class WebConsole(SyncDevice):
         console.wake.set()
 
     # ------------------------------------------------------------------ HTTP
-
-    def _allowed(self, host: str) -> bool:
-        cached = self._allowed_cache.get(host)
-        if cached is None:
-            try:
-                address = ipaddress.ip_address(host.split("%")[0])
-                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                    address = address.ipv4_mapped
-                cached = any(address in net for net in self._networks)
-            except ValueError:
-                cached = False
-            if len(self._allowed_cache) < 4096:
-                self._allowed_cache[host] = cached
-        return cached
 
     def _host_ok(self, header: str | None) -> bool:
         if not header:
