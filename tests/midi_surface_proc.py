@@ -50,14 +50,30 @@ class Surface:
         self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=self.client)
         self.out.open_virtual_port(self.port)
         if self.with_in:
-            self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=f"{self.client}-fb")
+            # Polled, not a callback: python-rtmidi's callback runs Python (needs the GIL) in
+            # JACK's process thread, while close/open below block in JACK holding the GIL, so
+            # LED feedback arriving during a replug deadlocked this peer (and, through it, the
+            # synchronous-mode jackd of the tests). rtmidi queues input in C++ meanwhile.
+            self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=f"{self.client}-fb", queue_size_limit=65536)
             self.inp.ignore_types(sysex=False, timing=False, active_sense=False)
-            self.inp.set_callback(lambda ev, _d: self.rx.put(ev[0]))
             self.inp.open_virtual_port(self.port)
+            self._stop_poll = threading.Event()
+            self._poller = threading.Thread(target=self._poll, args=(self.inp, self._stop_poll), daemon=True)
+            self._poller.start()
+
+    def _poll(self, inp: Any, stop: threading.Event) -> None:
+        while not stop.is_set():
+            while True:
+                ev = inp.get_message()
+                if ev is None:
+                    break
+                self.rx.put(ev[0])
+            stop.wait(0.0005)
 
     def close(self) -> None:
         if self.inp is not None:
-            self.inp.cancel_callback()
+            self._stop_poll.set()
+            self._poller.join(5)
             self.inp.close_port()
             self.inp.delete()
             self.inp = None
