@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from peers.recorder import Answers
 
 from bridge.devices.fake import FakeDevice
 from bridge.hub import DAW_COMMANDS, Hub
@@ -25,23 +26,6 @@ from bridge.vocab import (
     TrackChanged,
     TransportChanged,
 )
-
-
-class Answers:
-    def __init__(self) -> None:
-        self.results: list[str | None] = []
-        self.event = asyncio.Event()
-
-    def __call__(self, error: str | None) -> None:
-        self.results.append(error)
-        self.event.set()
-
-    async def next(self, limit: float = 5.0) -> str | None:
-        async with asyncio.timeout(limit):
-            while not self.results:
-                self.event.clear()
-                await self.event.wait()
-        return self.results.pop(0)
 
 
 @pytest.fixture

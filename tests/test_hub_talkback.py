@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers.recorder import Answers
 
 from bridge import state as S
 from bridge.devices.fake import FakeDevice
@@ -48,23 +49,6 @@ class Mixer(FakeDevice):
                 self.ignore_releases -= 1
                 return
             self.report(TalkbackChanged(message.on, message.channel))
-
-
-class Answers:
-    def __init__(self) -> None:
-        self.results: list[str | None] = []
-        self.event = asyncio.Event()
-
-    def __call__(self, error: str | None) -> None:
-        self.results.append(error)
-        self.event.set()
-
-    async def next(self, limit: float = 5.0) -> str | None:
-        async with asyncio.timeout(limit):
-            while not self.results:
-                self.event.clear()
-                await self.event.wait()
-        return self.results.pop(0)
 
 
 async def settle() -> None:

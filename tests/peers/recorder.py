@@ -16,6 +16,25 @@ from bridge.devices.base import Device
 from bridge.vocab import Inbound, TrackChanged, TracksReset
 
 
+class Answers:
+    """A command's ``done`` callback that keeps the answers (None or the error) in order."""
+
+    def __init__(self) -> None:
+        self.results: list[str | None] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, error: str | None) -> None:
+        self.results.append(error)
+        self.event.set()
+
+    async def next(self, limit: float = 5.0) -> str | None:
+        async with asyncio.timeout(limit):
+            while not self.results:
+                self.event.clear()
+                await self.event.wait()
+        return self.results.pop(0)
+
+
 class Recorder:
     """Runs ``driver.receive()`` in a task and keeps every event."""
 
