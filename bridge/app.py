@@ -133,7 +133,7 @@ def sd_notify(message: str) -> None:
         sock.sendall(message.encode())
 
 
-async def _answered(device: Device, limit: float | None = None) -> None:
+async def _answered(device: Device[Any], limit: float | None = None) -> None:
     """Wait until a closed device sent the answers it still owed (``wait_closed``: the OSC API
     keeps its socket for commands taken before it closed), at most ``limit`` seconds."""
     wait_closed = getattr(device, "wait_closed", None)
@@ -198,7 +198,7 @@ class App:
             options = dataclasses.replace(options, room=self.config.bridge.room)
         return options
 
-    def _build(self, spec: DeviceSpec) -> Device:
+    def _build(self, spec: DeviceSpec) -> Device[Any]:
         driver = load_driver(spec.kind)
         return driver(spec.name, self._options(spec), self._context())
 

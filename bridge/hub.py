@@ -92,7 +92,7 @@ _TRACK_FIELD: dict[type[Command], str] = {SetTrackArm: "armed", SetTrackMute: "m
 
 @dataclass(eq=False)
 class Slot:
-    device: Device
+    device: Device[Any]
     role: str | None
     outbox: Outbox
     mapper: Mapper | None = None
@@ -352,7 +352,7 @@ class Hub:
             takes.next_take.get(song, 1),
         )
 
-    def add_device(self, device: Device, role: str | None, studio_map: StudioMap | None = None) -> Slot:
+    def add_device(self, device: Device[Any], role: str | None, studio_map: StudioMap | None = None) -> Slot:
         slot = Slot(device, role, Outbox(device.outbox_interval(), self.clock))
         slot.direct = type(device).send_nowait is not Device.send_nowait
         self.slots[device.name] = slot
@@ -599,7 +599,7 @@ class Hub:
 
     # ------------------------------------------------------------------ talkback
 
-    def _talkback_mixer(self, name: str) -> Device | None:
+    def _talkback_mixer(self, name: str) -> Device[Any] | None:
         """The device if ``name`` carries out talkback (role talkback, else mixer)."""
         slot = self.slots.get(name)
         if slot is None or slot.role not in ("talkback", "mixer") or SetTalkback not in slot.device.handles:

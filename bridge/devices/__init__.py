@@ -8,7 +8,7 @@ Third-party drivers register through the entry-point group ``studio_bridge.devic
 from __future__ import annotations
 
 import importlib
-from typing import cast
+from typing import Any, cast
 
 from bridge.devices.base import Device
 from bridge.errors import ConfigError
@@ -46,7 +46,7 @@ def known_kinds() -> list[str]:
     return sorted(kinds)
 
 
-def load_driver(kind: str) -> type[Device]:
+def load_driver(kind: str) -> type[Device[Any]]:
     """Import and return the driver class for ``kind``; raise ConfigError if unknown."""
     target = BUILTIN.get(kind)
     if target is None:
@@ -61,4 +61,4 @@ def load_driver(kind: str) -> type[Device]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"device kind {kind!r} cannot be loaded: {exc}") from exc
-    return cast(type[Device], getattr(module, class_name))
+    return cast(type[Device[Any]], getattr(module, class_name))

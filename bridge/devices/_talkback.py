@@ -21,11 +21,12 @@ sent with ``assumed=True``, as MMC does.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from bridge.devices.base import DeviceContext, SyncDevice
 from bridge.errors import DeviceLost
@@ -50,7 +51,21 @@ def channels_check(value: Any) -> str | None:
     return None
 
 
-class TalkbackDevice(SyncDevice):
+class TalkbackOptions(Protocol):
+    """What every talkback driver's options have."""
+
+    @property
+    def max_on(self) -> float: ...
+    @property
+    def answer_timeout(self) -> float: ...
+    @property
+    def connect_timeout(self) -> float: ...
+
+
+TO = TypeVar("TO", bound=TalkbackOptions)
+
+
+class TalkbackDevice(SyncDevice[TO]):
     """Base of the talkback drivers (see the module docstring)."""
 
     handles: ClassVar[frozenset[type[Command]]] = frozenset({SetTalkback})
@@ -59,7 +74,7 @@ class TalkbackDevice(SyncDevice):
     #: Human name of the peer for messages ("X32 at 10.0.0.5:10023").
     peer: str = "the mixer"
 
-    def __init__(self, name: str, options: Any, ctx: DeviceContext | None = None) -> None:
+    def __init__(self, name: str, options: TO, ctx: DeviceContext | None = None) -> None:
         super().__init__(name, options, ctx)
         self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
         self._events: deque[Event] = deque()
@@ -74,8 +89,9 @@ class TalkbackDevice(SyncDevice):
 
     # ------------------------------------------------------------------ read by the hub
     @property
+    @abc.abstractmethod
     def talkback_channels(self) -> tuple[str, ...]:
-        return tuple(self.options.channels)
+        """The talk channels this device carries ("A", "B")."""
 
     @property
     def talkback_max_on(self) -> float:

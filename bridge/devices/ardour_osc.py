@@ -138,7 +138,32 @@ def _ssid(args: OscArgs) -> int:
     return v
 
 
-class ArdourOsc(Device):
+@dataclass(frozen=True)
+class ArdourOptions:
+    host: str = "127.0.0.1"
+    port: int = field(default=3819, metadata={"check": port_check})
+    local_host: str = "127.0.0.1"
+    #: 0 = any free port (it is passed to Ardour as the reply port).
+    local_port: int = field(default=0, metadata={"check": _local_port_check})
+    strip_types: int = field(default=DEFAULT_STRIP_TYPES, metadata={"check": _nonneg_int})
+    feedback_bits: int = field(default=DEFAULT_FEEDBACK, metadata={"check": _nonneg_int})
+    #: Seconds without any message (Ardour's heartbeat comes every 1 s) before DeviceLost.
+    heartbeat_timeout: float = field(default=2.5, metadata={"check": positive})
+    #: Seconds without any message (a late heartbeat) before the bridge asks Ardour whether it
+    #: still knows the bridge's surface; a restarted Ardour does not: reconnect at once.
+    #: (Ardour's heartbeats come 1.0 s and 1.1 s apart.)
+    probe_after: float = field(default=1.2, metadata={"check": positive})
+    #: Seconds between those registration queries (also while waiting for Ardour to answer).
+    probe_interval: float = field(default=0.05, metadata={"check": in_range(0.01, 5)})
+    #: Seconds to wait for Ardour's answer in ``__aenter__``.
+    connect_timeout: float = field(default=2.0, metadata={"check": positive})
+    #: Most PositionChanged events per second while rolling (jumps are always reported).
+    position_rate: float = field(default=10.0, metadata={"check": in_range(0.1, 1000)})
+    #: Used until Ardour reports its rate (``/strip/list``).
+    sample_rate: int = field(default=48000, metadata={"check": positive})
+
+
+class ArdourOsc(Device[ArdourOptions]):
     """Ardour as the studio's DAW, over OSC (UDP)."""
 
     kind: ClassVar[str] = "ardour"
@@ -152,31 +177,9 @@ class ArdourOsc(Device):
     max_backoff: ClassVar[float] = 0.25
     reports_all_tracks: ClassVar[bool] = True
 
-    @dataclass(frozen=True)
-    class Options:
-        host: str = "127.0.0.1"
-        port: int = field(default=3819, metadata={"check": port_check})
-        local_host: str = "127.0.0.1"
-        #: 0 = any free port (it is passed to Ardour as the reply port).
-        local_port: int = field(default=0, metadata={"check": _local_port_check})
-        strip_types: int = field(default=DEFAULT_STRIP_TYPES, metadata={"check": _nonneg_int})
-        feedback_bits: int = field(default=DEFAULT_FEEDBACK, metadata={"check": _nonneg_int})
-        #: Seconds without any message (Ardour's heartbeat comes every 1 s) before DeviceLost.
-        heartbeat_timeout: float = field(default=2.5, metadata={"check": positive})
-        #: Seconds without any message (a late heartbeat) before the bridge asks Ardour whether it
-        #: still knows the bridge's surface; a restarted Ardour does not: reconnect at once.
-        #: (Ardour's heartbeats come 1.0 s and 1.1 s apart.)
-        probe_after: float = field(default=1.2, metadata={"check": positive})
-        #: Seconds between those registration queries (also while waiting for Ardour to answer).
-        probe_interval: float = field(default=0.05, metadata={"check": in_range(0.01, 5)})
-        #: Seconds to wait for Ardour's answer in ``__aenter__``.
-        connect_timeout: float = field(default=2.0, metadata={"check": positive})
-        #: Most PositionChanged events per second while rolling (jumps are always reported).
-        position_rate: float = field(default=10.0, metadata={"check": in_range(0.1, 1000)})
-        #: Used until Ardour reports its rate (``/strip/list``).
-        sample_rate: int = field(default=48000, metadata={"check": positive})
+    Options: ClassVar[type[ArdourOptions]] = ArdourOptions
 
-    def __init__(self, name: str, options: Any, ctx: DeviceContext | None = None) -> None:
+    def __init__(self, name: str, options: ArdourOptions, ctx: DeviceContext | None = None) -> None:
         super().__init__(name, options, ctx)
         self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
         self._endpoint: UdpEndpoint | None = None

@@ -33,11 +33,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from bridge.vocab import Command, Inbound, Outbound, Value
 
 FeedbackMode = Literal["none", "state", "mapped"]
+
+#: A driver's options dataclass: ``class Ardour(Device[ArdourOptions])`` makes every
+#: ``self.options.x`` checked by mypy.
+OptionsT = TypeVar("OptionsT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,8 @@ class DeviceContext:
     ready: asyncio.Event | None = None
 
 
-class Device(abc.ABC):
-    """Base class of all device drivers."""
+class Device(abc.ABC, Generic[OptionsT]):
+    """Base class of all device drivers, generic over its ``Options`` dataclass."""
 
     #: Registry key, e.g. "ardour", "mackie".
     kind: ClassVar[str]
@@ -81,7 +85,8 @@ class Device(abc.ABC):
     max_backoff: ClassVar[float] = 5.0
     #: Whether the device gets each durable session-log record as a LogEntry.
     wants_log: ClassVar[bool] = False
-    #: The driver's options dataclass (frozen); subclasses override.
+    #: The driver's options dataclass (frozen); subclasses set it to the class they are generic
+    #: over (``class X(Device[XOptions]): Options = XOptions``).
     Options: ClassVar[type[Any]]
 
     @classmethod
@@ -90,9 +95,9 @@ class Device(abc.ABC):
         ``studio-bridge check`` finds it; raise ConfigError / MappingError."""
         return None
 
-    def __init__(self, name: str, options: Any, ctx: DeviceContext | None = None) -> None:
+    def __init__(self, name: str, options: OptionsT, ctx: DeviceContext | None = None) -> None:
         self.name = name
-        self.options = options
+        self.options: OptionsT = options
         self.ctx = ctx or DeviceContext()
         #: While the device is connected and pumped, the supervisor sets this to a function that
         #: hands one item straight to the hub (``Hub.submit``), in the caller's task. A driver
@@ -127,7 +132,7 @@ class Device(abc.ABC):
         instead, which then reports the failure. The default returns False: always queue."""
         return False
 
-    async def blackout(self) -> None:  # noqa: B027 - optional hook
+    async def blackout(self) -> None:
         """Switch the device's lights off (called before ``__aexit__`` on shutdown)."""
 
     def retry_delay(self, attempt: int) -> float:
@@ -145,7 +150,7 @@ class Device(abc.ABC):
         return {}
 
 
-class SyncDevice(Device):
+class SyncDevice(Device[OptionsT]):
     """A driver whose sending never waits (UDP ``sendto``, rtmidi, in-process state): it
     implements ``send_now`` and gets ``send`` and the hub's direct path (``send_nowait``)."""
 

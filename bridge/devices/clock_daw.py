@@ -45,7 +45,7 @@ class InternalOptions:
     position_rate: float = field(default=10.0, metadata={"check": positive})
 
 
-class InternalTransport(SyncDevice):
+class InternalTransport(SyncDevice[InternalOptions]):
     kind: ClassVar[str] = "internal"
     handles: ClassVar[frozenset[type[Command]]] = frozenset(
         {Play, Stop, SetRecord, Locate, SetTrackArm, SetTrackMute, SetTrackSolo, SetTrackFader, AddMarker}
@@ -57,7 +57,6 @@ class InternalTransport(SyncDevice):
         self, name: str, options: InternalOptions | None = None, ctx: DeviceContext | None = None
     ) -> None:
         super().__init__(name, options or InternalOptions(), ctx)
-        self.options: InternalOptions
         self._clock = (ctx.clock if ctx and ctx.clock else None) or time.monotonic
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self.playing = False

@@ -20,7 +20,7 @@ class FakeOptions:
     feedback: str = "none"
 
 
-class FakeDevice(Device):
+class FakeDevice(Device[FakeOptions]):
     kind: ClassVar[str] = "fake"
     Options: ClassVar[type[FakeOptions]] = FakeOptions
 

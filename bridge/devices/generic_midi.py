@@ -91,12 +91,12 @@ class GenericMidiOptions:
     send_init: bool = True
 
 
-class GenericMidiSurface(SyncDevice):
+class GenericMidiSurface(SyncDevice[GenericMidiOptions]):
     kind: ClassVar[str] = "generic_midi"
     feedback: ClassVar[Literal["mapped"]] = "mapped"
     max_backoff: ClassVar[float] = 0.5
     min_interval: ClassVar[float] = 0.005
-    Options: ClassVar[type[Any]] = GenericMidiOptions
+    Options: ClassVar[type[GenericMidiOptions]] = GenericMidiOptions
 
     @classmethod
     def validate(cls, options: GenericMidiOptions, config_dir: Path) -> None:

@@ -156,40 +156,43 @@ def _check_pattern(value: Any) -> str | None:
     return check_pattern(value)
 
 
-class MackieSurface(SyncDevice):
+@dataclass(frozen=True)
+class MackieOptions:
+    #: Port name patterns (substring, or ``re:`` regex); ``output`` defaults to ``input``.
+    input: str = field(default="re:x-touch|mcu|mackie", metadata={"check": _check_pattern})
+    output: str | None = field(default=None, metadata={"check": _check_pattern})
+    api: Literal["jack", "alsa", "auto"] = "auto"
+    #: JACK/ALSA client name of the bridge's ports (default ``bridge-<device name>``).
+    client_name: str = ""
+    model: Literal["mcu", "xtouch", "logic"] = "mcu"
+    extender: bool = False
+    #: First track of strip 1 minus one (8 for the first XT beside a main unit).
+    strip_offset: int = field(default=0, metadata={"check": non_negative})
+    touch_guard: float = field(default=0.1, metadata={"check": non_negative})
+    touch_required: bool = True
+    echo_window: float = field(default=0.2, metadata={"check": non_negative})
+    handshake_timeout: float = field(default=0.5, metadata={"check": positive})
+    display: Literal["position", "take"] = "position"
+    assignment: Literal["bank", "take"] = "bank"
+    fps: int = field(default=30, metadata={"check": in_range(1, 999)})
+    vpot_step: float = field(default=0.01, metadata={"check": in_range(0, 1)})
+    seek_seconds: float = field(default=5.0, metadata={"check": non_negative})
+    talkback_channel: str = field(
+        default="A", metadata={"check": lambda v: None if v in ("A", "B") else 'talk channel "A" or "B"'}
+    )
+    #: Button -> action, merged over DEFAULT_KEYS (action "none" unbinds).
+    keys: dict[str, str] = field(default_factory=dict, metadata={"check": _check_keys})
+
+
+class MackieSurface(SyncDevice[MackieOptions]):
     kind: ClassVar[str] = "mackie"
     feedback: ClassVar[Literal["state"]] = "state"
     min_interval: ClassVar[float] = 0.02
     max_backoff: ClassVar[float] = 0.5
 
-    @dataclass(frozen=True)
-    class Options:
-        #: Port name patterns (substring, or ``re:`` regex); ``output`` defaults to ``input``.
-        input: str = field(default="re:x-touch|mcu|mackie", metadata={"check": _check_pattern})
-        output: str | None = field(default=None, metadata={"check": _check_pattern})
-        api: Literal["jack", "alsa", "auto"] = "auto"
-        #: JACK/ALSA client name of the bridge's ports (default ``bridge-<device name>``).
-        client_name: str = ""
-        model: Literal["mcu", "xtouch", "logic"] = "mcu"
-        extender: bool = False
-        #: First track of strip 1 minus one (8 for the first XT beside a main unit).
-        strip_offset: int = field(default=0, metadata={"check": non_negative})
-        touch_guard: float = field(default=0.1, metadata={"check": non_negative})
-        touch_required: bool = True
-        echo_window: float = field(default=0.2, metadata={"check": non_negative})
-        handshake_timeout: float = field(default=0.5, metadata={"check": positive})
-        display: Literal["position", "take"] = "position"
-        assignment: Literal["bank", "take"] = "bank"
-        fps: int = field(default=30, metadata={"check": in_range(1, 999)})
-        vpot_step: float = field(default=0.01, metadata={"check": in_range(0, 1)})
-        seek_seconds: float = field(default=5.0, metadata={"check": non_negative})
-        talkback_channel: str = field(
-            default="A", metadata={"check": lambda v: None if v in ("A", "B") else 'talk channel "A" or "B"'}
-        )
-        #: Button -> action, merged over DEFAULT_KEYS (action "none" unbinds).
-        keys: dict[str, str] = field(default_factory=dict, metadata={"check": _check_keys})
+    Options: ClassVar[type[MackieOptions]] = MackieOptions
 
-    def __init__(self, name: str, options: Any, ctx: DeviceContext | None = None) -> None:
+    def __init__(self, name: str, options: MackieOptions, ctx: DeviceContext | None = None) -> None:
         super().__init__(name, options, ctx)
         o = options
         base = MODELS[o.model]

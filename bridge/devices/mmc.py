@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from bridge.devices._midi import MidiLink, check_pattern
 from bridge.devices.base import Device, DeviceContext
@@ -226,7 +226,17 @@ class MmcTransportOptions:
     max_tracks: int = field(default=128, metadata={"check": in_range(1, 889)})
 
 
-class _MmcBase(Device):
+class _MmcPortOptions(Protocol):
+    @property
+    def client_name(self) -> str: ...
+    @property
+    def api(self) -> Literal["jack", "alsa", "auto"]: ...
+
+
+MO = TypeVar("MO", bound=_MmcPortOptions)
+
+
+class _MmcBase(Device[MO]):
     max_backoff: ClassVar[float] = 0.5
 
     def _link(self, in_pattern: str | None, out_pattern: str | None) -> MidiLink:
@@ -239,13 +249,13 @@ class _MmcBase(Device):
     link: MidiLink
 
 
-class MmcTransport(_MmcBase):
+class MmcTransport(_MmcBase[MmcTransportOptions]):
     """One-way MMC transport (role ``daw``): emits the matching events with ``assumed=True``."""
 
     kind: ClassVar[str] = "mmc"
     handles: ClassVar[frozenset[type[Command]]] = frozenset({Play, Stop, SetRecord, Locate, SetTrackArm})
     feedback: ClassVar[Literal["none"]] = "none"
-    Options: ClassVar[type[Any]] = MmcTransportOptions
+    Options: ClassVar[type[MmcTransportOptions]] = MmcTransportOptions
 
     def __init__(self, name: str, options: MmcTransportOptions, ctx: DeviceContext | None = None) -> None:
         super().__init__(name, options, ctx)
@@ -323,12 +333,12 @@ class MmcInputOptions:
     client_name: str = ""
 
 
-class MmcInput(_MmcBase):
+class MmcInput(_MmcBase[MmcInputOptions]):
     """MMC from a recorder or controller becomes commands (Play, Stop, SetRecord, Locate, SetTrackArm)."""
 
     kind: ClassVar[str] = "mmc_in"
     feedback: ClassVar[Literal["none"]] = "none"
-    Options: ClassVar[type[Any]] = MmcInputOptions
+    Options: ClassVar[type[MmcInputOptions]] = MmcInputOptions
 
     def __init__(self, name: str, options: MmcInputOptions, ctx: DeviceContext | None = None) -> None:
         super().__init__(name, options, ctx)

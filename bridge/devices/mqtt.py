@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from bridge import __version__, commands
 from bridge.devices.base import Device, DeviceContext
@@ -227,7 +227,7 @@ class _Pub:
     seq: int | None = None  # log record (re-sent after reconnect until acknowledged)
 
 
-class MqttBridge(Device):
+class MqttBridge(Device[MqttOptions]):
     """Publishes the studio state and session log to an MQTT broker; optional commands."""
 
     kind = "mqtt"
@@ -241,7 +241,7 @@ class MqttBridge(Device):
     fast_cap = 0.5
     fast_for = 60.0
     max_backoff = 5.0
-    Options = MqttOptions
+    Options: ClassVar[type[MqttOptions]] = MqttOptions
 
     def __init__(self, name: str, options: MqttOptions, ctx: DeviceContext | None = None) -> None:
         super().__init__(name, options, ctx)

@@ -529,7 +529,7 @@ class _RateLimitedLog:
             self._timer = loop.call_later(max(0.0, self._start + self.window - now), self._window_end)
 
 
-class OscApi(SyncDevice):
+class OscApi(SyncDevice[OscApiOptions]):
     kind: ClassVar[str] = "osc_api"
     feedback: ClassVar[FeedbackMode] = "state"
     Options: ClassVar[type[OscApiOptions]] = OscApiOptions
@@ -538,7 +538,6 @@ class OscApi(SyncDevice):
         self, name: str, options: OscApiOptions | None = None, ctx: DeviceContext | None = None
     ) -> None:
         super().__init__(name, options or OscApiOptions(), ctx)
-        self.options: OscApiOptions
         self._allowed = Allowlist(self.options.allow)
         self.clients = ClientTable(
             ttl=self.options.client_ttl,

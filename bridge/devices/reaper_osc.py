@@ -100,7 +100,31 @@ class _PendingMarker:
     known_before: frozenset[int]
 
 
-class ReaperOsc(Device):
+@dataclass(frozen=True)
+class ReaperOptions:
+    host: str = "127.0.0.1"
+    #: REAPER's "local listen port".
+    port: int = field(default=8000, metadata={"check": port_check})
+    local_host: str = "127.0.0.1"
+    #: REAPER's "device port": where REAPER sends feedback (we bind it).
+    local_port: int = field(default=9000, metadata={"check": port_check})
+    #: Tracks per bank (DEVICE_TRACK_COUNT), raised at connect so more tracks are seen.
+    bank_size: int = field(default=64, metadata={"check": _count_check})
+    #: Markers REAPER reports (DEVICE_MARKER_COUNT); 0 = no marker feedback.
+    marker_count: int = field(default=64, metadata={"check": lambda v: None if 0 <= v <= 1024 else "0-1024"})
+    marker_mode: Literal["id", "action"] = "id"
+    #: First marker number the bridge uses in "id" mode (above REAPER's own).
+    marker_base: int = field(default=1, metadata={"check": positive})
+    connect_timeout: float = field(default=2.0, metadata={"check": positive})
+    #: Silence (s) before the driver probes REAPER with a surface refresh.
+    probe_interval: float = field(default=3.0, metadata={"check": positive})
+    #: Seconds to wait for the probe's answer before DeviceLost.
+    probe_timeout: float = field(default=1.5, metadata={"check": positive})
+    probe_action: int = field(default=ACTION_REFRESH_SURFACES, metadata={"check": positive})
+    position_rate: float = field(default=10.0, metadata={"check": in_range(0.1, 1000)})
+
+
+class ReaperOsc(Device[ReaperOptions]):
     """REAPER as the studio's DAW, over OSC (UDP)."""
 
     kind: ClassVar[str] = "reaper"
@@ -111,32 +135,9 @@ class ReaperOsc(Device):
     min_interval: ClassVar[float] = 0.02
     max_backoff: ClassVar[float] = 2.0
 
-    @dataclass(frozen=True)
-    class Options:
-        host: str = "127.0.0.1"
-        #: REAPER's "local listen port".
-        port: int = field(default=8000, metadata={"check": port_check})
-        local_host: str = "127.0.0.1"
-        #: REAPER's "device port": where REAPER sends feedback (we bind it).
-        local_port: int = field(default=9000, metadata={"check": port_check})
-        #: Tracks per bank (DEVICE_TRACK_COUNT), raised at connect so more tracks are seen.
-        bank_size: int = field(default=64, metadata={"check": _count_check})
-        #: Markers REAPER reports (DEVICE_MARKER_COUNT); 0 = no marker feedback.
-        marker_count: int = field(
-            default=64, metadata={"check": lambda v: None if 0 <= v <= 1024 else "0-1024"}
-        )
-        marker_mode: Literal["id", "action"] = "id"
-        #: First marker number the bridge uses in "id" mode (above REAPER's own).
-        marker_base: int = field(default=1, metadata={"check": positive})
-        connect_timeout: float = field(default=2.0, metadata={"check": positive})
-        #: Silence (s) before the driver probes REAPER with a surface refresh.
-        probe_interval: float = field(default=3.0, metadata={"check": positive})
-        #: Seconds to wait for the probe's answer before DeviceLost.
-        probe_timeout: float = field(default=1.5, metadata={"check": positive})
-        probe_action: int = field(default=ACTION_REFRESH_SURFACES, metadata={"check": positive})
-        position_rate: float = field(default=10.0, metadata={"check": in_range(0.1, 1000)})
+    Options: ClassVar[type[ReaperOptions]] = ReaperOptions
 
-    def __init__(self, name: str, options: Any, ctx: DeviceContext | None = None) -> None:
+    def __init__(self, name: str, options: ReaperOptions, ctx: DeviceContext | None = None) -> None:
         super().__init__(name, options, ctx)
         self._clock: Callable[[], float] = self.ctx.clock or time.monotonic
         self._endpoint: UdpEndpoint | None = None

@@ -90,7 +90,7 @@ class TalkbackOptions:
     stall_timeout: float = field(default=2.0, metadata={"check": positive})
 
 
-class TalkbackRecorder(Device):
+class TalkbackRecorder(Device[TalkbackOptions]):
     """Records the talkback mic per cue (see the module docstring)."""
 
     kind: ClassVar[str] = "talkback_recorder"
@@ -99,7 +99,6 @@ class TalkbackRecorder(Device):
 
     def __init__(self, name: str, options: TalkbackOptions | None = None, ctx: DeviceContext | None = None):
         super().__init__(name, options or TalkbackOptions(), ctx)
-        self.options: TalkbackOptions
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)

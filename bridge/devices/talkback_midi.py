@@ -107,7 +107,7 @@ class MidiTalkbackOptions:
     max_on: float = field(default=120.0, metadata={"check": max_on_check})
 
 
-class MidiTalkback(TalkbackDevice):
+class MidiTalkback(TalkbackDevice[MidiTalkbackOptions]):
     """Talkback over MIDI (see the module docstring)."""
 
     kind: ClassVar[str] = "talkback_midi"
@@ -128,7 +128,6 @@ class MidiTalkback(TalkbackDevice):
 
     def __init__(self, name: str, options: MidiTalkbackOptions, ctx: DeviceContext | None = None) -> None:
         super().__init__(name, options, ctx)
-        self.options: MidiTalkbackOptions
         o = options
         self.peer = f"MIDI talkback {o.output!r}"
         self.link = MidiLink(o.client_name or f"sb-{name}", o.input, o.output, api=o.api)

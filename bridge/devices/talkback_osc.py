@@ -33,10 +33,10 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar
 
 from bridge.devices._osc import Address, OscArgs, UdpEndpoint, dispatch, encode
-from bridge.devices._talkback import TalkbackDevice, max_on_check
+from bridge.devices._talkback import TalkbackDevice, TalkbackOptions, max_on_check
 from bridge.devices.base import DeviceContext
 from bridge.errors import DeviceLost, DeviceUnavailable
 from bridge.options import OptionsError, in_range, port_check, positive
@@ -129,12 +129,28 @@ class OscProfile:
     probe_interval: float
 
 
-class OscTalkbackCore(TalkbackDevice):
+class OscTalkbackCoreOptions(TalkbackOptions, Protocol):
+    """What the OSC talkback drivers' options have besides the talkback ones."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def local_host(self) -> str: ...
+    @property
+    def local_port(self) -> int: ...
+
+
+OO = TypeVar("OO", bound=OscTalkbackCoreOptions)
+
+
+class OscTalkbackCore(TalkbackDevice[OO]):
     """Talkback over OSC from an :class:`OscProfile` (see the module docstring)."""
 
     what: ClassVar[str] = "OSC talkback device"
 
-    def __init__(self, name: str, options: Any, ctx: DeviceContext | None, profile: OscProfile) -> None:
+    def __init__(self, name: str, options: OO, ctx: DeviceContext | None, profile: OscProfile) -> None:
         super().__init__(name, options, ctx)
         self.profile = profile
         self._target: Address = (options.host, options.port)
@@ -321,7 +337,7 @@ class OscTalkbackCore(TalkbackDevice):
         return True
 
 
-class OscTalkback(OscTalkbackCore):
+class OscTalkback(OscTalkbackCore[OscTalkbackOptions]):
     """A generic OSC talkback device (``kind = "talkback_osc"``)."""
 
     kind: ClassVar[str] = "talkback_osc"

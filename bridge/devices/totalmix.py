@@ -59,7 +59,7 @@ class TotalMixOptions:
     max_on: float = field(default=120.0, metadata={"check": max_on_check})
 
 
-class TotalMixTalkback(OscTalkbackCore):
+class TotalMixTalkback(OscTalkbackCore[TotalMixOptions]):
     """TotalMix FX's talkback button (see the module docstring)."""
 
     kind: ClassVar[str] = "totalmix"

@@ -267,7 +267,7 @@ class _Console:
         return True
 
 
-class WebConsole(SyncDevice):
+class WebConsole(SyncDevice[WebOptions]):
     kind: ClassVar[str] = "web"
     feedback: ClassVar[FeedbackMode] = "state"
     wants_log: ClassVar[bool] = True
@@ -277,7 +277,6 @@ class WebConsole(SyncDevice):
         self, name: str, options: WebOptions | None = None, ctx: DeviceContext | None = None
     ) -> None:
         super().__init__(name, options or WebOptions(), ctx)
-        self.options: WebOptions
         self._allowed = Allowlist(self.options.allow)
         self._hostnames = _private_hostnames() | {h.lower() for h in self.options.hosts}
         self._inbox: deque[Inbound] = deque()

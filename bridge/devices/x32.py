@@ -79,7 +79,7 @@ class X32Options:
     max_on: float = field(default=120.0, metadata={"check": max_on_check})
 
 
-class X32Talkback(TalkbackDevice):
+class X32Talkback(TalkbackDevice[X32Options]):
     """X32 / M32 talk A and B (see the module docstring)."""
 
     kind: ClassVar[str] = "x32"
@@ -87,7 +87,6 @@ class X32Talkback(TalkbackDevice):
 
     def __init__(self, name: str, options: X32Options, ctx: DeviceContext | None = None) -> None:
         super().__init__(name, options, ctx)
-        self.options: X32Options
         self._target: Address = (options.host, options.port)
         self.peer = f"X32 at {options.host}:{options.port}"
         self._endpoint: UdpEndpoint | None = None
@@ -101,6 +100,10 @@ class X32Talkback(TalkbackDevice):
         #: talkback configuration as the console reported it (address -> value)
         self.config: dict[str, Any] = {}
         self._stats.update({"renewals": 0, "foreign": 0, "probes": 0})
+
+    @property
+    def talkback_channels(self) -> tuple[str, ...]:
+        return tuple(self.options.channels)
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Self:
