@@ -73,7 +73,8 @@ from bridge.vocab import (
 )
 
 if TYPE_CHECKING:
-    from bridge.sessionlog import LogStatus, Record, SessionInfo, SessionLog
+    from bridge.log.api import SessionLogLike
+    from bridge.sessionlog import LogStatus, Record, SessionInfo
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ MAX_HELD = 1024
 class Hub:
     def __init__(
         self,
-        session_log: SessionLog,
+        session_log: SessionLogLike,
         *,
         roles: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -237,17 +238,12 @@ class Hub:
         self.log.on_durable(self._on_durable)
         self.log.on_status(self._on_log_status)
         self._on_log_status(self.log.status)
-        records: list[Record] = []
         session: list[Record] = []
-        path = getattr(self.log, "path", None)
-        if path is not None:
-            from bridge.sessionlog import read_records, read_take_records
-
-            # take numbers are log-wide: every earlier take can be circled, renamed, selected
-            records = await asyncio.to_thread(read_take_records, path)
-            if info.resumed:
-                session = await asyncio.to_thread(read_records, path, info.session_id)
-                records = sorted({r.seq: r for r in [*records, *session]}.values(), key=lambda r: r.seq)
+        # take numbers are log-wide: every earlier take can be circled, renamed, selected
+        records = await self.log.take_records()
+        if info.resumed:
+            session = await self.log.session_records(info.session_id)
+            records = sorted({r.seq: r for r in [*records, *session]}.values(), key=lambda r: r.seq)
         self._load_session(info, records)
         if session:
             await self._close_open_cues(session)

@@ -520,6 +520,14 @@ class SessionLog:
     def on_durable(self, callback: Callable[[Record], None]) -> None:
         self._callbacks.append(callback)
 
+    async def take_records(self) -> list[Record]:
+        """Every take's records in the whole log (see :func:`read_take_records`), off the loop."""
+        return await asyncio.to_thread(read_take_records, self.path)
+
+    async def session_records(self, session_id: int) -> list[Record]:
+        """All records of one session in seq order (see :func:`read_records`), off the loop."""
+        return await asyncio.to_thread(read_records, self.path, session_id)
+
     async def new_session(self, name: str | None = None) -> SessionInfo:
         """End the current session (``session_end``) and start another (``session_start``)."""
         if self._failing is not None:
