@@ -129,6 +129,7 @@ class GenericMidiSurface(SyncDevice[GenericMidiOptions]):
             "unmapped": 0,
             "echoes": 0,
             "duplicates": 0,
+            "repeated_presses": 0,
             "coalesced": 0,
             "feedback": 0,
         }
@@ -174,8 +175,12 @@ class GenericMidiSurface(SyncDevice[GenericMidiOptions]):
                 if not toggle:
                     pressed = value >= 1.0
                     if self._pressed.get(name, False) == pressed:
-                        counts["duplicates"] += 1
-                        continue
+                        if not pressed:
+                            counts["duplicates"] += 1  # a release of a button not held
+                            continue
+                        # a press of a button held: its release was lost on the way (a late JACK
+                        # cycle) or the device repeats; the press is the user's, never dropped
+                        counts["repeated_presses"] += 1
                     self._pressed[name] = pressed
                 # a real transition: what was sent before it cannot come back as this control's input
                 pending = self._unechoed.get(name)

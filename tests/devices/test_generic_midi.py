@@ -861,3 +861,17 @@ async def test_double_taps_in_a_flood_over_jack_lose_no_press(
     assert drv.stats()["feedback"] == marks  # every press was answered with an LED-on
     if delivered == msgs:
         assert marks == 121
+
+
+def test_a_press_whose_release_was_lost_is_still_a_press() -> None:
+    """A release lost on the way (a JACK xrun in a late cycle, a cable glitch) must not eat the
+    next real press of that button: the press counts; a release of a button not held is dropped."""
+    drv, _, _ = surface()
+    press, release = ControlInput("transport.rec", 1.0), ControlInput("transport.rec", 0.0)
+    assert drv.decode_batch([REC_ON]) == [press]
+    # the release never arrived; the next press is the user's next press
+    assert drv.decode_batch([REC_ON]) == [press]
+    assert drv.decode_batch([REC_OFF]) == [release]
+    assert drv.decode_batch([REC_OFF]) == []  # nothing held: nothing to release
+    stats = drv.stats()
+    assert stats["repeated_presses"] == 1 and stats["duplicates"] == 1
