@@ -1,30 +1,41 @@
 """The MIDI path end to end, against the floor of the same JACK server (issue: MIDI path speed).
 
-    .venv/bin/python bench/bench_midi_e2e.py [--runs 3] [--seconds 3] [--rates 100,1000] [--period 128]
+    .venv/bin/python bench/bench_midi_e2e.py [--runs 3] [--seconds 3] [--rates 100,1000]
+        [--period 128] [--helpers native,python] [--load]
 
 One jackd (dummy driver, asynchronous mode as studios run it, 48 kHz, --period frames: 128 is
-a 2.67 ms period), started here. Per repeat and rate, interleaved:
+a 2.67 ms period), started here. A sender process (rtmidi, a virtual JACK output) plays
+nanoKONTROL2 button presses and releases (CC 32-39 solo, 48-55 mute, 64-71 rec; value 127
+then 0). Per repeat and rate, interleaved:
 
-* **floor**: a sender process (rtmidi, a virtual JACK output) plays nanoKONTROL2 button presses
-  and releases (CC 32-39 solo, 48-55 mute, 64-71 rec; value 127 then 0) to a receiver process
-  (rtmidi input callback) through the same jackd, no bridge: press sent -> press received.
-* **bridge**, with each MIDI helper (``--helpers native,python``): the daemon from its console
-  script (``studio-bridge run``) with the shipped
-  ``korg_nanokontrol2`` profile and a mapping that toggles arm / mute / solo of tracks 1-8 on
-  the internal transport; a listener in this process receives the OSC feedback
-  (``/track/<n>/arm|mute|solo i 0|1``, one per press): press sent -> feedback datagram
-  received. Both ends stamp CLOCK_MONOTONIC (shared by all processes).
+* **floor alone**: sender -> a receiver process (rtmidi input callback) through the same jackd,
+  no bridge: press sent -> press received.
+* **bridge**, with each MIDI helper: the daemon from its console script (``studio-bridge run``)
+  with the shipped ``korg_nanokontrol2`` profile and a mapping that toggles arm / mute / solo of
+  tracks 1-8 on the internal transport; a listener in this process receives the OSC feedback
+  (``/track/<n>/arm|mute|solo i 0|1``, one per press): press sent -> feedback datagram received.
+  The floor's receiver is connected to the same sender port in the same run, so every press has
+  its own floor arrival: **added latency = bridge arrival - floor arrival of the same press**
+  (free of the JACK period's phase, which makes separate runs differ by up to a period).
+  All processes stamp CLOCK_MONOTONIC.
+
+Loss is counted per press: a press with no feedback on its address before the next press of the
+same button is lost, and the daemon's own counters (logged at its clean stop) say where: MIDI
+messages that reached the daemon from its helper vs commands and feedback. ``--load`` runs a
+busy process on every core during the bridge runs (the issue's "while another process loads both
+cores").
 
 Prints, per variant and rate, median [min..max] over the repeats of each repeat's p50 and p99,
-the added latency (bridge - floor) and the ratio; the CPU of the daemon and its MIDI helper
-during the bridge runs (percent of one core, from /proc); presses sent vs feedback received
-(any loss is a bug: discrete messages must never be dropped); and the load average.
+the added latency, the CPU of the daemon and its MIDI helper during the bridge runs (percent of
+one core, from /proc), presses lost, and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import multiprocessing
 import os
 import shutil
 import socket
@@ -105,7 +116,7 @@ glue = "toggle"
 
 CONFIG = """
 [bridge]
-log_level = "warning"
+log_level = "info"
 
 [osc]
 bind = "127.0.0.1"
@@ -125,12 +136,13 @@ api = "jack"
 """
 
 
-def start_jackd(period: int) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+def start_jackd(period: int, realtime: bool, log: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     name = f"e2e-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
-    cmd = ["jackd", "-n", name, "--no-realtime", "-t", "2000"]
+    cmd = ["jackd", "-n", name, "-R" if realtime else "--no-realtime", "-t", "2000"]
     cmd += ["-d", "dummy", "-r", "48000", "-p", str(period)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if subprocess.run(["jack_lsp"], env=env, capture_output=True, timeout=10).returncode == 0:
@@ -219,11 +231,40 @@ def studio_bridge() -> list[str]:
     return [found] if found else [sys.executable, "-m", "bridge"]
 
 
-def bridge_run(
-    env: dict[str, str], rate: float, seconds: float, helper: str
-) -> tuple[list[float], int, int, float]:
+class BridgeRun:
+    """One bridge run's results."""
+
+    def __init__(self) -> None:
+        self.lat: list[float] = []  # press sent -> OSC feedback, us
+        self.added: list[float] = []  # OSC feedback - floor arrival of the same press, us
+        self.floor: list[float] = []  # press sent -> floor receiver, us (same run)
+        self.sent = 0
+        self.lost: list[float] = []  # seconds into the run of each press with no feedback
+        self.floor_lost = 0
+        self.cpu = 0.0
+        self.stats: dict[str, dict[str, int]] = {}
+        self.warnings: list[str] = []
+
+
+def _match(presses: list[int], arrivals: list[int]) -> dict[int, int]:
+    """Press index (into ``presses``) -> its arrival: each arrival belongs to the latest press of
+    that button sent before it (presses of one button are 24 presses apart, far longer than the
+    latency); a press no arrival belongs to was lost."""
+    out: dict[int, int] = {}
+    j = 0
+    for t in sorted(arrivals):
+        while j + 1 < len(presses) and presses[j + 1] <= t:
+            j += 1
+        if presses and presses[j] <= t and j not in out:
+            out[j] = t
+    return out
+
+
+def bridge_run(env: dict[str, str], rate: float, seconds: float, helper: str, load: bool) -> BridgeRun:
     env = dict(env, STUDIO_BRIDGE_MIDI_HELPER=helper)
+    res = BridgeRun()
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     listener.bind(("127.0.0.1", 0))
     listener.settimeout(0.2)
     port = listener.getsockname()[1]
@@ -242,6 +283,7 @@ def bridge_run(
             if addr.startswith("/track/") and t >= t_go[0]:
                 arrivals.setdefault(addr, []).append(t)
 
+    hogs: list[multiprocessing.Process] = []
     with tempfile.TemporaryDirectory() as tmp:
         mapping = Path(tmp) / "map.toml"
         cmd = {"rec": "arm", "mute": "mute", "solo": "solo"}
@@ -252,16 +294,24 @@ def bridge_run(
         )
         cfg = Path(tmp) / "studio.toml"
         cfg.write_text(CONFIG.format(listen=port, mapping=mapping))
+        errlog = Path(tmp) / "daemon.log"
         ccs = ",".join(str(cc) for _, cc in BUTTONS)
+        rx = spawn(RECEIVER, [], env)
         tx = spawn(SENDER, [str(rate), str(seconds), "", ccs], env)
         osc_port = free_udp_port()
         args = [*studio_bridge(), "run", "-c", str(cfg), "--osc-port", str(osc_port)]
         args += ["--data-dir", str(Path(tmp) / "data"), "--new-session"]
-        daemon = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        with errlog.open("w") as err:
+            daemon = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
         thread = threading.Thread(target=listen, daemon=True)
         try:
+            connect(env, "E2ESender:out", "E2EReceiver:in")
             wait_connected(env)
             thread.start()
+            if load:
+                hogs = [multiprocessing.Process(target=_hog, daemon=True) for _ in range(os.cpu_count() or 2)]
+                for h in hogs:
+                    h.start()
             time.sleep(0.5)
             pids = family(daemon.pid)
             c0 = sum(cpu_seconds(p) for p in pids)
@@ -272,34 +322,56 @@ def bridge_run(
             t1 = time.monotonic()
             c1 = sum(cpu_seconds(p) for p in pids)
             time.sleep(0.3)
+            tell(rx)
+            floor = read_ints(rx, "got")
         finally:
+            for h in hogs:
+                h.terminate()
+                h.join(5)
             stop.set()
-            end(tx)
-            daemon.terminate()
+            daemon.terminate()  # before the sender goes: its port vanishing is not part of the run
             try:
                 daemon.wait(10)
             except subprocess.TimeoutExpired:
                 daemon.kill()
                 daemon.wait(5)
+            end(tx)
+            end(rx)
             if thread.is_alive():
                 thread.join(2)
             listener.close()
-    # The j-th press of button k is answered by the j-th feedback on its address.
-    lat: list[float] = []
-    got = 0
+        for line in errlog.read_text(errors="replace").splitlines():
+            if " stats: " in line:
+                name, _, text = line.partition(" stats: ")
+                with contextlib.suppress(ValueError, SyntaxError):
+                    res.stats[name.rsplit(" ", 1)[-1]] = ast.literal_eval(text.strip())
+            elif "WARNING" in line or "ERROR" in line:
+                res.warnings.append(line)
+    res.sent = len(sent)
+    res.floor_lost = len(sent) - len(floor)
+    if res.floor_lost:
+        print(f"floor receiver: {len(floor)} of {len(sent)} presses", file=sys.stderr)
+    floor_at = dict(enumerate(floor)) if len(floor) == len(sent) else {}
     names = {"rec": "arm", "mute": "mute", "solo": "solo"}
-    per_button: dict[int, int] = {}
-    for i, t_sent in enumerate(sent):
-        kind, cc = BUTTONS[i % len(BUTTONS)]
+    for b, (kind, cc) in enumerate(BUTTONS):
+        idx = list(range(b, len(sent), len(BUTTONS)))  # this button's presses
         n = cc - dict(KINDS)[kind] + 1
-        j = per_button.get(i % len(BUTTONS), 0)
-        per_button[i % len(BUTTONS)] = j + 1
-        seen = arrivals.get(f"/track/{n}/{names[kind]}", [])
-        if j < len(seen):
-            got += 1
-            lat.append((seen[j] - t_sent) / 1000.0)
-    cpu = 100.0 * (c1 - c0) / (t1 - t0)
-    return lat, len(sent), got, cpu
+        matched = _match([sent[i] for i in idx], arrivals.get(f"/track/{n}/{names[kind]}", []))
+        for k, i in enumerate(idx):
+            if k not in matched:
+                res.lost.append((sent[i] - sent[0]) / 1e9)
+                continue
+            res.lat.append((matched[k] - sent[i]) / 1000.0)
+            if i in floor_at:
+                res.added.append((matched[k] - floor_at[i]) / 1000.0)
+    res.floor = [(floor_at[i] - sent[i]) / 1000.0 for i in floor_at]
+    res.cpu = 100.0 * (c1 - c0) / (t1 - t0)
+    return res
+
+
+def _hog() -> None:
+    while True:
+        pass
 
 
 def wait_connected(env: dict[str, str]) -> None:
@@ -334,49 +406,85 @@ def main() -> None:
         default="native,python",
         help="MIDI helpers to run the bridge with: native (bridge/devices/jackmidi), python",
     )
+    ap.add_argument("--load", action="store_true", help="a busy process per core during the bridge runs")
+    ap.add_argument(
+        "--realtime",
+        action="store_true",
+        help="jackd -R (its clients' process threads SCHED_FIFO, as on a studio machine; needs rtprio)",
+    )
     a = ap.parse_args()
     helpers = a.helpers.split(",")
     rates = [float(r) for r in a.rates.split(",")]
-    jackd, env = start_jackd(a.period)
-    res: dict[tuple[str, float], dict[str, list[float]]] = {}
+    jack_log = Path(tempfile.mkdtemp(prefix="e2e-jackd-")) / "jackd.log"
+    jackd, env = start_jackd(a.period, a.realtime, jack_log)
+    floors: dict[float, dict[str, list[float]]] = {}
+    runs: dict[tuple[str, float], list[BridgeRun]] = {}
     try:
         for _ in range(a.runs):
             for rate in rates:
                 lat, sent, got = floor_run(env, rate, a.seconds)
-                r = res.setdefault(("floor", rate), {"p50": [], "p99": [], "lost": [], "cpu": []})
+                r = floors.setdefault(rate, {"p50": [], "p99": [], "lost": []})
                 r["p50"].append(pct(lat, 0.5))
                 r["p99"].append(pct(lat, 0.99))
                 r["lost"].append(sent - got)
                 for helper in helpers:
-                    lat, sent, got, cpu = bridge_run(env, rate, a.seconds, helper)
-                    r = res.setdefault((helper, rate), {"p50": [], "p99": [], "lost": [], "cpu": []})
-                    r["p50"].append(pct(lat, 0.5) if lat else float("nan"))
-                    r["p99"].append(pct(lat, 0.99) if lat else float("nan"))
-                    r["lost"].append(sent - got)
-                    r["cpu"].append(cpu)
+                    runs.setdefault((helper, rate), []).append(
+                        bridge_run(env, rate, a.seconds, helper, a.load)
+                    )
     finally:
         stop_process(jackd)
     load = os.getloadavg()
     ms = a.period / 48
-    print(f"jackd dummy 48 kHz, period {a.period} ({ms:.2f} ms), {a.runs} repeats x {a.seconds:.0f} s")
+    xruns = jack_log.read_text(errors="replace").count("XRun: client")
+    shutil.rmtree(jack_log.parent, ignore_errors=True)
+    mode = "realtime (-R)" if a.realtime else "non-realtime"
+    print(
+        f"jackd dummy 48 kHz, {mode}, period {a.period} ({ms:.2f} ms), {a.runs} repeats x {a.seconds:.0f} s"
+    )
+    print(f"jackd reported {xruns} late clients (XRun: a client not finished in its cycle loses its MIDI)")
+    if a.load:
+        print(f"bridge runs with a busy process on each of the {os.cpu_count()} cores")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)")
     for rate in rates:
-        fl = res[("floor", rate)]
+        fl = floors[rate]
         print(f"\n{rate:.0f} msg/s (presses and releases; one feedback per press)")
         lost = fmt(fl["lost"], "")
-        print(f"  floor (JACK loopback)     p50 {fmt(fl['p50'])}   p99 {fmt(fl['p99'])}   lost {lost}")
+        print(f"  floor alone (JACK loopback)  p50 {fmt(fl['p50'])}   p99 {fmt(fl['p99'])}   lost {lost}")
         for helper in helpers:
-            br = res[(helper, rate)]
-            print(f"  bridge, {helper} helper")
-            lost = fmt(br["lost"], "")
-            print(f"    MIDI -> OSC feedback    p50 {fmt(br['p50'])}   p99 {fmt(br['p99'])}   lost {lost}")
-            add50 = [b - f for b, f in zip(br["p50"], fl["p50"], strict=True)]
-            add99 = [b - f for b, f in zip(br["p99"], fl["p99"], strict=True)]
-            rt = statistics.median([b / f for b, f in zip(br["p50"], fl["p50"], strict=True)])
-            print(f"    added over the floor    p50 {fmt(add50)}   p99 {fmt(add99)}   ratio p50 {rt:.2f}x")
-            cpu = br["cpu"]
+            rs = runs[(helper, rate)]
+            print(f"  bridge, {helper} helper (floor receiver on the same presses)")
+            row = {
+                "floor, same run": [r.floor for r in rs],
+                "MIDI -> OSC feedback": [r.lat for r in rs],
+                "added (same press)": [r.added for r in rs],
+            }
+            for what, per_run in row.items():
+                if not all(per_run):
+                    print(f"    {what:22} no data")
+                    continue
+                p50 = fmt([pct(x, 0.5) for x in per_run])
+                p99 = fmt([pct(x, 0.99) for x in per_run])
+                print(f"    {what:22} p50 {p50}   p99 {p99}")
+            cpu = [r.cpu for r in rs]
             c = f"{statistics.median(cpu):.1f} % [{min(cpu):.1f}..{max(cpu):.1f}]"
-            print(f"    CPU daemon + helper     {c} of one core")
+            print(f"    CPU daemon + helper    {c} of one core")
+            lost_n = [len(r.lost) for r in rs]
+            print(f"    presses lost           {sum(lost_n)} of {sum(r.sent for r in rs)} (per run {lost_n})")
+            # what JACK did not deliver to the daemon's helper (a late cycle) vs what the bridge lost
+            # after it: with each message lost on the way at most one press goes unanswered
+            undelivered = [2 * r.sent - r.stats.get("nano", {}).get("received", 0) for r in rs]
+            inside = [max(0, len(r.lost) - u) for r, u in zip(rs, undelivered, strict=True)]
+            print(f"    not delivered by JACK  {sum(undelivered)} MIDI messages (per run {undelivered})")
+            print(
+                f"    lost inside the bridge {sum(inside)} presses (after its MIDI helper; per run {inside})"
+            )
+            for r in rs:
+                if r.lost:
+                    at = ", ".join(f"{t:.3f}" for t in r.lost[:10])
+                    print(f"      lost at s: {at}; daemon counters: {r.stats}")
+                for w in r.warnings[:5]:
+                    print(f"      daemon: {w}")
+
 
 if __name__ == "__main__":
     main()

@@ -98,6 +98,10 @@ async def run_device(hub: Hub, slot: Slot) -> None:
                 await _pump(hub, slot)
         except asyncio.CancelledError:
             hub.device_down(name, DeviceStatus.STOPPED, "stopped")
+            with contextlib.suppress(Exception):
+                stats = device.stats()
+                if stats:  # the run's counters, once, at a clean stop (journal, benchmarks)
+                    log.info("%s stats: %s", name, stats)
             raise
         except ConfigError as exc:
             log.error("%s (%s): bad configuration: %s", name, device.kind, exc)
