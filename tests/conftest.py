@@ -4,10 +4,15 @@ The fast lane: ``pytest -m "not peers"`` runs only the tests that start no other
 (no daemon subprocess, jackd, Ardour, mosquitto, fake peer process or browser). A test is
 marked ``peers`` here, automatically, when it carries one of the peer markers, lives in a
 directory of whole-daemon tests, or uses a fixture that starts a peer.
+
+Any order of the test files passes: ``--file-order reverse`` runs the files last to first,
+``--file-order shuffle`` (or ``shuffle:<seed>``) in a random order it prints (tests within a
+file keep their order).
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -54,7 +59,39 @@ def _uses_peers(item: pytest.Item) -> bool:
     return bool(getattr(getattr(item, "module", None), "STARTS_PROCESSES", False))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--file-order",
+        default="",
+        help="run the test files in another order: reverse, shuffle, shuffle:<seed>",
+    )
+
+
+def _reorder_files(order: str, items: list[pytest.Item]) -> str:
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(str(item.path), []).append(item)
+    names = list(files)
+    if order == "reverse":
+        names.reverse()
+        what = "reversed"
+    elif order == "shuffle" or order.startswith("shuffle:"):
+        seed = int(order.partition(":")[2] or random.randrange(1 << 30))
+        random.Random(seed).shuffle(names)
+        what = f"shuffled with seed {seed} (--file-order shuffle:{seed} repeats it)"
+    else:
+        raise pytest.UsageError(f"--file-order: reverse, shuffle or shuffle:<seed>, not {order!r}")
+    items[:] = [item for name in names for item in files[name]]
+    return f"test files {what}: {len(names)} files"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _uses_peers(item):
             item.add_marker(pytest.mark.peers)
+    order = config.getoption("--file-order")
+    if order:
+        message = _reorder_files(order, items)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(message)
