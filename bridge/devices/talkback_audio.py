@@ -7,12 +7,13 @@ reports ``AudioCaptured(path, seconds)``, which the hub logs as a ``talkback_aud
 the cue.
 
 Design: the audio runs in a **child process** (``python -m bridge.devices._talkback_audio_child``),
-started in ``__aenter__`` and spoken to with JSON lines over stdin/stdout. Reasons, measured on PortAudio 19.6 /
-JACK 1.9.21: once the JACK server dies under an open stream, PortAudio in that process is unusable
-(``stream.abort()``/``close()`` hang forever, ``Pa_Terminate`` fails an assertion and aborts the
-process, a new stream fails with "Insufficient memory"); only a new process recovers. The child also
-keeps the per-block Python callback (about 190 calls/s at 256 frames) off the daemon's GIL, and
-``sounddevice`` is imported only there, so the daemon starts on machines without PortAudio.
+started in ``__aenter__`` and spoken to with JSON lines over stdin/stdout. Reasons, measured on
+PortAudio 19.6 / JACK 1.9.21: once the JACK server dies under an open stream, PortAudio in that
+process is unusable (``stream.abort()``/``close()`` hang forever, ``Pa_Terminate`` fails an
+assertion and aborts the process, a new stream fails with "Insufficient memory"); only a new process
+recovers. The child also keeps the per-block Python callback (about 190 calls/s at 256 frames) off
+the daemon's GIL, and ``sounddevice`` is imported only there, so the daemon starts on machines
+without PortAudio.
 
 The child (its recording threads and its JSON-lines protocol) is
 :mod:`bridge.devices._talkback_audio_child`; this module is the driver that runs in the daemon.
