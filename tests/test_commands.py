@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bridge import command_docs, commands
+from bridge.devices._mqtt_topics import parse_command
 from bridge.devices.mackie import ACTIONS, MackieSurface
-from bridge.devices.mqtt import parse_command
 from bridge.devices.osc_api import OscApi
 from bridge.mapping import COMMANDS, parse_binding
 from bridge.vocab import (

@@ -207,7 +207,7 @@ def osc_api_addresses(tracks: int = ENGINEER_TRACKS) -> tuple[set[str], set[str]
     """(command addresses the OSC API accepts, feedback addresses it sends), from the command
     registry's verb list, with track numbers 1..``tracks`` filled in."""
     from bridge import commands
-    from bridge.devices import osc_api
+    from bridge.devices import _osc_api_grammar
 
     command_set: set[str] = set(QUERIES)
     for v in commands.VERBS:
@@ -245,6 +245,6 @@ def osc_api_addresses(tracks: int = ENGINEER_TRACKS) -> tuple[set[str], set[str]
     for n in range(1, tracks + 1):
         keys += [S.track_key(n, f) for f in ("name", "armed", "mute", "solo", "fader")]
     for key in keys:
-        for address, _ in osc_api.feedback_messages(key, None):
+        for address, _ in _osc_api_grammar.feedback_messages(key, None):
             feedback.add(address)
     return command_set, feedback
