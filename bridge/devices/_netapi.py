@@ -1,8 +1,8 @@
 """What the bridge's own network APIs share: the OSC API (``[osc]``, :mod:`bridge.devices.osc_api`)
 and the web console (``[web]``, :mod:`bridge.devices.web`).
 
-* :class:`ListenOptions`: the option fields both tables have (``bind``, ``port``, ``allow``),
-  and :func:`check_bind` (``bind`` must be an IP address).
+* :class:`ListenOptions`: the option fields both tables have (``bind``, ``port``, ``allow``,
+  ``position_rate``), and :func:`check_bind` (``bind`` must be an IP address).
 * :class:`Allowlist`: the networks allowed to talk to an API (private networks by default).
 * :class:`RateLimitedLog`: bad input and refusals logged without letting a flood fill the journal.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from bridge.errors import ConfigError
-from bridge.options import port_check
+from bridge.options import port_check, positive
 
 PRIVATE_NETWORKS = (
     "127.0.0.0/8",
@@ -74,6 +74,8 @@ class ListenOptions:
     allow: list[str] = field(
         default_factory=lambda: list(PRIVATE_NETWORKS), metadata={"check": check_networks}
     )
+    #: state pushes per second at most for continuous keys (the playhead)
+    position_rate: float = field(default=10.0, metadata={"check": positive})
 
 
 def check_bind(options: ListenOptions, file: str) -> None:

@@ -99,7 +99,6 @@ class OscApiOptions(ListenOptions):
     #: feedback places one host's (non-configured) clients may take: a churn of short-lived
     #: source ports from one host never crowds out the other hosts, nor its own subscribers
     max_clients_per_host: int = field(default=8, metadata={"check": positive})
-    position_rate: float = field(default=10.0, metadata={"check": positive})
 
 
 #: commands that take effect regardless of the session log, which records them as a side effect

@@ -102,8 +102,6 @@ class WebOptions(ListenOptions):
     producer_transport: bool = True
     max_message: int = field(default=16384, metadata={"check": _check_message_size})
     max_consoles: int = field(default=64, metadata={"check": positive})
-    #: state pushes per second at most for continuous keys (the playhead)
-    position_rate: float = field(default=10.0, metadata={"check": positive})
 
 
 class WebConsole(SyncDevice[WebOptions]):
