@@ -185,14 +185,14 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
     osc_table = _table(data, "osc", file)
     osc = _device("osc", osc_table, "osc", file, base_dir, forced_kind="osc_api")
     if osc is not None:
-        from bridge.devices.osc_api import check_bind
+        from bridge.devices._netapi import check_bind
 
         check_bind(osc.options, file)
         devices["osc"] = osc
 
     web = _device("web", _table(data, "web", file), "web", file, base_dir, forced_kind="web")
     if web is not None:
-        from bridge.devices.web import check_bind as check_web_bind
+        from bridge.devices._netapi import check_bind as check_web_bind
 
         check_web_bind(web.options, file)
         devices["web"] = web

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge import commands
+from bridge import command_docs, commands
+from bridge.devices._mqtt_topics import parse_command
 from bridge.devices.mackie import ACTIONS, MackieSurface
-from bridge.devices.mqtt import parse_command
 from bridge.devices.osc_api import OscApi
 from bridge.mapping import COMMANDS, parse_binding
 from bridge.vocab import (
@@ -199,18 +199,18 @@ def test_every_desk_verb_is_a_mackie_action() -> None:
 # ------------------------------------------------------------------ the docs are the registry's
 
 
-@pytest.mark.parametrize("which", sorted(commands.DOCS))
+@pytest.mark.parametrize("which", sorted(command_docs.DOCS))
 def test_generated_tables_match_the_docs(which: str) -> None:
-    file, render = commands.DOCS[which]
+    file, render = command_docs.DOCS[which]
     text = (ROOT / file).read_text(encoding="utf-8")
-    assert commands.generated(text, which) == render(), (
+    assert command_docs.generated(text, which) == render(), (
         f"{file} is out of date: run `python -m bridge.commands --write-docs`"
     )
 
 
 def test_every_verb_is_in_the_tables_and_nothing_else() -> None:
-    readme = commands.generated((ROOT / "README.md").read_text(encoding="utf-8"), "osc commands")
-    mqtt = commands.generated((ROOT / "docs/mqtt.md").read_text(encoding="utf-8"), "mqtt commands")
+    readme = command_docs.generated((ROOT / "README.md").read_text(encoding="utf-8"), "osc commands")
+    mqtt = command_docs.generated((ROOT / "docs/mqtt.md").read_text(encoding="utf-8"), "mqtt commands")
     osc_rows = {line.split("`")[1] for line in readme.splitlines()[2:] if line.startswith("|")}
     mqtt_rows = {line.split("`")[1] for line in mqtt.splitlines()[2:] if line.startswith("|")}
     assert "`/take/false_start` = `/take/falsestart`" in readme

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge import commands
-from bridge.devices.mqtt import parse_command
+from bridge.devices._mqtt_topics import parse_command
 from bridge.mapping import Mapper, parse_mapping
 from bridge.vocab import ControlInput, SetTalkback
 

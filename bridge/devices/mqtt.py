@@ -14,67 +14,54 @@ Topics under the root (default ``studio-bridge/<room>``), see ``docs/mqtt.md``:
 * ``cmd/...`` (only with ``commands = true``) -> ``Request``; outcome on ``reply/...``.
 
 The hub never waits on the broker: ``send()`` only queues, one publisher task per connection
-does the I/O with a bounded number of publishes in flight. aiomqtt is imported here only, and
-this module only when a config has an ``[mqtt]`` table.
+does the I/O with a bounded number of publishes in flight. aiomqtt is imported only when the
+bridge connects, and this module only when a config has an ``[mqtt]`` table.
+
+Modules: this one is the device (connection, what it publishes, commands in); the outgoing
+queue is :mod:`bridge.devices._mqtt_publish`, the topic grammar and ``parse_command``
+:mod:`bridge.devices._mqtt_topics`, the take sheet :mod:`bridge.devices._mqtt_takesheet`, the
+Home Assistant discovery configs :mod:`bridge.devices._mqtt_discovery`, the aiomqtt client
+wrapper :mod:`bridge.devices._mqtt_client`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
 import os
 import random
-import re
 import secrets
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from bridge import __version__, commands
+from bridge.devices._mqtt_discovery import discovery_configs
+from bridge.devices._mqtt_publish import Pub, PublishQueue, to_json
+from bridge.devices._mqtt_takesheet import TakeSheetFeed
+from bridge.devices._mqtt_topics import (
+    LEVEL,
+    CommandParseError,
+    UnknownCommand,
+    key_ok,
+    level_check,
+    parse_command,
+    root_check,
+)
 from bridge.devices.base import Device, DeviceContext
-from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable, SessionLogError
+from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
 from bridge.options import non_negative, port_check, positive
 from bridge.state import is_continuous_key
-from bridge.vocab import (
-    Command,
-    Feedback,
-    Inbound,
-    LogEntry,
-    Outbound,
-    Request,
-    Value,
-)
+from bridge.vocab import Feedback, Inbound, LogEntry, Outbound, Request
 
 if TYPE_CHECKING:
     import aiomqtt
 
     from bridge.devices import _mqtt_client
-    from bridge.sessionlog import Record
 
 log = logging.getLogger(__name__)
-
-#: Seconds between two take-sheet publishes at most (records in between go into one).
-TAKESHEET_INTERVAL = 0.5
-
-_LEVEL = re.compile(r"^[^/+#\x00]+$")
-
-
-def _level_check(value: Any) -> str | None:
-    return None if _LEVEL.match(value) else 'one topic level without / + # (e.g. "studio-a")'
-
-
-def _root_check(value: Any) -> str | None:
-    parts = value.split("/")
-    if value and all(_LEVEL.match(p) for p in parts):
-        return None
-    return 'a topic prefix without wildcards or empty levels (e.g. "studio-bridge/studio-a")'
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +77,13 @@ class MqttOptions:
     password_env: str | None = None
     password_file: str | None = None
     client_id: str | None = None
-    room: str | None = field(default=None, metadata={"check": _level_check})
-    root: str | None = field(default=None, metadata={"check": _root_check})
+    room: str | None = field(default=None, metadata={"check": level_check})
+    root: str | None = field(default=None, metadata={"check": root_check})
     commands: bool = False
     #: Publish the session's take sheet, retained, on ``<root>/takesheet``.
     takesheet: bool = True
     homeassistant: bool = False
-    discovery_prefix: str = field(default="homeassistant", metadata={"check": _root_check})
+    discovery_prefix: str = field(default="homeassistant", metadata={"check": root_check})
     rate: float = field(default=20.0, metadata={"check": positive})
     max_inflight: int = field(default=32, metadata={"check": positive})
     max_queue: int = field(default=10_000, metadata={"check": positive})
@@ -106,125 +93,6 @@ class MqttOptions:
     #: Seconds after connecting during which retained state topics left on the broker by an
     #: earlier run are collected; those the current state does not publish are cleared (0: off).
     stale_window: float = field(default=2.0, metadata={"check": non_negative})
-
-
-# --------------------------------------------------------------------------- encoding
-
-
-def encode_value(value: Value) -> bytes:
-    """State value -> payload: JSON scalar; None (key removed) -> empty payload."""
-    if value is None:
-        return b""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return b"null"
-        value = round(value, 6)
-    return json.dumps(value, ensure_ascii=False).encode()
-
-
-class CommandParseError(ValueError):
-    """A command message cannot be understood (the text goes into the reply)."""
-
-
-class UnknownCommand(CommandParseError):
-    pass
-
-
-def _payload(raw: bytes, text_scalar: bool) -> tuple[Any, dict[str, Any] | None]:
-    """Payload -> (scalar, JSON object or None). Plain text (kept as text for a verb whose
-    scalar argument is text, else a number if it is one), a JSON scalar, or a JSON object."""
-    try:
-        text = raw.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise CommandParseError("payload is not UTF-8") from exc
-    if not text:
-        return None, None
-    if text[0] in '{["' or text in ("true", "false", "null"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandParseError(f"invalid JSON: {exc.msg}") from exc
-        if isinstance(data, dict):
-            return None, data
-        if isinstance(data, list):
-            raise CommandParseError("expected a value or a JSON object, got an array")
-        return data, None
-    if text_scalar:
-        return text, None
-    try:
-        return (float(text) if any(c in text for c in ".eE") else int(text)), None
-    except ValueError:
-        return text, None
-
-
-#: command topic suffix -> verb (``track/<n>/...`` is matched in ``parse_command``); derived
-#: from the registry, with the dotted aliases (``take/false_start``) as extra topics.
-_TOPICS: dict[str, commands.Verb] = {
-    **{
-        alias.replace(".", "/"): commands.BY_NAME[name]
-        for alias, name in commands.ALIASES.items()
-        if "." in alias and "mqtt" in commands.BY_NAME[name].grammars and not commands.BY_NAME[name].is_track
-    },
-    **{v.mqtt_topic[4:]: v for v in commands.VERBS if "mqtt" in v.grammars and not v.is_track},
-}
-_TRACK_VERBS: dict[str, commands.Verb] = {
-    v.name.split(".", 1)[1]: v for v in commands.VERBS if "mqtt" in v.grammars and v.is_track
-}
-
-
-def parse_command(
-    suffix: str, raw: bytes, get: Callable[[str], Value] | None = None
-) -> tuple[Command, str | None]:
-    """``("transport/record", b"1")`` -> ``(SetRecord(on=True), None)``; the second item is
-    the client's correlation id (``{"id": ...}``). ``<topic>/toggle`` reads the state through
-    ``get``. Raises CommandParseError / UnknownCommand."""
-    toggle = suffix.endswith("/toggle")
-    base = suffix.removesuffix("/toggle") if toggle else suffix
-    parts = base.split("/")
-    track: str | None = None
-    verb = _TOPICS.get(base)
-    if verb is None and len(parts) == 3 and parts[0] == "track" and parts[1] and parts[2] in _TRACK_VERBS:
-        verb, track = _TRACK_VERBS[parts[2]], parts[1]
-    if verb is None or (toggle and verb.toggle is None):
-        raise UnknownCommand(f"unknown command topic cmd/{suffix}")
-    scalar = verb.scalar_arg
-    value, obj = _payload(raw, scalar is not None and scalar.kind == "text")
-    corr_id = None
-    named: dict[str, Any] = {}
-    if obj is not None:
-        corr = obj.get("id")
-        corr_id = None if corr is None else str(corr)
-        names = {a.name for a in verb.args}
-        named = {k: v for k, v in obj.items() if k in names and k != "track"}
-        if "value" in obj and "value" not in names:
-            target = "on" if "on" in names else scalar.name if scalar is not None else None
-            if target is not None and target not in named:
-                named[target] = obj["value"]
-    elif value is not None and scalar is not None:
-        named[scalar.name] = value
-    try:
-        if track is not None:
-            named["track"] = commands.parse_track(track)
-        if toggle:
-            if get is None:
-                raise CommandParseError("toggles need the studio state")
-            return commands.build_toggle(verb, named, get), corr_id
-        return commands.build(verb, named), corr_id
-    except commands.ArgError as exc:
-        raise CommandParseError(str(exc)) from None
-
-
-# --------------------------------------------------------------------------- driver
-
-
-@dataclass(slots=True)
-class _Pub:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    key: str | None = None  # state key (coalesced on overflow)
-    seq: int | None = None  # log record (re-sent after reconnect until acknowledged)
 
 
 class MqttBridge(Device[MqttOptions]):
@@ -249,23 +117,14 @@ class MqttBridge(Device[MqttOptions]):
         if sum(x is not None for x in (options.password, options.password_env, options.password_file)) > 1:
             raise ConfigError("mqtt: give only one of password, password_env, password_file")
         room = options.room or _context_room(self.ctx) or "studio"
-        if not _LEVEL.match(room):
+        if not LEVEL.match(room):
             raise ConfigError(f"mqtt: room {room!r} cannot be a topic level (no / + #)")
         self.room = room
         self.root = options.root or f"studio-bridge/{room}"
         self.client_id = options.client_id or f"studio-bridge-{room}-{secrets.token_hex(3)}"
-        # 5 % spacing margin: network jitter never lets rate + 1 messages into one second
-        self._interval = 1.05 / options.rate
         self._client: _mqtt_client.Client | None = None
-        self._discrete: deque[_Pub] = deque()
-        self._latest: dict[str, Value] = {}  # continuous keys -> newest value, not yet sent
         self._topics: dict[str, str] = {}  # state key -> topic (validated once)
-        self._next_due: dict[str, float] = {}
-        self._unacked_logs: dict[int, _Pub] = {}
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
         self._lost: asyncio.Future[str] | None = None
         self._warned_at = float("-inf")
         self._fresh: set[str] = set()  # state topics published since connecting
@@ -273,9 +132,6 @@ class MqttBridge(Device[MqttOptions]):
         self._cleanup: asyncio.Task[None] | None = None
         self._down_since: float | None = None  # monotonic time of the first failed attempt
         self._attempts = 0
-        self._sheet: dict[int, Record] = {}  # seq -> record of the current session
-        self._sheet_session: int | None = None
-        self._sheet_changed = asyncio.Event()
         self._sheet_task: asyncio.Task[None] | None = None
         self._stats: dict[str, int] = dict.fromkeys(
             (
@@ -285,6 +141,13 @@ class MqttBridge(Device[MqttOptions]):
             ),
             0,
         )  # fmt: skip
+        self._queue = PublishQueue(
+            rate=options.rate,
+            max_inflight=options.max_inflight,
+            max_queue=options.max_queue,
+            stats=self._stats,
+        )
+        self._takesheet = TakeSheetFeed(f"{self.root}/takesheet", self.ctx, self._queue.enqueue, self._stats)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -342,19 +205,14 @@ class MqttBridge(Device[MqttOptions]):
             raise DeviceUnavailable(f"{where}: {exc or 'timed out'}") from None
         self._client = client
         self._lost = asyncio.get_running_loop().create_future()
-        # Queued state is re-derived from the core's full dump after (re)connect; log
-        # records not yet acknowledged by the broker are sent again, oldest first.
-        self._discrete.clear()
         self._fresh.clear()
-        self._latest.clear()
-        self._discrete.extend(self._unacked_logs[seq] for seq in sorted(self._unacked_logs))
-        self._publisher = asyncio.create_task(self._publish_loop(client), name=f"mqtt-{self.name}")
+        self._queue.reconnected()
+        self._publisher = asyncio.create_task(self._queue.run(client, self._lost), name=f"mqtt-{self.name}")
         self._publisher.add_done_callback(self._publisher_done)
         if opts.stale_window > 0:
             self._cleanup = asyncio.create_task(self._clear_stale(client))
         if opts.takesheet:
-            self._sheet_task = asyncio.create_task(self._takesheet_loop(), name=f"mqtt-{self.name}-takesheet")
-        self._wake.set()
+            self._sheet_task = asyncio.create_task(self._takesheet.run(), name=f"mqtt-{self.name}-takesheet")
         if self._down_since is None:
             log.info("mqtt: connected to %s as %s, root %s", where, self.client_id, self.root)
         else:
@@ -385,7 +243,9 @@ class MqttBridge(Device[MqttOptions]):
                     await self.flush()
         client, self._client = self._client, None
         tasks = [
-            t for t in (self._publisher, self._cleanup, self._sheet_task, *self._inflight) if t is not None
+            t
+            for t in (self._publisher, self._cleanup, self._sheet_task, *self._queue.inflight)
+            if t is not None
         ]
         for task in tasks:
             task.cancel()
@@ -433,110 +293,28 @@ class MqttBridge(Device[MqttOptions]):
         """Queue a publish; never waits on the broker."""
         if isinstance(message, LogEntry):
             record = {"seq": message.seq, **message.record}
-            pub = _Pub(f"{self.root}/log", _json(record), 1, False, seq=message.seq)
-            self._unacked_logs[message.seq] = pub
-            if len(self._unacked_logs) > self.opts.max_queue:
-                self._unacked_logs.pop(min(self._unacked_logs))
-                self._stats["dropped_logs"] += 1
+            self._queue.log_record(Pub(f"{self.root}/log", to_json(record), 1, False, seq=message.seq))
             self._stats["log_records"] += 1
-            self._enqueue(pub)
             if self.opts.takesheet:
-                self._sheet_add(message)
+                self._takesheet.add(message)
         elif isinstance(message, Feedback):
             key, value = message.control, message.value
             topic = self._topics.get(key)
             if topic is None:
-                if not _key_ok(key):
+                if not key_ok(key):
                     self._stats["invalid"] += 1
                     log.warning("mqtt: state key %r cannot be a topic, not published", key)
                     return
                 topic = self._topics[key] = f"{self.root}/state/{key}"
             self._stats["state"] += 1
             self._fresh.add(topic)
-            if value is not None and (message.continuous or is_continuous_key(key)):
-                # hot path (fader floods): encoded only when the rate cap lets it out
-                if key in self._latest:
-                    self._stats["coalesced"] += 1
-                self._latest[key] = value
-                self._wake.set()
-            else:
-                if self._latest.pop(key, None) is not None:
-                    self._stats["coalesced"] += 1
-                self._enqueue(_Pub(topic, encode_value(value), 1, True, key=key))
+            self._queue.state(key, topic, value, message.continuous or is_continuous_key(key))
         # Commands are never routed here (handles is empty).
-
-    def _enqueue(self, pub: _Pub) -> None:
-        self._discrete.append(pub)
-        if len(self._discrete) > self.opts.max_queue:
-            self._compact()
-        self._wake.set()
-
-    def _compact(self) -> None:
-        """Queue overflow (broker slower than the studio): keep every log record and reply,
-        and only the newest update of each state key; the retained end state stays exact."""
-        self._stats["overflows"] += 1
-        last = {p.key: i for i, p in enumerate(self._discrete) if p.key is not None}
-        kept = [p for i, p in enumerate(self._discrete) if p.key is None or last[p.key] == i]
-        self._stats["coalesced"] += len(self._discrete) - len(kept)
-        self._discrete = deque(kept)
-        log.warning("mqtt: publish queue overflow, coalesced to %d messages", len(kept))
-
-    # ------------------------------------------------------------------ take sheet
-
-    def _sheet_add(self, entry: LogEntry) -> None:
-        record = _as_record(entry)
-        if record is None:
-            return
-        if self._sheet_session is None or record.session > self._sheet_session:
-            self._sheet = {}  # a new session: a new sheet
-            self._sheet_session = record.session
-        elif record.session < self._sheet_session:
-            return
-        self._sheet[record.seq] = record
-        self._sheet_changed.set()
-
-    async def _takesheet_loop(self) -> None:
-        """Publish the take sheet after each connect, then again (coalesced) when records came."""
-        from bridge import export
-
-        await self._load_takesheet()
-        topic, last = f"{self.root}/takesheet", b""
-        while True:
-            self._sheet_changed.clear()
-            records = list(self._sheet.values())
-            payload = await asyncio.to_thread(_takesheet_json, export, records)
-            if payload != last:
-                self._stats["takesheets"] += 1
-                self._enqueue(_Pub(topic, payload, 1, True, key=topic))
-                last = payload
-            await self._sheet_changed.wait()
-            await asyncio.sleep(TAKESHEET_INTERVAL)  # what comes meanwhile goes into the next one
-
-    async def _load_takesheet(self) -> None:
-        """The current session's records from the log (records from before this process
-        started, or that the hub could not replay after a long outage)."""
-        from bridge.app import LOG_FILE
-
-        try:
-            records = await asyncio.to_thread(_session_records, self.ctx.data_dir / LOG_FILE)
-        except SessionLogError as exc:
-            log.info("mqtt: take sheet from the records since start only: %s", exc)
-            return
-        if not records:
-            return
-        session = records[-1].session
-        if self._sheet_session is None or session > self._sheet_session:
-            self._sheet, self._sheet_session = {}, session
-        if session == self._sheet_session:
-            for record in records:
-                self._sheet.setdefault(record.seq, record)
 
     async def flush(self) -> None:
         """Wait until everything queued so far has been handed to the broker (tests, bench;
         bound it with ``asyncio.timeout``)."""
-        while self._discrete or self._latest or self._inflight:
-            self._idle.clear()
-            await self._idle.wait()
+        await self._queue.flush()
 
     async def _clear_stale(self, client: aiomqtt.Client) -> None:
         """Clear retained state topics of keys that no longer exist (left by an earlier run on
@@ -549,7 +327,7 @@ class MqttBridge(Device[MqttOptions]):
             await client.unsubscribe(f"{self.root}/state/#")
         stale = sorted(seen - self._fresh)
         for topic in stale:
-            self._enqueue(_Pub(topic, b"", 1, True, key=topic.removeprefix(f"{self.root}/state/")))
+            self._queue.enqueue(Pub(topic, b"", 1, True, key=topic.removeprefix(f"{self.root}/state/")))
         if stale:
             log.info("mqtt: cleared %d stale retained state topics", len(stale))
 
@@ -561,66 +339,6 @@ class MqttBridge(Device[MqttOptions]):
         log.error("mqtt: publisher failed: %r", exc)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(f"publisher failed: {exc!r}")
-
-    async def _publish_loop(self, client: aiomqtt.Client) -> None:
-        loop = asyncio.get_running_loop()
-        slots = asyncio.Semaphore(self.opts.max_inflight)
-        while True:
-            while self._discrete:
-                pub = self._discrete.popleft()
-                if pub.seq is not None and pub.seq not in self._unacked_logs:
-                    continue  # dropped by the log bound meanwhile
-                await slots.acquire()
-                self._start(client, pub, slots)
-            now = loop.time()
-            wait: float | None = None
-            for key in list(self._latest):
-                due = self._next_due.get(key, 0.0)
-                if due <= now:
-                    value = self._latest.pop(key, None)
-                    if value is None:
-                        continue
-                    pending = _Pub(self._topics[key], encode_value(value), 0, True, key=key)
-                    self._next_due[key] = now + self._interval
-                    await slots.acquire()
-                    self._start(client, pending, slots)
-                else:
-                    wait = due - now if wait is None else min(wait, due - now)
-            if not self._discrete and not self._inflight and not self._latest:
-                self._idle.set()
-            if self._discrete:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
-
-    def _start(self, client: aiomqtt.Client, pub: _Pub, slots: asyncio.Semaphore) -> None:
-        task = asyncio.create_task(self._publish(client, pub))
-        self._inflight.add(task)
-
-        def finished(t: asyncio.Task[None]) -> None:
-            self._inflight.discard(t)
-            slots.release()
-            if not self._inflight and not self._discrete and not self._latest:
-                self._idle.set()
-
-        task.add_done_callback(finished)
-
-    async def _publish(self, client: aiomqtt.Client, pub: _Pub) -> None:
-        import aiomqtt
-
-        try:
-            await client.publish(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
-        except (aiomqtt.MqttError, ValueError) as exc:
-            self._stats["publish_errors"] += 1
-            log.debug("mqtt: publish to %s failed: %s", pub.topic, exc)
-            if isinstance(exc, aiomqtt.MqttError) and self._lost and not self._lost.done():
-                self._lost.set_result(str(exc))
-            return
-        self._stats["published"] += 1
-        if pub.seq is not None:
-            self._unacked_logs.pop(pub.seq, None)
 
     # ------------------------------------------------------------------ inbound
 
@@ -722,135 +440,14 @@ class MqttBridge(Device[MqttOptions]):
         if corr_id is not None:
             body["id"] = corr_id
         self._stats["replies"] += 1
-        self._enqueue(_Pub(f"{self.root}/reply/{suffix}", _json(body), 1, False))
+        self._queue.enqueue(Pub(f"{self.root}/reply/{suffix}", to_json(body), 1, False))
 
     def stats(self) -> dict[str, int]:
         return {
             **self._stats,
-            "queued": len(self._discrete) + len(self._latest),
-            "inflight": len(self._inflight),
+            "queued": len(self._queue),
+            "inflight": len(self._queue.inflight),
         }
-
-
-# --------------------------------------------------------------------------- Home Assistant
-
-
-def discovery_configs(bridge: MqttBridge) -> dict[str, bytes]:
-    """Retained Home Assistant MQTT discovery configs: topic -> JSON payload. Buttons are
-    only announced with ``commands = true`` (their config is cleared otherwise)."""
-    prefix, root, room = bridge.opts.discovery_prefix, bridge.root, bridge.room
-    node = "studio_bridge_" + re.sub(r"[^A-Za-z0-9_-]", "_", room)
-    device = {
-        "identifiers": [node],
-        "name": f"Studio bridge {room}",
-        "manufacturer": "studio-bridge",
-        "model": "studio-bridge",
-        "sw_version": __version__,
-    }
-    common = {
-        "availability_topic": f"{root}/status",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device,
-    }
-    state = f"{root}/state"
-    on_off = {"payload_on": "true", "payload_off": "false"}
-    as_json = {"value_template": "{{ value_json }}"}
-    entities: list[tuple[str, str, dict[str, object]]] = [
-        ("binary_sensor", "on_air", {"name": "On air", "state_topic": f"{state}/transport/on_air",
-                                     "icon": "mdi:record-rec", **on_off}),
-        ("binary_sensor", "talkback", {"name": "Talkback", "state_topic": f"{state}/talkback",
-                                       "icon": "mdi:microphone", **on_off}),
-        ("sensor", "song", {"name": "Song", "state_topic": f"{state}/song", "icon": "mdi:music", **as_json}),
-        ("sensor", "take", {"name": "Take", "state_topic": f"{state}/take", "icon": "mdi:pound", **as_json}),
-    ]  # fmt: skip
-    buttons = [
-        ("play", "Play", "transport/play", "1", "mdi:play"),
-        ("stop", "Stop", "transport/stop", "1", "mdi:stop"),
-        ("record", "Record", "transport/record", "1", "mdi:record"),
-        ("mark_take", "Mark take", "take/mark", "{}", "mdi:flag"),
-    ]
-    out: dict[str, bytes] = {}
-    for component, object_id, config in entities:
-        body = {**config, **common, **_entity_ids(component, node, object_id)}
-        out[f"{prefix}/{component}/{node}/{object_id}/config"] = _json(body)
-    for object_id, name, cmd, press, icon in buttons:
-        topic = f"{prefix}/button/{node}/{object_id}/config"
-        if not bridge.opts.commands:
-            out[topic] = b""
-            continue
-        body = {"name": name, "command_topic": f"{root}/cmd/{cmd}", "payload_press": press, "icon": icon,
-                **common, **_entity_ids("button", node, object_id)}  # fmt: skip
-        out[topic] = _json(body)
-    return out
-
-
-def _entity_ids(component: str, node: str, object_id: str) -> dict[str, str]:
-    """``unique_id`` and the entity id HA gives the entity when it is first discovered:
-    ``default_entity_id`` (``<domain>.<object id>``, HA 2025.10+); the older ``object_id``
-    option is deprecated since 2025.10 and ignored from 2026.4, so it is not sent. An entity id
-    is lower case letters, digits and ``_`` (a room "Studio-B" gives ``studio_bridge_studio_b_...``)."""
-    slug = re.sub(r"[^a-z0-9_]+", "_", f"{node}_{object_id}".lower()).strip("_")
-    return {"unique_id": f"{node}_{object_id}", "default_entity_id": f"{component}.{slug}"}
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _json(data: object) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode()
-
-
-def _takesheet_json(export: ModuleType, records: list[Record]) -> bytes:
-    """The take sheet as ``log export --format json`` builds it, compact (a worker thread)."""
-    return _json(export.sheet_to_json(export.build_take_sheet(records)))
-
-
-def _session_records(path: Path) -> list[Record]:
-    """The latest session's records, [] without a log (a worker thread)."""
-    from bridge import sessionlog
-
-    return sessionlog.read_records(path) if path.exists() else []
-
-
-def _as_record(entry: LogEntry) -> Record | None:
-    """A LogEntry (``Record.to_json()``) back into a Record for the take sheet."""
-    from bridge.sessionlog import Record
-
-    d = entry.record
-
-    def text(key: str) -> str | None:
-        value = d.get(key)
-        return value if isinstance(value, str) else None
-
-    def integer(key: str) -> int | None:
-        value = d.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    session, kind, ts = integer("session"), text("kind"), text("ts")
-    if session is None or kind is None or ts is None:
-        return None
-    seconds = d.get("daw_seconds")
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        seconds = None
-    data = d.get("data")
-    return Record(
-        seq=entry.seq,
-        session=session,
-        ts=ts,
-        kind=kind,
-        song=text("song"),
-        take=integer("take"),
-        daw_seconds=None if seconds is None else float(seconds),
-        source=text("source") or "",
-        text=text("text") or "",
-        amends=integer("amends"),
-        data=dict(data) if isinstance(data, dict) else {},
-    )
-
-
-def _key_ok(key: str) -> bool:
-    return bool(key) and all(_LEVEL.match(part) for part in key.split("/"))
 
 
 def _context_room(ctx: DeviceContext) -> str | None:

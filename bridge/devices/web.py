@@ -33,18 +33,19 @@ name the ``song`` of the take (refused unless it is the current song). Or ``{"id
 "snapshot"}`` / ``"ping"``. A malformed, oversized (> ``max_message`` bytes) or unknown
 message is answered with an error reply and counted; the connection stays open. A console whose
 connection closes while it holds talkback releases it.
+
+Modules: this one is the device (lifecycle, the hub's side, the consoles); the message shapes and
+the verbs a page may use are in :mod:`bridge.devices._web_protocol`, the HTTP checks, page, static
+files and exports in :mod:`bridge.devices._web_http`, the take sheet it keeps in
+:mod:`bridge.devices._takesheet`, the allowlist and the ``bind``/``port``/``allow`` options it
+shares with the OSC API in :mod:`bridge.devices._netapi`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import ipaddress
-import json
 import logging
-import socket
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -52,56 +53,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bridge import state as S
-from bridge.devices.base import DeviceContext, FeedbackMode, SyncDevice
-from bridge.devices.osc_api import PRIVATE_NETWORKS, Allowlist, _check_networks
-from bridge.errors import ConfigError, DeviceUnavailable
-from bridge.options import port_check, positive
-from bridge.vocab import (
-    Command,
-    Feedback,
-    Inbound,
-    LogEntry,
-    Outbound,
-    Request,
-    SetTalkback,
-    Value,
+from bridge.devices import _web_http as http
+from bridge.devices._netapi import Allowlist, ListenOptions, RateLimitedLog
+from bridge.devices._takesheet import SessionSheet, record_from_entry
+from bridge.devices._web_protocol import (
+    HARD_MESSAGE_LIMIT,
+    ConsoleConnection,
+    Refusal,
+    hello_message,
+    read_message,
+    reply_message,
+    snapshot_message,
+    state_message,
 )
+from bridge.devices.base import DeviceContext, FeedbackMode, SyncDevice
+from bridge.errors import DeviceUnavailable
+from bridge.options import port_check, positive
+from bridge.vocab import Feedback, Inbound, LogEntry, Outbound, Request, SetTalkback, Value
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from bridge.export import TakeSheet
-    from bridge.sessionlog import Record
-
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9124
-STATIC_DIR = Path(__file__).resolve().parent.parent / "web"
-STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript", "icon.svg": "image/svg+xml"}
 LOG_FILE = "session-log.sqlite3"
-#: aiohttp's own cap: a frame above this closes the connection (1009); below it, max_message
-#: answers with an error reply and keeps the connection
-HARD_MESSAGE_LIMIT = 1 << 20
-#: messages queued for one console before it is dropped (it reconnects and resyncs)
-MAX_BACKLOG = 2000
-#: record kinds that change what the take sheet shows
-SHEET_KINDS = frozenset(
-    {
-        "session_start",
-        "session_end",
-        "take_marker",
-        "take_flag",
-        "take_rename",
-        "daw_marker",
-        "note",
-        "transport",
-        "talkback_start",
-        "talkback_end",
-        "talkback_audio",
-        "song",
-    }
-)
-COOKIE = "studio_bridge_token"
 
 
 def _check_hosts(value: Any) -> str | None:
@@ -116,12 +92,9 @@ def _check_message_size(value: Any) -> str | None:
 
 
 @dataclass(frozen=True)
-class WebOptions:
-    bind: str = "0.0.0.0"
+class WebOptions(ListenOptions):
+    TABLE: ClassVar[str] = "web"
     port: int = field(default=DEFAULT_PORT, metadata={"check": port_check})
-    allow: list[str] = field(
-        default_factory=lambda: list(PRIVATE_NETWORKS), metadata={"check": _check_networks}
-    )
     #: extra names the console is reached by (Host header), besides IPs, localhost, hostname(.local)
     hosts: list[str] = field(default_factory=list, metadata={"check": _check_hosts})
     token: str = ""
@@ -129,142 +102,6 @@ class WebOptions:
     producer_transport: bool = True
     max_message: int = field(default=16384, metadata={"check": _check_message_size})
     max_consoles: int = field(default=64, metadata={"check": positive})
-    #: state pushes per second at most for continuous keys (the playhead)
-    position_rate: float = field(default=10.0, metadata={"check": positive})
-
-
-# ------------------------------------------------------------------------------------------ verbs
-
-
-#: the verbs of the command registry a producer's page may use (transport ones only while
-#: ``producer_transport``); anything else is refused like an unknown verb
-PRODUCER_VERBS: frozenset[str] = frozenset(
-    {
-        "transport.play",
-        "transport.stop",
-        "transport.record",
-        "song",
-        "song.add",
-        "song.next",
-        "song.previous",
-        "take.mark",
-        "take.select",
-        "take.select.next",
-        "take.select.previous",
-        "take.circle",
-        "take.falsestart",
-        "take.rename",
-        "note",
-        "talkback",
-    }
-)
-TEXT_LIMIT = 500
-
-
-def page_verbs(transport: bool) -> list[dict[str, object]]:
-    """The registry's schema of the verbs the page may use."""
-    from bridge import commands
-
-    return [
-        v
-        for v in commands.schema()
-        if v["name"] in PRODUCER_VERBS and (transport or not str(v["name"]).startswith("transport."))
-    ]
-
-
-def build_command(verb: str, args: dict[str, Any], transport: bool) -> Command:
-    """A page's action -> the Command, through the command registry; ``commands.ArgError`` (an
-    ``UnknownVerb`` for a verb the page may not use) with a one-line reason when it cannot be."""
-    from bridge import commands
-
-    if verb not in PRODUCER_VERBS:
-        raise commands.UnknownVerb(f"unknown verb {verb!r}")
-    if verb.startswith("transport.") and not transport:
-        raise commands.ArgError("transport is switched off for the producer view")
-    for key, value in args.items():
-        if isinstance(value, str) and len(value) > TEXT_LIMIT:
-            raise commands.ArgError(f"{verb}: {key}: at most {TEXT_LIMIT} characters")
-    return commands.build(verb, args)
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def _private_hostnames() -> set[str]:
-    names = {"localhost"}
-    with contextlib.suppress(OSError):
-        name = socket.gethostname().lower()
-        if name:
-            names.update({name, name + ".local", name.split(".")[0]})
-    return names
-
-
-def _host_name(header: str) -> str:
-    """``Host`` header -> the host part (``[::1]:9124`` -> ``::1``), lower case."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1:].split("]")[0]
-    if header.count(":") == 1:
-        return header.split(":")[0]
-    return header
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text.split("%")[0])
-    except ValueError:
-        return False
-    return True
-
-
-def _dumps(message: dict[str, Any]) -> str:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-
-
-class _Limited:
-    """Log refusals without letting a flood fill the journal: 5 per 10 s, then a count."""
-
-    def __init__(self, per_window: int = 5, window: float = 10.0) -> None:
-        self.per_window, self.window = per_window, window
-        self._start, self._count, self._suppressed = float("-inf"), 0, 0
-
-    def flush(self) -> None:
-        if self._suppressed:
-            log.info("web console: %d more refusals in the last %.0f s", self._suppressed, self.window)
-            self._suppressed = 0
-
-    def note(self, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._start > self.window:
-            self.flush()
-            self._start, self._count = now, 0
-        if self._count < self.per_window:
-            self._count += 1
-            log.info("web console: " + msg, *args)
-        else:
-            self._suppressed += 1
-
-
-@dataclass(eq=False)
-class _Console:
-    """One open page."""
-
-    ws: web.WebSocketResponse
-    peer: str
-    queue: deque[str] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    talkback: bool = False
-    closed: bool = False
-    opened: float = field(default_factory=time.monotonic)
-
-    def push(self, text: str) -> bool:
-        if self.closed:
-            return False
-        if len(self.queue) >= MAX_BACKLOG:
-            return False
-        self.queue.append(text)
-        self.wake.set()
-        return True
 
 
 class WebConsole(SyncDevice[WebOptions]):
@@ -278,26 +115,22 @@ class WebConsole(SyncDevice[WebOptions]):
     ) -> None:
         super().__init__(name, options or WebOptions(), ctx)
         self._allowed = Allowlist(self.options.allow)
-        self._hostnames = _private_hostnames() | {h.lower() for h in self.options.hosts}
+        self._hostnames = http.private_hostnames() | {h.lower() for h in self.options.hosts}
         self._inbox: deque[Inbound] = deque()
         self._wake = asyncio.Event()
         self._state: dict[str, Value] = {}
-        self._records: dict[int, Record] = {}
-        self._session: int | None = None
-        self._sheet_text = "null"
-        self._sheet_seen: dict[str, Any] | None = None
+        self._sheet = SessionSheet()
         self._sheet_dirty = True
         self._state_pending: dict[str, Value] = {}
         self._flush_handle: asyncio.Handle | None = None
-        self._consoles: set[_Console] = set()
+        self._consoles: set[ConsoleConnection] = set()
         self._runner: web.AppRunner | None = None
         self._port = 0
-        self._log_ok: bool | None = None
-        self._log_detail = ""
-        self._last_seq = 0
         self._caught_up = False
         self._web: Any = None  # the aiohttp.web module, once imported
-        self._refusals = _Limited()
+        self._refusals = RateLimitedLog(
+            log, "web console: %d more refusals in the last %.0f s", level=logging.INFO
+        )
         self.counters = {
             "requests": 0,
             "consoles_opened": 0,
@@ -320,9 +153,9 @@ class WebConsole(SyncDevice[WebOptions]):
     async def __aenter__(self) -> WebConsole:
         if self.ctx.ready is not None:
             await self.ctx.ready.wait()  # the import would slow the daemon's start-up to ready
-        self._web = await _import_aiohttp_web()
+        self._web = await http.import_aiohttp_web()
         web_mod = self._web
-        await self._load_records()
+        await self._sheet.load(self._log_path())
         app = web_mod.Application(middlewares=[self._guard], client_max_size=64 * 1024)
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{name}", self._static)
@@ -359,7 +192,7 @@ class WebConsole(SyncDevice[WebOptions]):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._runner.cleanup(), 1.0)
             self._runner = None
-        self._refusals.flush()
+        self._refusals.close()
         refused = {
             k: v
             for k, v in self.counters.items()
@@ -392,59 +225,10 @@ class WebConsole(SyncDevice[WebOptions]):
     def _log_path(self) -> Path:
         return self.ctx.data_dir / LOG_FILE
 
-    async def _load_records(self, after: int = 0) -> None:
-        from bridge.sessionlog import read_records
-
-        path = self._log_path()
-        if not path.exists():
-            self._log_ok, self._log_detail = True, "no log yet"
-            return
-        try:
-            records = await asyncio.to_thread(read_records, path)
-        except Exception as exc:  # the console still runs; the page shows the log as failed
-            self._log_ok, self._log_detail = False, str(exc)
-            log.error("web console: cannot read the session log: %s", exc)
-            return
-        self._log_ok, self._log_detail = True, ""
-        for record in records:
-            if record.seq > after:
-                self._add_record(record)
-
     async def _catch_up(self) -> None:
-        await self._load_records(after=self._last_seq)
+        await self._sheet.load(self._log_path(), after=self._sheet.last_seq)
         self._caught_up = True
         self._mark_sheet_dirty()
-
-    def _add_record(self, record: Record) -> None:
-        if record.seq in self._records:
-            return
-        if record.kind == "session_start" and record.session != self._session:
-            self._records = {}
-            self._session = record.session
-        elif self._session is None:
-            self._session = record.session
-        elif record.session != self._session:
-            if record.session < self._session:
-                return
-            self._records = {}
-            self._session = record.session
-        self._records[record.seq] = record
-        self._last_seq = max(self._last_seq, record.seq)
-        if record.kind in SHEET_KINDS:
-            self._mark_sheet_dirty()
-
-    def _sheet(self) -> dict[str, Any]:
-        from bridge import export
-
-        records = sorted(self._records.values(), key=lambda r: r.seq)
-        sheet = _sheet_json(export.build_take_sheet(records))
-        songs: list[str] = []
-        for record in records:
-            if record.song and record.song not in songs:
-                songs.append(record.song)
-        sheet["songs"] = songs
-        sheet["log"] = {"ok": self._log_ok, "detail": self._log_detail, "last_seq": self._last_seq}
-        return sheet
 
     # ------------------------------------------------------------------ from the hub
 
@@ -458,29 +242,12 @@ class WebConsole(SyncDevice[WebOptions]):
                 self._state_pending[message.control] = message.value
                 self._schedule_flush()
         elif isinstance(message, LogEntry):
-            from bridge.sessionlog import Record
-
-            r = message.record
-            try:
-                record = Record(
-                    seq=int(r["seq"]),  # type: ignore[call-overload]
-                    session=int(r["session"]),  # type: ignore[call-overload]
-                    ts=str(r["ts"]),
-                    kind=str(r["kind"]),
-                    song=r["song"] if isinstance(r["song"], str) else None,
-                    take=r["take"] if isinstance(r["take"], int) else None,
-                    daw_seconds=float(r["daw_seconds"])
-                    if isinstance(r["daw_seconds"], int | float)
-                    else None,
-                    source=str(r["source"]),
-                    text=str(r["text"]),
-                    amends=r["amends"] if isinstance(r["amends"], int) else None,
-                    data=dict(r["data"]) if isinstance(r["data"], dict) else {},
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("web console: unreadable log entry %s: %s", message.seq, exc)
+            record = record_from_entry(message)
+            if record is None:
+                log.error("web console: unreadable log entry %s", message.seq)
                 return
-            self._add_record(record)
+            if self._sheet.add(record):
+                self._mark_sheet_dirty()
 
     def _mark_sheet_dirty(self) -> None:
         self._sheet_dirty = True
@@ -495,41 +262,22 @@ class WebConsole(SyncDevice[WebOptions]):
         """Push pending state changes and a changed take sheet to every console (coalesced)."""
         self._flush_handle = None
         if self._state_pending:
-            text = _dumps({"t": "state", "set": self._state_pending})
+            text = state_message(self._state_pending)
             self._state_pending = {}
             self._broadcast(text)
         if self._sheet_dirty and self._consoles:  # nobody looking: built at the next connect
             self._broadcast(self._rebuild_sheet())
 
     def _rebuild_sheet(self) -> str:
-        """Rebuild the take sheet; returns the message for open consoles: only the takes, cues
-        and notes that changed (by seq; they never go away within a session), or the whole
-        sheet when the session changed."""
         self._sheet_dirty = False
-        sheet = self._sheet()
-        self._sheet_text = _dumps(sheet)
-        previous, self._sheet_seen = (
-            self._sheet_seen,
-            {kind: {item["seq"]: item for item in sheet[kind]} for kind in ("takes", "talkback", "notes")},
-        )
-        if previous is None or previous["session"] != sheet["session"]:
-            self._sheet_seen["session"] = sheet["session"]
-            return '{"t":"sheet","sheet":' + self._sheet_text + "}"
-        self._sheet_seen["session"] = sheet["session"]
-        delta: dict[str, Any] = {"t": "delta"}
-        for kind in ("takes", "talkback", "notes"):
-            old = previous[kind]
-            delta[kind] = [item for seq, item in self._sheet_seen[kind].items() if old.get(seq) != item]
-        for key in ("songs", "log", "session"):
-            delta[key] = sheet[key]
-        return _dumps(delta)
+        return self._sheet.rebuild()
 
     def _broadcast(self, text: str) -> None:
         for console in list(self._consoles):
             if not console.push(text):
                 self._drop(console, "too far behind")
 
-    def _drop(self, console: _Console, why: str) -> None:
+    def _drop(self, console: ConsoleConnection, why: str) -> None:
         if console in self._consoles:
             self.counters["dropped_consoles"] += 1
             log.info("web console: closing the connection of %s (%s); it will resync", console.peer, why)
@@ -540,26 +288,11 @@ class WebConsole(SyncDevice[WebOptions]):
 
     # ------------------------------------------------------------------ HTTP
 
-    def _host_ok(self, header: str | None) -> bool:
-        if not header:
-            return False
-        name = _host_name(header)
-        return _is_ip(name) or name in self._hostnames
-
-    def _token_ok(self, request: web.Request) -> bool:
-        token = self.options.token
-        if not token:
-            return True
-        offered = [
-            request.query.get("token", ""),
-            request.cookies.get(COOKIE, ""),
-            request.headers.get("Authorization", "").removeprefix("Bearer ").strip(),
-        ]
-        return any(o and hmac.compare_digest(o.encode(), token.encode()) for o in offered)
-
     def _refuse(self, counter: str, request: web.Request, why: str) -> web.Response:
         self.counters[counter] += 1
-        self._refusals.note("refused %s %s from %s: %s", request.method, request.path, request.remote, why)
+        self._refusals.log(
+            "web console: refused %s %s from %s: %s", request.method, request.path, request.remote, why
+        )
         response: web.Response = self._web.Response(status=403, text=f"refused: {why}\n")
         return response
 
@@ -573,9 +306,9 @@ class WebConsole(SyncDevice[WebOptions]):
             peer = request.remote or ""
             if not self._allowed(peer):
                 return self._refuse("denied", request, f"{peer} is not in the allowlist")
-            if not self._host_ok(request.headers.get("Host")):
+            if not http.host_ok(request.headers.get("Host"), self._hostnames):
                 return self._refuse("bad_host", request, f"unknown Host {request.headers.get('Host')!r}")
-            if not self._token_ok(request):
+            if not http.token_ok(request, self.options.token):
                 return self._refuse("bad_token", request, "missing or wrong token")
             response: web.StreamResponse = await handler(request)
             return response
@@ -583,91 +316,37 @@ class WebConsole(SyncDevice[WebOptions]):
         return guard
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
-        web_mod = self._web
-        if self.options.token and request.query.get("token"):
-            # the token once in the address, then a cookie (and a clean address bar)
-            response: web.StreamResponse = web_mod.HTTPFound("/")
-            response.set_cookie(COOKIE, self.options.token, httponly=True, samesite="Strict")
-            return response
-        page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-        return web_mod.Response(  # type: ignore[no-any-return]
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
+        return http.index(self._web, request, self.options.token)
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
-        web_mod = self._web
-        name = request.match_info["name"]
-        kind = STATIC_FILES.get(name)
-        if kind is None:
-            raise web_mod.HTTPNotFound()
-        return web_mod.Response(  # type: ignore[no-any-return]
-            body=(STATIC_DIR / name).read_bytes(),
-            content_type=kind,
-            headers={"Cache-Control": "no-cache"},
-        )
+        return http.static(self._web, request)
 
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         response: web.StreamResponse = self._web.json_response(self.stats())
         return response
 
     async def _export(self, request: web.Request) -> web.StreamResponse:
-        web_mod = self._web
-        fmt = request.match_info["fmt"]
-        if fmt not in ("html", "csv", "json"):
-            raise web_mod.HTTPNotFound()
-        session_text = request.query.get("session", "")
-        session = int(session_text) if session_text.isdigit() else None
-        path = self._log_path()
-        if not path.exists():
-            raise web_mod.HTTPNotFound(text="no session log yet\n")
-        text = await asyncio.to_thread(_render_export, path, session, fmt, self.ctx.room)
-        stamp = time.strftime("%Y%m%d-%H%M")
-        ext = {"html": "html", "csv": "csv", "json": "json"}[fmt]
-        types = {"html": "text/html", "csv": "text/csv", "json": "application/json"}
-        return web_mod.Response(  # type: ignore[no-any-return]
-            text=text,
-            content_type=types[fmt],
-            headers={
-                "Content-Disposition": f'attachment; filename="{self.ctx.room}-session-{stamp}.{ext}"',
-                "Cache-Control": "no-store",
-            },
-        )
+        return await http.export(self._web, request, self._log_path(), self.ctx.room)
 
     # ------------------------------------------------------------------ WebSocket
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         web_mod = self._web
-        origin = request.headers.get("Origin")
-        if origin is not None:
-            expected = {
-                f"http://{request.headers.get('Host', '')}",
-                f"https://{request.headers.get('Host', '')}",
-            }
-            if origin.lower() not in {e.lower() for e in expected}:
-                return self._refuse("bad_origin", request, f"cross-origin WebSocket from {origin!r}")
+        if not http.origin_ok(request):
+            origin = request.headers.get("Origin")
+            return self._refuse("bad_origin", request, f"cross-origin WebSocket from {origin!r}")
         if len(self._consoles) >= self.options.max_consoles:
             return web_mod.Response(status=503, text="too many consoles\n")  # type: ignore[no-any-return]
         ws = web_mod.WebSocketResponse(heartbeat=10.0, max_msg_size=HARD_MESSAGE_LIMIT, compress=False)
         await ws.prepare(request)
         response: web.StreamResponse = ws
-        console = _Console(ws, request.remote or "?")
+        console = ConsoleConnection(ws, request.remote or "?")
         if self._sheet_dirty:  # the others get what changed first; the new one the whole sheet
             self._broadcast(self._rebuild_sheet())
         self._consoles.add(console)
         self.counters["consoles_opened"] += 1
-        console.push(
-            _dumps(
-                {
-                    "t": "hello",
-                    "room": self.ctx.room,
-                    "view": "producer",
-                    "transport": self.options.producer_transport,
-                    "roles": self.ctx.roles() if self.ctx.roles is not None else {},
-                    "verbs": page_verbs(self.options.producer_transport),
-                    "server_time": time.time(),
-                }
-            )
-        )
+        roles = self.ctx.roles() if self.ctx.roles is not None else {}
+        console.push(hello_message(self.ctx.room, self.options.producer_transport, roles))
         console.push(self._snapshot_text())
         writer = asyncio.get_running_loop().create_task(self._write(console), name=f"{self.name}-ws-writer")
         try:
@@ -676,7 +355,7 @@ class WebConsole(SyncDevice[WebOptions]):
                     self._on_message(console, msg.data)
                 elif msg.type == web_mod.WSMsgType.BINARY:
                     self.counters["malformed"] += 1
-                    console.push(_dumps({"t": "reply", "id": None, "ok": False, "error": "text frames only"}))
+                    console.push(reply_message(None, "text frames only"))
                 elif msg.type == web_mod.WSMsgType.ERROR:
                     self.counters["oversized" if "size" in str(ws.exception()) else "malformed"] += 1
                     break
@@ -692,9 +371,9 @@ class WebConsole(SyncDevice[WebOptions]):
         return response
 
     def _snapshot_text(self) -> str:
-        return '{"t":"snapshot","state":' + _dumps(self._state) + ',"sheet":' + self._sheet_text + "}"
+        return snapshot_message(self._state, self._sheet.text)
 
-    async def _write(self, console: _Console) -> None:
+    async def _write(self, console: ConsoleConnection) -> None:
         ws = console.ws
         try:
             while True:
@@ -711,69 +390,31 @@ class WebConsole(SyncDevice[WebOptions]):
                 with contextlib.suppress(Exception):
                     await ws.close(code=1008, message=b"too far behind")
 
-    def _reply(self, console: _Console, ident: Any, error: str | None) -> None:
+    def _reply(self, console: ConsoleConnection, ident: Any, error: str | None) -> None:
         # the facts first (state and take sheet the action changed), then the answer
         self.flush()
-        message: dict[str, Any] = {"t": "reply", "id": ident, "ok": error is None}
-        if error is not None:
-            message["error"] = error
-        console.push(_dumps(message))
+        console.push(reply_message(ident, error))
 
-    def _on_message(self, console: _Console, data: str) -> None:
+    def _on_message(self, console: ConsoleConnection, data: str) -> None:
         self.counters["messages"] += 1
-        if len(data.encode()) > self.options.max_message:
-            self.counters["oversized"] += 1
-            self._reply(console, None, f"message too large (limit {self.options.max_message} bytes)")
-            return
         try:
-            message = json.loads(data)
-        except ValueError:
-            self.counters["malformed"] += 1
-            self._reply(console, None, "not JSON")
-            return
-        if not isinstance(message, dict) or not isinstance(message.get("verb"), str):
-            self.counters["malformed"] += 1
-            self._reply(
-                console, message.get("id") if isinstance(message, dict) else None, "expected {id, verb, args}"
+            action = read_message(
+                data, self.options.max_message, self._state.get(S.SONG), self.options.producer_transport
             )
+        except Refusal as exc:
+            self.counters[exc.counter] += 1
+            self._reply(console, exc.ident, exc.reason)
             return
-        ident = message.get("id")
-        if not (ident is None or (isinstance(ident, int | str) and not isinstance(ident, bool))):
-            ident = None
-        verb, args = message["verb"], message.get("args", {})
-        if verb == "snapshot":
-            console.push(self._snapshot_text())
-            self._reply(console, ident, None)
-            return
-        if verb == "ping":
-            self._reply(console, ident, None)
-            return
-        if not isinstance(args, dict):
-            self.counters["bad_args"] += 1
-            self._reply(console, ident, "args: expected an object")
-            return
-        # a take is named by song and number on the page; take numbers are per song
-        args = dict(args)
-        song = args.pop("song", None)
-        if song is not None and song != (self._state.get(S.SONG) or ""):
-            self.counters["bad_args"] += 1
-            self._reply(console, ident, f"that take is of song {song!r}: pick the song first")
-            return
-        from bridge import commands
-
-        try:
-            command = build_command(verb, args, self.options.producer_transport)
-        except commands.UnknownVerb as exc:
-            self.counters["unknown_verb"] += 1
-            self._reply(console, ident, str(exc))
-            return
-        except commands.ArgError as exc:
-            self.counters["refused_transport" if "switched off" in str(exc) else "bad_args"] += 1
-            self._reply(console, ident, str(exc))
+        command = action.command
+        if command is None:  # "snapshot" or "ping"
+            if action.verb == "snapshot":
+                console.push(self._snapshot_text())
+            self._reply(console, action.ident, None)
             return
         self.counters["actions"] += 1
         if isinstance(command, SetTalkback):
             console.talkback = command.on
+        ident = action.ident
 
         def done(error: str | None) -> None:
             self._reply(console, ident, error)
@@ -784,93 +425,10 @@ class WebConsole(SyncDevice[WebOptions]):
         self._inbox.append(item)
         self._wake.set()
 
-    def _release_talkback(self, console: _Console) -> None:
+    def _release_talkback(self, console: ConsoleConnection) -> None:
         """A page that held talkback and went away (closed, lost, dropped) lets go of it."""
         if console.talkback:
             console.talkback = False
             if self._state.get(S.TALKBACK) is True and not any(c.talkback for c in self._consoles):
                 log.info("web console: %s went away holding talkback; released", console.peer)
                 self._submit(SetTalkback(False))
-
-
-async def _import_aiohttp_web() -> Any:
-    """aiohttp costs ~120 ms to import: in a daemon thread, so the daemon is ready meanwhile, and
-    a daemon stopping while the import runs (``--exit-when-ready``) does not wait for it."""
-    import importlib
-    import sys
-    import threading
-
-    loaded = sys.modules.get("aiohttp.web")
-    if loaded is not None:
-        return loaded
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if fut.done():
-            return
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(result)
-
-    def work() -> None:
-        try:
-            module, error = importlib.import_module("aiohttp.web"), None
-        except BaseException as exc:  # ImportError and anything the import raised
-            module, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
-            loop.call_soon_threadsafe(settle, module, error)
-
-    threading.Thread(target=work, name="web-import", daemon=True).start()
-    try:
-        return await fut
-    except ImportError as exc:
-        raise DeviceUnavailable(f"the web console needs aiohttp ({exc})") from exc
-
-
-def _fields(item: Any) -> dict[str, Any]:
-    return {name: getattr(item, name) for name in item.__slots__}
-
-
-def _sheet_json(sheet: TakeSheet) -> dict[str, Any]:
-    """``export.sheet_to_json`` without ``dataclasses.asdict`` (10x faster; tuples dump as lists)."""
-    from bridge.export import FORMAT
-
-    return {
-        "format": FORMAT,
-        "version": 1,
-        "session": {"id": sheet.session, "name": sheet.name, "started": sheet.started, "ended": sheet.ended},
-        "takes": [_fields(t) for t in sheet.takes],
-        "talkback": [_fields(c) for c in sheet.talkback],
-        "notes": [_fields(n) for n in sheet.notes],
-    }
-
-
-def _render_export(path: Path, session: int | None, fmt: str, room: str) -> str:
-    import io
-
-    from bridge import export
-    from bridge.sessionlog import read_records
-
-    records = read_records(path, session, amending=True)  # corrections made in later sessions too
-    sheet = export.build_take_sheet(records)
-    out = io.StringIO()
-    if fmt == "html":
-        from bridge import report_html
-
-        report_html.to_html(sheet, out, room=room, records=records)
-    elif fmt == "csv":
-        export.to_csv(sheet, out)
-    else:
-        export.to_json(sheet, out)
-    return out.getvalue()
-
-
-def check_bind(options: WebOptions, file: str) -> None:
-    try:
-        ipaddress.ip_address(options.bind)
-    except ValueError as exc:
-        raise ConfigError(
-            f'{file}: web.bind: expected an IP address such as "0.0.0.0", got "{options.bind}"'
-        ) from exc

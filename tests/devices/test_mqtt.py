@@ -27,8 +27,10 @@ from peers.mosquitto import (  # noqa: F401
     mosquitto_tls,
 )
 
+from bridge.devices._mqtt_publish import encode_value
+from bridge.devices._mqtt_topics import parse_command
 from bridge.devices.base import Device, DeviceContext
-from bridge.devices.mqtt import MqttBridge, MqttOptions, encode_value, parse_command
+from bridge.devices.mqtt import MqttBridge, MqttOptions
 from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
 from bridge.vocab import (
     AddNote,
@@ -216,13 +218,13 @@ def test_take_sheet_records_round_trip_and_a_new_session_starts_a_new_sheet() ->
 
     bridge = MqttBridge("mqtt", MqttOptions(room="x"))
     one = Record(7, 1, "2026-01-01T10:00:00.000Z", "take_marker", "Song", 1, 1.5, "osc", "keeper", None, {})
-    bridge._sheet_add(LogEntry(7, one.to_json()))
-    bridge._sheet_add(LogEntry(8, {"kind": "note"}))  # not a record: ignored
-    assert list(bridge._sheet.values()) == [one]
+    bridge._takesheet.add(LogEntry(7, one.to_json()))
+    bridge._takesheet.add(LogEntry(8, {"kind": "note"}))  # not a record: ignored
+    assert list(bridge._takesheet.records.values()) == [one]
     two = Record(9, 2, "2026-01-01T11:00:00.000Z", "session_start", None, None, None, "", "Day 2", None, {})
-    bridge._sheet_add(LogEntry(9, two.to_json()))
-    bridge._sheet_add(LogEntry(10, {**one.to_json(), "seq": 10}))  # a late one of session 1
-    assert list(bridge._sheet.values()) == [two]
+    bridge._takesheet.add(LogEntry(9, two.to_json()))
+    bridge._takesheet.add(LogEntry(10, {**one.to_json(), "seq": 10}))  # a late one of session 1
+    assert list(bridge._takesheet.records.values()) == [two]
 
 
 # --------------------------------------------------------------------------- against mosquitto

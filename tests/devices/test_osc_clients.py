@@ -1,4 +1,4 @@
-"""The OSC API's client table (bridge.devices.osc_api.ClientTable), with explicit clock values."""
+"""The OSC API's client table (bridge.devices._osc_api_clients.ClientTable), with explicit clock values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from bridge.devices._osc import decode, encode
-from bridge.devices.osc_api import ClientTable, OscApi, OscApiOptions
+from bridge.devices._osc_api_clients import ClientTable
+from bridge.devices.osc_api import OscApi, OscApiOptions
 from bridge.vocab import Request
 
 A = "192.168.1.40"
@@ -191,7 +192,7 @@ async def test_answers_owed_at_close_go_out_before_the_socket_closes() -> None:
 async def test_oversized_datagrams_and_texts_are_refused_and_counted() -> None:
     """QA: a 65,000-byte /note was /ok'd and stored (a 150 kB CSV cell); /stats had no
     ``oversized``. Datagrams over 8 KiB and texts over 1,000 characters: /error, counted."""
-    from bridge.devices.mqtt import CommandParseError, parse_command
+    from bridge.devices._mqtt_topics import CommandParseError, parse_command
 
     MAX_DATAGRAM, MAX_TEXT = 8192, 1000
     api = OscApi("osc", OscApiOptions(bind="127.0.0.1", port=0))
@@ -228,14 +229,14 @@ async def test_a_suppressed_flood_is_summarised_when_its_window_ends_and_as_info
     at stop, where it was a WARNING at a clean stop."""
     import logging
 
-    from bridge.devices.osc_api import _RateLimitedLog
+    from bridge.devices.osc_api import _limited_log
 
     caplog.set_level(logging.INFO, logger="bridge.devices.osc_api")
-    limiter = _RateLimitedLog(per_window=1, window=0.2)
-    limiter.warn("bad %d", 1)
+    limiter = _limited_log(per_window=1, window=0.2)
+    limiter.log("bad %d", 1)
     assert getattr(limiter, "_timer", None) is None  # nothing suppressed: no timer
-    limiter.warn("bad %d", 2)
-    limiter.warn("bad %d", 3)
+    limiter.log("bad %d", 2)
+    limiter.log("bad %d", 3)
 
     def summaries() -> list[logging.LogRecord]:
         return [r for r in caplog.records if "more like this" in r.getMessage()]
@@ -249,7 +250,7 @@ async def test_a_suppressed_flood_is_summarised_when_its_window_ends_and_as_info
     caplog.clear()
     await asyncio.sleep(0.25)  # the window is over: a new one
     for n in range(3):
-        limiter.warn("bad %d", n)
+        limiter.log("bad %d", n)
     limiter.close()  # a clean stop
     assert [r.levelno for r in summaries()] == [logging.INFO]
     assert limiter._timer is None

@@ -15,6 +15,9 @@ import pytest
 from peers.daemon import Daemon, OscClient, cli
 
 from bridge import layouts
+from bridge.layouts import controls as layout_controls
+from bridge.layouts.open_stage_control import open_stage_control_addresses
+from bridge.layouts.touchosc import touchosc_addresses
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = [(fmt, view) for fmt in ("touchosc", "open-stage-control") for view in ("producer", "engineer")]
@@ -22,8 +25,8 @@ CASES = [(fmt, view) for fmt in ("touchosc", "open-stage-control") for view in (
 
 def _read(fmt: str, data: bytes) -> tuple[set[str], set[str]]:
     if fmt == "touchosc":
-        return layouts.touchosc_addresses(data)
-    return layouts.open_stage_control_addresses(data)
+        return touchosc_addresses(data)
+    return open_stage_control_addresses(data)
 
 
 def _shipped(fmt: str, view: str) -> Path:
@@ -38,12 +41,12 @@ def test_layout_parses_back_and_uses_only_api_addresses(fmt: str, view: str, tmp
     data = out.read_bytes()
     assert data == _shipped(fmt, view).read_bytes(), "configs/layouts is stale: regenerate it"
     sends, receives = _read(fmt, data)
-    commands, feedback = layouts.osc_api_addresses()
+    commands, feedback = layout_controls.osc_api_addresses()
     assert sends and receives
     assert sends <= commands, sends - commands
     assert receives <= feedback | commands, receives - feedback - commands
     # a button that shows state receives the same address it sends (it lights from feedback)
-    for c in layouts.build_layout(view).controls:  # type: ignore[arg-type]
+    for c in layout_controls.build_layout(view).controls:  # type: ignore[arg-type]
         if c.kind in ("toggle",) or c.name in ("talkback", "play", "stop", "record"):
             assert c.send == c.receive and c.receive in feedback, c
     if fmt == "touchosc":
@@ -63,9 +66,14 @@ def test_layout_parses_back_and_uses_only_api_addresses(fmt: str, view: str, tmp
 
 @pytest.mark.parametrize("view", ["producer", "engineer"])
 def test_layout_geometry(view: str) -> None:
-    controls = layouts.build_layout(view).controls  # type: ignore[arg-type]
+    controls = layout_controls.build_layout(view).controls  # type: ignore[arg-type]
     for c in controls:
-        assert c.x >= 0 and c.x + c.w <= layouts.WIDTH and c.y >= 0 and c.y + c.h <= layouts.HEIGHT, c
+        assert (
+            c.x >= 0
+            and c.x + c.w <= layout_controls.WIDTH
+            and c.y >= 0
+            and c.y + c.h <= layout_controls.HEIGHT
+        ), c
         assert c.kind == "label" or min(c.w, c.h) >= 36, c  # finger-sized
     for a, b in itertools.combinations(controls, 2):
         overlap = a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
@@ -75,7 +83,7 @@ def test_layout_geometry(view: str) -> None:
 def test_layout_addresses_against_the_real_daemon(tmp_path: Path) -> None:
     """Press every button of the engineer layout (the larger one) on a running daemon: none is an
     unknown address or bad arguments, and every address a control shows is sent as feedback."""
-    sends, receives = layouts.touchosc_addresses(_shipped("touchosc", "engineer").read_bytes())
+    sends, receives = touchosc_addresses(_shipped("touchosc", "engineer").read_bytes())
     with Daemon(tmp_path) as d:
         osc = OscClient(d.osc_port)
         assert osc.command("/subscribe")[0] == "/ok"
