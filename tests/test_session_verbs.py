@@ -17,7 +17,8 @@ from test_hub import Answers, settle, start
 from bridge.devices.fake import FakeDevice
 from bridge.errors import SessionLogError
 from bridge.export import build_take_sheet
-from bridge.hub import AUTO_TAKE_MERGE, DAW_COMMANDS, Hub
+from bridge.hub import DAW_COMMANDS, Hub
+from bridge.ledger import AUTO_TAKE_MERGE
 from bridge.mapping import parse_mapping
 from bridge.sessionlog import SessionLog, read_records
 from bridge.vocab import (
