@@ -1,11 +1,11 @@
 """An in-memory session log (``SessionLogLike``) for the hub and ledger tests.
 
 Nothing is durable until the test says so: ``flush()`` makes the pending records durable, in
-order (``flush(1)``: only the oldest); ``fail_next(reason)`` makes the next appended record
-fail when it is flushed, ``fail_kinds`` fails every record of those kinds, and
-``refuse(reason)`` puts the log in the failing state (appends refused at once with
-SessionLogUnavailable, as the SQLite log does while it cannot write) until ``recover()``.
-``auto_flush=True`` makes every record durable as it is appended.
+order, and then the ones their follow-ups append (``flush(1)``: only the oldest);
+``fail_next(reason)`` makes the next appended record fail when it is flushed, ``fail_kinds``
+fails every record of those kinds, and ``refuse(reason)`` puts the log in the failing state
+(appends refused at once with SessionLogUnavailable, as the SQLite log does while it cannot
+write) until ``recover()``. ``auto_flush=True`` makes every record durable as it is appended.
 
 No thread, no sleep, no clock but ``wall`` (the records' timestamps). Without a running event
 loop (a plain test function), a settled future calls its callbacks at once: ``flush()``
@@ -107,11 +107,18 @@ class MemoryLog:
         return [record for record, _fut, _fail in self._pending]
 
     def flush(self, count: int | None = None) -> list[Record]:
-        """Settle the oldest ``count`` pending records (all by default): durable, or failed
-        when ``fail_next``/``fail_kinds`` said so. Returns the records made durable."""
+        """Settle the oldest ``count`` pending records: durable, or failed when
+        ``fail_next``/``fail_kinds`` said so. By default every pending record, and again the
+        ones appended meanwhile (a follow-up's), until none is pending. Returns the records
+        made durable."""
+        if count is None:
+            done: list[Record] = []
+            while self._pending:
+                done += self.flush(len(self._pending))
+            return done
         durable: list[Record] = []
         settled: list[tuple[Record, asyncio.Future[Any], str | None]] = []
-        while self._pending and (count is None or len(settled) < count):
+        while self._pending and len(settled) < count:
             record, fut, fail = self._pending.popleft()
             settled.append((record, fut, fail))
             if fail is None:
