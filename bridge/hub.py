@@ -137,7 +137,7 @@ class Hub:
 
     @property
     def auto_take(self) -> str:
-        """ "record": a new take starts when recording starts; "off": only explicit marks."""
+        """``record``: a new take starts when recording starts; ``off``: only explicit marks."""
         return self.ledger.auto_take
 
     @auto_take.setter

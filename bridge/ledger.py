@@ -36,6 +36,7 @@ from bridge.ledger_load import (
     Done,
     Effect,
     Moment,
+    OnDurable,
     Send,
     StartSession,
     TakeInfo,
@@ -271,11 +272,11 @@ class Ledger:
             case _:
                 raise CommandError(f"unsupported session command {type(command).__name__}")
 
-    def _barrier(self, kind: RecordKind, then: Any, done: Done, **fields: Any) -> Append:
+    def _barrier(self, kind: RecordKind, then: OnDurable, done: Done, **fields: Any) -> Append:
         self._busy = str(kind)
         return Append(kind, fields, on_durable=then, done=done, barrier=True)
 
-    def _added(self, name: str) -> Any:
+    def _added(self, name: str) -> OnDurable:
         def added(_record: Record, _at: Moment) -> list[Effect]:
             if name in self.takes.songs:
                 return []

@@ -96,6 +96,8 @@ class StartSession:
 
 
 Effect = Append | Apply | Send | Answer | StartSession
+#: what an ``Append`` runs once its record is durable
+OnDurable = Callable[["Record", Moment], list[Effect]]
 
 
 # ---------------------------------------------------------------------- take data

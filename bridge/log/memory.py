@@ -170,7 +170,9 @@ class MemoryLog:
         last = self._session
         ended = any(r.session == last and r.kind == RecordKind.SESSION_END for r in self.records)
         if last and not ended and not new_session:
-            name = next((r.text for r in self.records if r.session == last and r.kind == "session_start"), "")
+            name = next(
+                (r.text for r in self.records if r.session == last and r.kind == RecordKind.SESSION_START), ""
+            )
             return self._info(last, name, resumed=True)
         return self._start(session_name)
 
