@@ -9,7 +9,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from test_hub import Answers
+from peers.recorder import Answers
 
 from bridge.export import (
     CSV_COLUMNS,
