@@ -312,15 +312,46 @@ def load_mapping(path: Path) -> StudioMap:
     return parse_mapping(data, str(path))
 
 
+class _Bound:
+    """A binding as the mapper uses it: its feedback key worked out once when it does not depend
+    on track names, and, for a verb whose command depends only on pressed / not pressed (a
+    trigger or an on/off verb), its two commands built once (commands are immutable)."""
+
+    __slots__ = ("binding", "static_key", "discrete", "built")
+
+    def __init__(self, binding: Binding) -> None:
+        self.binding = binding
+        static = binding.feedback is not None and not binding.dynamic
+        self.static_key: str | None = binding.feedback if static else None
+        kind = COMMANDS.get(binding.command or "", ("float",))[0]
+        self.discrete = kind in ("none", "bool")
+        self.built: dict[bool, Command | None] = {}
+
+    def key(self, resolve_track: Callable[[TrackRef], int | None]) -> str | None:
+        if self.static_key is not None:
+            return self.static_key
+        return self.binding.feedback_key(resolve_track)
+
+    def build(self, shaped: float) -> Command | None:
+        if not self.discrete:
+            return self.binding.build(shaped)
+        on = shaped >= 0.5
+        try:
+            return self.built[on]
+        except KeyError:
+            command = self.built[on] = self.binding.build(shaped)
+            return command
+
+
 class Mapper:
     """ControlInput -> commands for one device, resolved against the studio state."""
 
     def __init__(self, studio_map: StudioMap) -> None:
         self.map = studio_map
-        self._by_control: dict[str, list[Binding]] = {}
+        self._by_control: dict[str, list[_Bound]] = {}
         for binding in studio_map.bindings:
             if binding.command:
-                self._by_control.setdefault(binding.control, []).append(binding)
+                self._by_control.setdefault(binding.control, []).append(_Bound(binding))
 
     def resolve(
         self,
@@ -329,8 +360,9 @@ class Mapper:
         resolve_track: Callable[[TrackRef], int | None],
     ) -> list[Command]:
         out: list[Command] = []
-        for binding in self._by_control.get(control.control, ()):
-            key = binding.feedback_key(resolve_track)
+        for bound in self._by_control.get(control.control, ()):
+            binding = bound.binding
+            key = bound.key(resolve_track)
             current_raw = get(key) if key else None
             if isinstance(current_raw, bool):
                 current = float(current_raw != binding.feedback_invert)
@@ -341,7 +373,7 @@ class Mapper:
             shaped = binding.shape(control.value, control.relative, current)
             if shaped is None:
                 continue
-            command = binding.build(shaped)
+            command = bound.build(shaped)
             if command is not None:
                 out.append(command)
         return out
