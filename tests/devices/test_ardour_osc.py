@@ -412,7 +412,7 @@ async def test_a_split_marker_is_read_back_exactly_and_the_playhead_returns(ardo
     """The rare path of issue 10.7, made to happen: a marker whose bracket gave two samples is
     read back from Ardour once stopped (locate to it by name, read), then reported again with
     Ardour's exact sample, and the playhead goes back where it was."""
-    from bridge.devices.ardour_osc import _PendingMarker
+    from bridge.devices._ardour_markers import ArdourMarker
 
     async with connected(ardour) as (driver, rec):
         await rec.wait_for(lambda e: isinstance(e, TransportChanged) and e.playing is False)
@@ -425,9 +425,9 @@ async def test_a_split_marker_is_read_back_exactly_and_the_playhead_returns(ardo
         await rec.wait_for(lambda e: isinstance(e, PositionChanged) and e.seconds == 2.0)
         m = rec.mark()
         # as if Ardour's cycle had ended inside the bundle: 48000 or 49024
-        driver._unresolved.append((_PendingMarker("R1", 7, 0.0), 48000, 49024))
-        driver._start_resolver()
+        driver._markers.unresolved.append((ArdourMarker("R1", 7, 0.0), 48000, 49024))
+        driver._markers.start()
         again = await rec.wait_for(lambda e: isinstance(e, MarkerAdded) and e.tag == 7, start=m)
         assert (again.marker_id, again.seconds) == ("48000", 1.0)
         await rec.wait_for(lambda e: isinstance(e, PositionChanged) and e.seconds == 2.0, start=m)
-        assert driver._samples == 96000 and not driver._unresolved
+        assert driver._samples == 96000 and not driver._markers.unresolved

@@ -212,9 +212,7 @@ async def test_silent_reaper_is_lost_and_absent_reaper_unavailable() -> None:
 async def test_feedback_flood_beyond_the_queue_forces_a_full_resync(monkeypatch: pytest.MonkeyPatch) -> None:
     """More events than the driver queues (nobody reading for a while): rather than drop a
     fact, the driver reports the link lost, so the supervisor reconnects and relearns it all."""
-    from bridge.devices import reaper_osc
-
-    monkeypatch.setattr(reaper_osc, "MAX_QUEUE", 300)  # the same logic, a smaller flood
+    monkeypatch.setattr(ReaperOsc, "max_queue", 300)  # the same logic, a smaller flood
     device_port = free_port()
     fake = FakeReaper(device_port=device_port)
     await fake.start()
