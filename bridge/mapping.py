@@ -312,23 +312,29 @@ def load_mapping(path: Path) -> StudioMap:
     return parse_mapping(data, str(path))
 
 
+def _by_number(ref: TrackRef) -> int | None:
+    return ref if isinstance(ref, int) and ref >= 1 else None
+
+
 class _Bound:
     """A binding as the mapper uses it: its feedback key worked out once when it does not depend
     on track names, and, for a verb whose command depends only on pressed / not pressed (a
     trigger or an on/off verb), its two commands built once (commands are immutable)."""
 
-    __slots__ = ("binding", "static_key", "discrete", "built")
+    __slots__ = ("binding", "built", "discrete", "static", "static_key")
 
     def __init__(self, binding: Binding) -> None:
         self.binding = binding
-        static = binding.feedback is not None and not binding.dynamic
-        self.static_key: str | None = binding.feedback if static else None
+        fb, track = binding.feedback, binding.track
+        #: the key does not depend on track names: no feedback, no {track}, or a track number
+        self.static = fb is None or "{track}" not in fb or (isinstance(track, int) and track >= 1)
+        self.static_key: str | None = binding.feedback_key(_by_number) if self.static else None
         kind = COMMANDS.get(binding.command or "", ("float",))[0]
         self.discrete = kind in ("none", "bool")
         self.built: dict[bool, Command | None] = {}
 
     def key(self, resolve_track: Callable[[TrackRef], int | None]) -> str | None:
-        if self.static_key is not None:
+        if self.static:
             return self.static_key
         return self.binding.feedback_key(resolve_track)
 

@@ -107,6 +107,8 @@ _LOGGED_SIDE_EFFECT: frozenset[type[Command]] = frozenset({Play, Stop, SetRecord
 
 #: datagrams longer than this are counted ``oversized`` and dropped (a tablet's command is tiny)
 MAX_DATAGRAM = 8192
+#: feedback datagrams kept encoded (key, value) -> bytes: a surface's LEDs and arms, take numbers
+MAX_ENCODED = 8192
 
 
 def _address_of(data: bytes) -> str | None:
@@ -157,6 +159,7 @@ class OscApi(SyncDevice[OscApiOptions]):
         self._denied = _limited_log()
         self._refused = _limited_log(per_window=1, window=60.0)
         self._state: dict[str, Value] = {}
+        self._encoded: dict[tuple[str, Value, type], tuple[bytes, ...]] = {}
         self.counters = {
             "packets": 0,
             "commands": 0,
@@ -473,8 +476,20 @@ class OscApi(SyncDevice[OscApiOptions]):
             self._state[message.control] = message.value
         if self._sock is None or self._closing:
             return
-        for address, arg in feedback_messages(message.control, message.value):
-            data = encode(address, arg)
+        for data in self._datagrams(message.control, message.value):
             for target in self._targets():  # re-read: a bounce retires its client at once
                 if self._send(data, target):
                     self.counters["feedback"] += 1
+
+    def _datagrams(self, key: str, value: Value) -> tuple[bytes, ...]:
+        """The encoded feedback for ``key = value``; on/off and small whole values (LEDs, arm,
+        take numbers) are encoded once and kept (bounded), the rest (positions, text) each time."""
+        cacheable = value is None or type(value) is bool or (type(value) is int and -1 <= value <= 1024)
+        if cacheable:
+            found = self._encoded.get((key, value, type(value)))
+            if found is not None:
+                return found
+        datagrams = tuple(encode(address, arg) for address, arg in feedback_messages(key, value))
+        if cacheable and len(self._encoded) < MAX_ENCODED:
+            self._encoded[(key, value, type(value))] = datagrams
+        return datagrams
