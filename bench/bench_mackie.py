@@ -19,9 +19,9 @@ import asyncio
 import statistics
 import time
 
-from bridge.devices import mackie_codec as mc
-from bridge.devices._midi import MidiLink
-from bridge.devices.mackie import MackieSurface
+from bridge.devices.midi import mackie_codec as mc
+from bridge.devices.midi.link import MidiLink
+from bridge.devices.midi.mackie import MackieSurface
 from bridge.options import parse_options
 from bridge.vocab import Feedback, SetTrackArm
 

@@ -332,7 +332,7 @@ def main() -> None:
     ap.add_argument(
         "--helpers",
         default="native,python",
-        help="MIDI helpers to run the bridge with: native (bridge/devices/jackmidi), python",
+        help="MIDI helpers to run the bridge with: native (bridge/devices/midi/jackmidi), python",
     )
     a = ap.parse_args()
     helpers = a.helpers.split(",")
@@ -377,6 +377,7 @@ def main() -> None:
             cpu = br["cpu"]
             c = f"{statistics.median(cpu):.1f} % [{min(cpu):.1f}..{max(cpu):.1f}]"
             print(f"    CPU daemon + helper     {c} of one core")
+
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge import commands
-from bridge.devices.mackie import ACTIONS, MackieSurface
+from bridge.devices.midi.mackie import ACTIONS, MackieSurface
 from bridge.devices.mqtt import parse_command
 from bridge.devices.osc_api import OscApi
 from bridge.mapping import COMMANDS, parse_binding

@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from peers.fake_device import FakeDevice
 from peers.recorder import Answers
 
-from bridge.devices.fake import FakeDevice
 from bridge.hub import DAW_COMMANDS, Hub
 from bridge.mapping import parse_mapping
 from bridge.sessionlog import SessionLog, read_records

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers.fake_device import FakeDevice
 from peers.recorder import Answers
 
 from bridge import state as S
-from bridge.devices.fake import FakeDevice
 from bridge.hub import Hub
 from bridge.sessionlog import SessionLog, read_records
 from bridge.supervisor import run_device

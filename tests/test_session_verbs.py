@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers.fake_device import FakeDevice
 from test_hub import Answers, settle, start
 
-from bridge.devices.fake import FakeDevice
 from bridge.errors import SessionLogError
 from bridge.export import build_take_sheet
 from bridge.hub import AUTO_TAKE_MERGE, DAW_COMMANDS, Hub

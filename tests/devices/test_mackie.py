@@ -13,8 +13,8 @@ import pytest
 from mcu_emulator_proc import McuEmulator
 from peers.jack import JackServer, unique_name
 
-from bridge.devices import mackie_codec as mc
-from bridge.devices.mackie import MackieSurface
+from bridge.devices.midi import mackie_codec as mc
+from bridge.devices.midi.mackie import MackieSurface
 from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
 from bridge.options import parse_options
 from bridge.vocab import (

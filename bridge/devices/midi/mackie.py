@@ -63,9 +63,9 @@ from typing import Any, ClassVar, Literal
 
 from bridge import commands
 from bridge import state as st
-from bridge.devices import mackie_codec as mc
-from bridge.devices._midi import MidiLink, check_pattern
 from bridge.devices.base import DeviceContext, SyncDevice
+from bridge.devices.midi import mackie_codec as mc
+from bridge.devices.midi.link import MidiLink, check_pattern
 from bridge.errors import DeviceError, DeviceLost, DeviceUnavailable
 from bridge.options import in_range, non_negative, positive
 from bridge.vocab import (
