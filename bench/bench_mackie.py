@@ -31,8 +31,8 @@ class BenchSurface(MackieSurface):
         link = MidiLink("bench", None, None)
 
         def sink(data: bytes) -> None:
-            if data == mc.device_query(self.model):
-                link.inject(mc.host_connection_query(self.model, b"BENCH01", b"\x01\x02\x03\x04"))
+            if data == mc.device_query(self.desk.model):
+                link.inject(mc.host_connection_query(self.desk.model, b"BENCH01", b"\x01\x02\x03\x04"))
 
         link.attach_sink(sink)
         self.bench_link = link
