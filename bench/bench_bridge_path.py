@@ -33,8 +33,8 @@ import threading
 import time
 from pathlib import Path
 
-from bridge.devices.clock_daw import InternalOptions, InternalTransport
-from bridge.devices.generic_midi import GenericMidiOptions, GenericMidiSurface
+from bridge.devices.internal import InternalOptions, InternalTransport
+from bridge.devices.midi.generic import GenericMidiOptions, GenericMidiSurface
 from bridge.devices.osc_api import OscApi, OscApiOptions
 from bridge.hub import Hub
 from bridge.mapping import load_mapping

@@ -19,9 +19,9 @@ import asyncio
 import statistics
 import time
 
-from bridge.devices import mackie_codec as mc
-from bridge.devices._midi import MidiLink
-from bridge.devices.mackie import MackieSurface
+from bridge.devices.midi import mackie_codec as mc
+from bridge.devices.midi.link import MidiLink
+from bridge.devices.midi.mackie import MackieSurface
 from bridge.options import parse_options
 from bridge.vocab import Feedback, SetTrackArm
 
@@ -31,8 +31,8 @@ class BenchSurface(MackieSurface):
         link = MidiLink("bench", None, None)
 
         def sink(data: bytes) -> None:
-            if data == mc.device_query(self.model):
-                link.inject(mc.host_connection_query(self.model, b"BENCH01", b"\x01\x02\x03\x04"))
+            if data == mc.device_query(self.desk.model):
+                link.inject(mc.host_connection_query(self.desk.model, b"BENCH01", b"\x01\x02\x03\x04"))
 
         link.attach_sink(sink)
         self.bench_link = link

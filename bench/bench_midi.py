@@ -32,10 +32,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from bridge.devices._midi import MidiStreamParser
 from bridge.devices._osc import encode
-from bridge.devices.generic_midi import GenericMidiOptions, GenericMidiSurface
-from bridge.profiles import load_profile
+from bridge.devices.midi.generic import GenericMidiOptions, GenericMidiSurface
+from bridge.devices.midi.parser import MidiStreamParser
+from bridge.devices.midi.profiles import load_profile
 from bridge.vocab import ControlInput
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -147,7 +147,7 @@ async def run_bridge(rate: int, seconds: float) -> Result:
     """The bridge path: injector thread -> MidiLink -> GenericMidiSurface.receive() -> OSC sendto."""
     opts = GenericMidiOptions(profile="korg_nanokontrol2", output="")
     drv = GenericMidiSurface("bench", opts)
-    from bridge.devices._midi import MidiLink
+    from bridge.devices.midi.link import MidiLink
 
     drv.link = MidiLink("bench", None, None)
     await drv.link.open()

@@ -404,7 +404,7 @@ def main() -> None:
     ap.add_argument(
         "--helpers",
         default="native,python",
-        help="MIDI helpers to run the bridge with: native (bridge/devices/jackmidi), python",
+        help="MIDI helpers to run the bridge with: native (bridge/devices/midi/jackmidi), python",
     )
     ap.add_argument("--load", action="store_true", help="a busy process per core during the bridge runs")
     ap.add_argument(
@@ -484,6 +484,7 @@ def main() -> None:
                     print(f"      lost at s: {at}; daemon counters: {r.stats}")
                 for w in r.warnings[:5]:
                     print(f"      daemon: {w}")
+
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ import time
 import tomllib
 from pathlib import Path
 
-from bridge.devices._midi import MidiLink
-from bridge.devices.clock_daw import InternalOptions, InternalTransport
-from bridge.devices.generic_midi import GenericMidiOptions, GenericMidiSurface
+from bridge.devices.internal import InternalOptions, InternalTransport
+from bridge.devices.midi.generic import GenericMidiOptions, GenericMidiSurface
+from bridge.devices.midi.link import MidiLink
 from bridge.devices.osc_api import OscApi, OscApiOptions
 from bridge.hub import Hub
 from bridge.mapping import parse_mapping

@@ -40,7 +40,7 @@ from mcu_emulator_proc import McuEmulator  # noqa: E402
 from peers.daemon import Daemon  # noqa: E402
 from peers.jack import stop_process  # noqa: E402
 
-from bridge.devices._midi import MidiLink  # noqa: E402
+from bridge.devices.midi.link import MidiLink  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write")
 
     try:
-        learn = importlib.import_module("bridge.learn")
+        learn = importlib.import_module("bridge.devices.midi.learn")
     except ImportError:  # pragma: no cover - learn ships with the MIDI drivers
         pass
     else:
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             layouts.write(args.format, args.view, Path(args.output))
             return EXIT_OK
         if args.command == "learn":
-            return int(importlib.import_module("bridge.learn").run(args))
+            return int(importlib.import_module("bridge.devices.midi.learn").run(args))
     except ConfigError as exc:
         print(f"studio-bridge: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return EXIT_CONFIG

@@ -41,7 +41,7 @@ CHALLENGE = bytes((0x01, 0x02, 0x03, 0x04))
 
 
 def _response(ch: bytes) -> bytes:
-    # the Logic manual's formula, written independently of bridge.devices.mackie_codec
+    # the Logic manual's formula, written independently of bridge.devices.midi.mackie_codec
     l1, l2, l3, l4 = ch
     return bytes(
         (

@@ -9,7 +9,8 @@ import pytest
 
 from bridge import command_docs, commands
 from bridge.devices._mqtt_topics import parse_command
-from bridge.devices.mackie import ACTIONS, MackieSurface
+from bridge.devices.midi.mackie import MackieSurface
+from bridge.devices.midi.mackie_keys import ACTIONS
 from bridge.devices.osc_api import OscApi
 from bridge.mapping import COMMANDS, parse_binding
 from bridge.vocab import (
@@ -187,13 +188,13 @@ def test_mapping_args_are_checked_at_load() -> None:
 
 
 def test_every_desk_verb_is_a_mackie_action() -> None:
-    desk = MackieSurface("desk", MackieSurface.Options())
+    desk = MackieSurface("desk", MackieSurface.Options()).keys
     for verb in commands.VERBS:
         if verb.mackie is None or "mackie" not in verb.grammars:
             continue
         assert verb.mackie in ACTIONS
-        assert desk._action(verb.mackie) == commands.build(verb)
-    assert desk._action("mark_take") == MarkTake()
+        assert desk.action(verb.mackie) == commands.build(verb)
+    assert desk.action("mark_take") == MarkTake()
 
 
 # ------------------------------------------------------------------ the docs are the registry's

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bridge.devices.clock_daw import InternalTransport
+from bridge.devices.internal import InternalTransport
 from bridge.hub import Hub
 from bridge.sessionlog import SessionLog
 from bridge.supervisor import run_device

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from peers.fake_device import FakeDevice
 from peers.recorder import DirectDevice, HubRig
 
-from bridge.devices.fake import FakeDevice
 from bridge.hub import DAW_COMMANDS
 from bridge.log.memory import MemoryLog
 from bridge.mapping import parse_mapping

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from peers.fake_device import FakeDevice
 from peers.recorder import DirectDevice, HubRig
 
 from bridge import state as S
-from bridge.devices.fake import FakeDevice
 from bridge.hub import Hub
 from bridge.log.memory import MemoryLog
 from bridge.sessionlog import Record

@@ -15,7 +15,7 @@ import random
 import mido
 import pytest
 
-from bridge.devices._midi import MidiStreamParser
+from bridge.devices.midi.parser import MidiStreamParser
 
 CHANNEL_LEN = {0x8: 2, 0x9: 2, 0xA: 2, 0xB: 2, 0xC: 1, 0xD: 1, 0xE: 2}
 COMMON = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0}

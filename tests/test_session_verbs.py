@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from peers.fake_device import FakeDevice
 from peers.recorder import Answers, DirectDevice, HubRig
 
-from bridge.devices.fake import FakeDevice
 from bridge.export import build_take_sheet
 from bridge.hub import DAW_COMMANDS, Hub
 from bridge.ledger import AUTO_TAKE_MERGE

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers.fake_device import FakeDevice
 from peers.recorder import Answers
 
 from bridge import state as S
-from bridge.devices.fake import FakeDevice
 from bridge.export import build_take_sheet
 from bridge.hub import DAW_COMMANDS, Hub
 from bridge.mapping import parse_mapping

@@ -20,7 +20,7 @@ Messages are written as hex bytes, per talk channel::
 * ``query`` is sent at connect (then every channel must report within ``connect_timeout``) and
   after each command. Without it the state is unknown until the console reports it.
 
-The ports are opened through :class:`bridge.devices._midi.MidiLink` (a helper process per link,
+The ports are opened through :class:`bridge.devices.midi.link.MidiLink` (a helper process per link,
 by port-name pattern, hot-plug: an unplugged port is a lost link).
 """
 
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-from bridge.devices._midi import MidiLink, check_pattern
 from bridge.devices._talkback import TalkbackDevice, max_on_check
 from bridge.devices.base import DeviceContext
+from bridge.devices.midi.link import MidiLink, check_pattern
 from bridge.errors import DeviceLost, DeviceUnavailable
 from bridge.options import OptionsError, in_range, positive
 from bridge.vocab import Outbound, SetTalkback

@@ -12,9 +12,9 @@ import pytest
 from peers.jack import JackServer, MidiPeer, PeerFactory, unique_name
 
 from bridge.devices.base import DeviceContext
-from bridge.devices.generic_midi import GenericMidiOptions, GenericMidiSurface
+from bridge.devices.midi.generic import GenericMidiOptions, GenericMidiSurface
+from bridge.devices.midi.profiles import load_profile
 from bridge.options import parse_options
-from bridge.profiles import load_profile
 from bridge.vocab import ControlInput, Feedback
 
 
@@ -423,7 +423,7 @@ async def test_quick_tap_in_one_batch_then_the_next_press(path: str) -> None:
     internal transport answers in the same call), then the next press in a batch of its own: the
     LED-on must go out before the release is read, or that press is taken for the LED's echo.
     Through ``receive()`` on a port-less link, both the generator and the report_now path."""
-    from bridge.devices._midi import MidiLink
+    from bridge.devices.midi.link import MidiLink
 
     drv, _, _ = surface(echo_window=0.1)  # a nano behind a MIDI thru: the guard on
     drv.link = MidiLink("t", None, None)

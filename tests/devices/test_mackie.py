@@ -13,9 +13,9 @@ import pytest
 from mcu_emulator_proc import McuEmulator
 from peers.jack import JackServer, unique_name
 
-from bridge.devices import mackie_codec as mc
-from bridge.devices.mackie import MackieSurface
-from bridge.errors import ConfigError, DeviceLost, DeviceUnavailable
+from bridge.devices.midi import mackie_codec as mc
+from bridge.devices.midi.mackie import MackieSurface
+from bridge.errors import DeviceLost, DeviceUnavailable
 from bridge.options import parse_options
 from bridge.vocab import (
     CircleTake,
@@ -326,7 +326,7 @@ async def test_echo_guard_loopback(emulator: EmuFactory) -> None:
     async with connected(emu, echo_window=2.0) as run:
         await settle(emu)
         assert await run.quiet(0.3) == []  # the full dump echoed back produced no commands
-        assert run.driver.looped  # detected from our own device query / LCD SysEx coming back
+        assert run.driver.keys.looped  # detected from our own device query / LCD SysEx coming back
         await run.driver.send(Feedback("track/1/armed", True))
         await run.driver.send(Feedback("transport/playing", True))
         await run.driver.send(Feedback("track/3/fader", 0.5))
@@ -403,7 +403,7 @@ async def test_banking(emulator: EmuFactory) -> None:
         await emu.send([0x90, mc.CHANNEL_LEFT, 0x7F])
         await emu.press(mc.REC_ARM + 0)
         assert await run.next() == SetTrackArm(8, True)
-        assert run.driver.bank == 7
+        assert run.driver.desk.bank == 7
 
 
 async def test_logic_control_challenge(emulator: EmuFactory) -> None:
@@ -428,32 +428,6 @@ async def test_missing_port_is_unavailable(jack_sync: JackServer) -> None:
     with pytest.raises(DeviceUnavailable):
         async with asyncio.timeout(20):
             await MackieSurface("desk", opts).__aenter__()
-
-
-def test_options_validation() -> None:
-    with pytest.raises(ConfigError, match=r"devices\.desk\.keys"):
-        parse_options(MackieSurface.Options, {"keys": {"f1": "explode"}}, where="devices.desk", file="t")
-    with pytest.raises(ConfigError, match=r"devices\.desk\.keys"):
-        parse_options(MackieSurface.Options, {"keys": {"nokey": "play"}}, where="devices.desk", file="t")
-    opts = parse_options(
-        MackieSurface.Options, {"keys": {"f1": "talkback", "0x56": "add_marker"}}, where="d", file="t"
-    )
-    driver = MackieSurface("desk", opts)
-    assert driver.actions[0x36] == "talkback" and driver.actions[0x56] == "add_marker"
-    assert driver.actions[mc.PLAY] == "play"
-
-
-def test_example_config_is_valid() -> None:
-    import tomllib
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "configs" / "mackie-room.toml"
-    table = dict(tomllib.loads(path.read_text())["devices"]["desk"])
-    assert table.pop("kind") == "mackie"
-    opts = parse_options(MackieSurface.Options, table, where="devices.desk", file=str(path))
-    driver = MackieSurface("desk", opts)
-    assert driver.is_xtouch and driver.actions[0x36] == "talkback"
-    assert driver.actions[mc.CYCLE] == "locate_start"
 
 
 async def test_daw_offline_is_shown_and_everything_comes_back(emulator: EmuFactory) -> None:

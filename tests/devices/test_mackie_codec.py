@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.devices import mackie_codec as mc
+from bridge.devices.midi import mackie_codec as mc
 
 
 def hx(text: str) -> bytes:

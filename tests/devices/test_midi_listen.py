@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bridge.devices._midi import MidiLink
+from bridge.devices.midi.link import MidiLink
 from bridge.errors import DeviceLost
 
 

@@ -1,6 +1,5 @@
 """MMC: byte-exact codec tests, and the drivers through real JACK MIDI ports (separate peer processes)."""
 
-
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +7,8 @@ import asyncio
 import pytest
 from peers.jack import JackServer, PeerFactory, unique_name
 
-from bridge.devices import mmc
-from bridge.devices.mmc import MmcInput, MmcInputOptions, MmcTransport, MmcTransportOptions
+from bridge.devices.midi import mmc
+from bridge.devices.midi.mmc import MmcInput, MmcInputOptions, MmcTransport, MmcTransportOptions
 from bridge.errors import DeviceError, DeviceUnavailable
 from bridge.options import parse_options
 from bridge.vocab import (

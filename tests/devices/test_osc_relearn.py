@@ -6,8 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from peers.fake_device import FakeDevice
+
 from bridge.devices._osc import relearn_events
-from bridge.devices.fake import FakeDevice
 from bridge.hub import DAW_COMMANDS, Hub
 from bridge.sessionlog import SessionLog
 from bridge.state import Store

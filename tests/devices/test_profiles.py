@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bridge.config import load_config
+from bridge.devices.midi.profiles import load_profile, parse_profile, shipped_profiles
 from bridge.errors import MappingError
 from bridge.mapping import load_mapping
-from bridge.profiles import load_profile, parse_profile, shipped_profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,6 @@
 """MidiTalkback (kind talkback_midi) through real JACK MIDI ports against a console emulated by a
 separate process (tests/midi_surface_proc.py through peers.jack)."""
 
-
 from __future__ import annotations
 
 import asyncio

@@ -14,7 +14,7 @@ from peers.ardour import ArdourPeer
 from peers.daemon import Daemon, OscClient
 from peers.jack import JackServer, unique_name
 
-from bridge.devices import mackie_codec as mc
+from bridge.devices.midi import mackie_codec as mc
 
 pytestmark = [pytest.mark.jack, pytest.mark.ardour, pytest.mark.slow]
 

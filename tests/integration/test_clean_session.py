@@ -16,7 +16,7 @@ from peers.daemon import Daemon, OscClient
 from peers.jack import JackServer, MidiPeer, PeerFactory, unique_name
 from peers.mosquitto import Broker
 
-from bridge.devices import mackie_codec as mc
+from bridge.devices.midi import mackie_codec as mc
 
 pytestmark = [pytest.mark.jack, pytest.mark.mqtt]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from peers.daemon import Daemon, OscClient, cli, free_udp_port
+from peers.fake_device import daemon_env
 
 from bridge.devices._osc import encode
 
@@ -339,7 +340,7 @@ def test_check_accepts_the_example_configs() -> None:
 
 def test_sighup_reload_adds_and_removes_devices(tmp_path: Path) -> None:
     config = "[bridge]\nroom = 'a'\n"
-    with Daemon(tmp_path, config) as daemon:
+    with Daemon(tmp_path, config, env=daemon_env()) as daemon:
         client = OscClient(daemon.osc_port)
         try:
             assert client.command("/song", "Keep") == ("/ok", ["/song"])

@@ -17,7 +17,7 @@ from peers.ardour import ArdourPeer, require_ardour
 from peers.daemon import Daemon, OscClient
 from peers.jack import JackServer, MidiPeer, unique_name
 
-from bridge.devices import mackie_codec as mc
+from bridge.devices.midi import mackie_codec as mc
 
 pytestmark = [pytest.mark.ardour, pytest.mark.jack, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ from mcu_emulator_proc import McuEmulator
 from peers.daemon import Daemon, OscClient
 from peers.jack import JackServer, unique_name
 
-from bridge.devices import mackie_codec as mc
+from bridge.devices.midi import mackie_codec as mc
 
 pytestmark = pytest.mark.jack
 

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.devices.base import Device
-from bridge.devices.fake import FakeDevice
 from bridge.hub import Hub
 from bridge.log.memory import MemoryLog
 from bridge.mapping import StudioMap
 from bridge.vocab import Command, Inbound, Outbound, Request, TrackChanged, TracksReset
+from peers.fake_device import FakeDevice
 
 
 class Answers:

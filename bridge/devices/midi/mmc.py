@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from bridge.devices._midi import MidiLink, check_pattern
 from bridge.devices.base import Device, DeviceContext
+from bridge.devices.midi.link import MidiLink, check_pattern
 from bridge.errors import DeviceError, DeviceLost
 from bridge.options import in_range
 from bridge.vocab import (

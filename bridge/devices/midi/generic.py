@@ -1,6 +1,6 @@
 """Generic MIDI controllers driven by a device profile (``kind = "generic_midi"``, ``feedback = "mapped"``).
 
-Input: each MIDI message is looked up in the profile (:mod:`bridge.profiles`) and becomes a
+Input: each MIDI message is looked up in the profile (:mod:`bridge.devices.midi.profiles`) and becomes a
 ``ControlInput(control, value)``. Per batch of messages from the port:
 
 * continuous controls are coalesced: an absolute control keeps only its latest value, a
@@ -52,11 +52,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from bridge.devices._midi import MidiLink, check_pattern
 from bridge.devices.base import DeviceContext, SyncDevice
+from bridge.devices.midi.link import MidiLink, check_pattern
+from bridge.devices.midi.profile_spec import Profile
+from bridge.devices.midi.profiles import load_profile
 from bridge.errors import ConfigError
 from bridge.options import in_range
-from bridge.profiles import Profile, load_profile
 from bridge.vocab import ControlInput, Feedback, Inbound, Outbound
 
 log = logging.getLogger(__name__)

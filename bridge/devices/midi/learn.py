@@ -6,7 +6,7 @@ Each control (message type, channel, number) is printed to stdout once when firs
 in a summary at the end, with the observed value range and a guess: button (note, numbered
 program change, or a CC that only sends two values), relative encoder (a CC repeating small
 steps around 0/64; two's complement, signed bit or offset 64) or absolute fader/knob. With
-``-o`` the controls are written as a profile (see :mod:`bridge.profiles`) whose control names
+``-o`` the controls are written as a profile (see :mod:`bridge.devices.midi.profiles`) whose control names
 (``ch1.cc41``) the user renames. Status goes to stderr.
 """
 
@@ -148,7 +148,7 @@ def _toml_value(v: Any) -> str:
 
 async def learn(pattern: str, api: str, seconds: float, client_name: str, order: list[Seen]) -> None:
     """Listen and fill ``order`` with the controls seen (kept even when interrupted)."""
-    from bridge.devices._midi import MidiLink  # imported here: the CLI builds this parser at every start
+    from bridge.devices.midi.link import MidiLink  # imported here: the CLI builds this parser at every start
 
     link = MidiLink(client_name, pattern, None, api)
     await link.open()
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         text = profile_text(controls, args.input)
         try:
-            from bridge.profiles import parse_profile
+            from bridge.devices.midi.profiles import parse_profile
 
             parse_profile(text, args.output)  # what we write must load
         except MappingError as exc:  # pragma: no cover - a bug in the writer

@@ -1,15 +1,20 @@
 """FakeDevice: in-memory queues standing in for a device, for unit tests of the core.
 
-Never the only test of a driver: drivers are tested against real peers.
+Never the only test of a driver: drivers are tested against real peers. Not a built-in kind:
+in-process tests construct it directly; a daemon subprocess whose config says
+``kind = "fake"`` is started with :func:`daemon_env` (``STUDIO_BRIDGE_DRIVERS``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
+from bridge.devices import ENV_DRIVERS
 from bridge.devices.base import Device, DeviceContext, FeedbackMode
 from bridge.errors import DeviceLost
 from bridge.vocab import Command, Inbound, Outbound
@@ -62,3 +67,10 @@ class FakeDevice(Device[FakeOptions]):
 
     async def send(self, message: Outbound) -> None:
         self.sent.append(message)
+
+
+def daemon_env() -> dict[str, str]:
+    """Environment of a daemon subprocess that may use ``kind = "fake"`` in its config."""
+    tests = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)
+    return {ENV_DRIVERS: "fake=peers.fake_device:FakeDevice", "PYTHONPATH": path}

@@ -1,9 +1,9 @@
 """The native JACK MIDI helper (``sb_jackmidi.c``): where its binary is and how it is built.
 
-``scripts/setup`` builds it (``python -m bridge.devices.jackmidi build``) when a C compiler and
+``scripts/setup`` builds it (``python -m bridge.devices.midi.jackmidi build``) when a C compiler and
 JACK's headers are there (as root it installs ``libjack-jackd2-dev``). MidiLink uses it for
 JACK links when the binary exists and is not older than its source; otherwise, and for ALSA,
-the Python helper (``bridge/devices/_midi_helper.py``). ``STUDIO_BRIDGE_MIDI_HELPER=python``
+the Python helper (``bridge/devices/midi/helper_proc.py``). ``STUDIO_BRIDGE_MIDI_HELPER=python``
 forces the Python helper (tests run both).
 """
 
@@ -51,7 +51,7 @@ def build(quiet: bool = False) -> str | None:
 
 def main(argv: list[str]) -> int:
     if argv[:1] != ["build"]:
-        sys.stderr.write("usage: python -m bridge.devices.jackmidi build\n")
+        sys.stderr.write("usage: python -m bridge.devices.midi.jackmidi build\n")
         return 2
     why = build()
     if why:

@@ -1,10 +1,10 @@
-"""MIDI ports for drivers: a byte-stream parser and an asyncio link over python-rtmidi.
+"""MIDI ports for drivers: an asyncio link over python-rtmidi (bytes are split into messages
+by :class:`bridge.devices.midi.parser.MidiStreamParser`).
 
-* :class:`MidiStreamParser` turns raw bytes (in any chunking) into complete MIDI messages.
 * :class:`MidiLink` opens one input and/or one output port **by name pattern** (never by
   index, so a replugged device with a new index is found again) and hands input to asyncio.
 
-The ports themselves live in a small helper process per open link (``_midi_helper``; why:
+The ports themselves live in a small helper process per open link (``helper_proc``; why:
 see its docstring). The daemon talks to it over pipes: input arrives as raw chunks that are
 queued in a ``collections.deque`` (one event-loop wake-up per burst) and parsed on the event
 loop, in :meth:`MidiLink.messages`; output is written to the helper's stdin without waiting.
@@ -33,131 +33,21 @@ from typing import Any, Literal
 
 import rtmidi
 
-from bridge.devices import _jackwatch
 from bridge.devices._child import spawn_module, spawn_program
-from bridge.devices._midi_helper import HEADER, OpenError, frame, pick_port
-from bridge.devices._midi_helper import port_matcher as port_matcher  # re-exported for the drivers
-from bridge.devices.jackmidi import native_helper
+from bridge.devices.midi import jackwatch
+from bridge.devices.midi.helper_proc import HEADER, OpenError, frame, pick_port
+from bridge.devices.midi.jackmidi import native_helper
+from bridge.devices.midi.parser import MidiStreamParser
 from bridge.errors import DeviceLost, DeviceUnavailable
 
 log = logging.getLogger(__name__)
 
 MidiApi = Literal["jack", "alsa", "auto"]
 
-#: Longest SysEx kept (bytes); longer ones are dropped as garbage.
-MAX_SYSEX = 65536
 #: Seconds a helper process gets to open its ports (a cold start of Python and rtmidi included).
 OPEN_TIMEOUT = 15.0
 #: Seconds a helper process gets to close its ports and exit before it is killed.
 CLOSE_TIMEOUT = 3.0
-
-# Data bytes following each status byte (0x80-0xEF by high nibble; 0xF1-0xF6 system common).
-_CHANNEL_LEN = {0x8: 2, 0x9: 2, 0xA: 2, 0xB: 2, 0xC: 1, 0xD: 1, 0xE: 2}
-_COMMON_LEN = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF4: 0, 0xF5: 0, 0xF6: 0}
-
-
-class MidiStreamParser:
-    """Bytes -> complete MIDI messages. Handles running status (also across calls), SysEx
-    reassembly across chunks, realtime bytes (F8-FF) interleaved anywhere, stray data bytes
-    and truncated SysEx (counted in .dropped and discarded).
-
-    ``dropped`` counts discarded items: each stray data byte, each SysEx cut short by a
-    status byte (or longer than :data:`MAX_SYSEX`), each channel/common message cut short,
-    each stray ``F7`` and each undefined system common byte (F4, F5).
-    """
-
-    __slots__ = ("_buf", "_need", "_running", "_skip", "_sysex", "dropped")
-
-    def __init__(self) -> None:
-        self.dropped = 0
-        self._running = 0  # running status (0x80-0xEF) or 0
-        self._buf: list[int] = []  # message being assembled (status first), empty when idle
-        self._need = 0  # data bytes still expected for _buf
-        self._sysex: bytearray | None = None  # SysEx being assembled
-        self._skip = False  # inside an oversized SysEx (already counted): swallow its bytes
-
-    def reset(self) -> None:
-        """Forget any partial message and the running status (after a reconnect)."""
-        self._running = 0
-        self._buf = []
-        self._need = 0
-        self._sysex = None
-        self._skip = False
-
-    def feed(self, data: bytes | list[int]) -> list[bytes]:
-        # Fast path: one complete 3-byte channel message while idle (what rtmidi usually delivers).
-        if len(data) == 3 and not self._buf and self._sysex is None and not self._skip:
-            s = data[0]
-            if 0x80 <= s < 0xF0 and (s & 0xE0) != 0xC0 and data[1] < 0x80 and data[2] < 0x80:
-                self._running = s
-                return [bytes(data)]
-        out: list[bytes] = []
-        for b in data:
-            if b >= 0xF8:  # realtime: never interrupts anything
-                out.append(bytes((b,)))
-            elif self._skip:
-                if b >= 0x80:
-                    self._skip = False
-                    if b != 0xF7:
-                        self._status(b, out)
-            elif self._sysex is not None:
-                if b < 0x80:
-                    if len(self._sysex) >= MAX_SYSEX:
-                        self._sysex = None
-                        self._skip = True
-                        self.dropped += 1
-                    else:
-                        self._sysex.append(b)
-                elif b == 0xF7:
-                    self._sysex.append(b)
-                    out.append(bytes(self._sysex))
-                    self._sysex = None
-                else:  # a status byte ends a truncated SysEx
-                    self._sysex = None
-                    self.dropped += 1
-                    self._status(b, out)
-            elif b < 0x80:
-                if self._buf:
-                    self._buf.append(b)
-                    self._need -= 1
-                    if self._need == 0:
-                        out.append(bytes(self._buf))
-                        self._buf = []
-                elif self._running:
-                    need = _CHANNEL_LEN[self._running >> 4]
-                    if need == 1:
-                        out.append(bytes((self._running, b)))
-                    else:
-                        self._buf = [self._running, b]
-                        self._need = need - 1
-                else:
-                    self.dropped += 1
-            else:
-                self._status(b, out)
-        return out
-
-    def _status(self, b: int, out: list[bytes]) -> None:
-        if self._buf:  # previous message cut short
-            self._buf = []
-            self.dropped += 1
-        if b == 0xF0:
-            self._sysex = bytearray((0xF0,))
-            self._running = 0
-        elif b < 0xF0:
-            self._running = b
-            self._buf = [b]
-            self._need = _CHANNEL_LEN[b >> 4]
-        elif b == 0xF7 or b in (0xF4, 0xF5):  # stray end of SysEx / undefined
-            self._running = 0
-            self.dropped += 1
-        else:  # system common clears running status
-            self._running = 0
-            need = _COMMON_LEN[b]
-            if need == 0:
-                out.append(bytes((b,)))
-            else:
-                self._buf = [b]
-                self._need = need
 
 
 def resolve_api(api: str) -> int:
@@ -209,8 +99,8 @@ def list_ports(api: int, inputs: bool) -> list[str]:
     if api == rtmidi.API_UNIX_JACK:
         global _jack_quiet
         if not _jack_quiet:  # libjack prints to stderr at every probe while JACK is down
-            _jack_quiet = _jackwatch.route_messages_to_log()
-        ports = _jackwatch.list_ports(inputs)
+            _jack_quiet = jackwatch.route_messages_to_log()
+        ports = jackwatch.list_ports(inputs)
         if ports is None:
             server = os.environ.get("JACK_DEFAULT_SERVER", "default")
             raise DeviceUnavailable(f"JACK server {server!r} not reachable (is jackd running as this user?)")
@@ -302,7 +192,7 @@ class MidiLink:
             raise DeviceUnavailable(str(exc)) from exc
         native = native_helper() if api == rtmidi.API_UNIX_JACK else None
         if native is not None:
-            # one JACK client, no Python in JACK's threads (bridge/devices/jackmidi)
+            # one JACK client, no Python in JACK's threads (bridge/devices/midi/jackmidi)
             argv = [native, self.client_name, peers["input"] or "-", peers["output"] or "-"]
             proc = await spawn_program(argv, "the native MIDI helper process")
         else:
@@ -313,7 +203,7 @@ class MidiLink:
                 "api": api,
                 "jack": api == rtmidi.API_UNIX_JACK,
             }
-            proc = await spawn_module("bridge.devices._midi_helper", cfg, "the MIDI helper process")
+            proc = await spawn_module("bridge.devices.midi.helper_proc", cfg, "the MIDI helper process")
         self._proc = proc
         self._stderr_tail.clear()
         assert proc.stdout is not None and proc.stderr is not None

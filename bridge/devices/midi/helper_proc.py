@@ -1,4 +1,4 @@
-"""The MIDI helper process, one per open MIDI link with ports: ``python -m bridge.devices._midi_helper``.
+"""The MIDI helper process, one per open MIDI link with ports: ``python -m bridge.devices.midi.helper_proc``.
 
 Why a process of its own: python-rtmidi runs the input callback (Python, so it needs the GIL)
 inside JACK's process thread, and it makes its blocking JACK calls (open a client, register a
@@ -161,7 +161,7 @@ class Helper:
     def open(self) -> None:
         import rtmidi
 
-        from bridge.devices._jackwatch import JackWatch
+        from bridge.devices.midi.jackwatch import JackWatch
 
         try:
             # Order matters: input must not flow before the last blocking JACK call of ours,

@@ -1,5 +1,0 @@
-import sys
-
-from bridge.devices.jackmidi import main
-
-sys.exit(main(sys.argv[1:]))
