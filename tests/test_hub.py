@@ -10,8 +10,9 @@ from peers.recorder import Answers
 
 from bridge.devices.fake import FakeDevice
 from bridge.hub import DAW_COMMANDS, Hub
+from bridge.log.reader import read_records
+from bridge.log.writer import SessionLog
 from bridge.mapping import parse_mapping
-from bridge.sessionlog import SessionLog, read_records
 from bridge.supervisor import run_device
 from bridge.vocab import (
     ControlInput,

@@ -15,7 +15,9 @@ from peers.recorder import Answers
 from bridge import state as S
 from bridge.devices.fake import FakeDevice
 from bridge.hub import Hub
-from bridge.sessionlog import SessionLog, read_records
+from bridge.log.kinds import RecordKind
+from bridge.log.reader import read_records
+from bridge.log.writer import SessionLog
 from bridge.supervisor import run_device
 from bridge.vocab import AudioCaptured, Feedback, Outbound, Request, SetTalkback, TalkbackChanged
 
@@ -76,7 +78,7 @@ async def rig(tmp_path: Path) -> Any:
 
 async def talkback_records(hub: Hub) -> list[Any]:
     await settle()
-    await hub.log.append("note", text="sync")  # one writer, in order: everything before is durable
+    await hub.log.append(RecordKind.NOTE, text="sync")  # one writer, in order: everything before is durable
     return [r for r in read_records(hub.log.path) if r.kind.startswith("talkback")]
 
 

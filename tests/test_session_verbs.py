@@ -16,10 +16,11 @@ from test_hub import Answers, settle, start
 
 from bridge.devices.fake import FakeDevice
 from bridge.errors import SessionLogError
-from bridge.export import build_take_sheet
 from bridge.hub import AUTO_TAKE_MERGE, DAW_COMMANDS, Hub
+from bridge.log.reader import read_records
+from bridge.log.takesheet import build_take_sheet
+from bridge.log.writer import SessionLog
 from bridge.mapping import parse_mapping
-from bridge.sessionlog import SessionLog, read_records
 from bridge.vocab import (
     AddMarker,
     AddNote,

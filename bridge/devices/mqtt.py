@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     import aiomqtt
 
     from bridge.devices import _mqtt_client
-    from bridge.sessionlog import Record
+    from bridge.log.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -497,7 +497,7 @@ class MqttBridge(Device[MqttOptions]):
 
     async def _takesheet_loop(self) -> None:
         """Publish the take sheet after each connect, then again (coalesced) when records came."""
-        from bridge import export
+        from bridge.log import takesheet as export
 
         await self._load_takesheet()
         topic, last = f"{self.root}/takesheet", b""
@@ -808,14 +808,14 @@ def _takesheet_json(export: ModuleType, records: list[Record]) -> bytes:
 
 def _session_records(path: Path) -> list[Record]:
     """The latest session's records, [] without a log (a worker thread)."""
-    from bridge import sessionlog
+    from bridge.log import reader as sessionlog
 
     return sessionlog.read_records(path) if path.exists() else []
 
 
 def _as_record(entry: LogEntry) -> Record | None:
     """A LogEntry (``Record.to_json()``) back into a Record for the take sheet."""
-    from bridge.sessionlog import Record
+    from bridge.log.records import Record
 
     d = entry.record
 

@@ -2,7 +2,7 @@
 
 A supervised device like the OSC API (kind ``web``, the top-level ``[web]`` table). It gets every
 studio-state key (``feedback = "state"``) and every durable session-log record (``wants_log``),
-folds the open session's records into the take sheet (:func:`bridge.export.build_take_sheet`) and
+folds the open session's records into the take sheet (:func:`bridge.log.takesheet.build_take_sheet`) and
 pushes both to every open console. Actions from a page become hub ``Request``s; the page is
 answered only when the hub calls ``done`` (durable in the log, or confirmed by the device), so the
 page shows pending -> done / error and never an optimistic result.
@@ -70,8 +70,8 @@ from bridge.vocab import (
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from bridge.export import TakeSheet
-    from bridge.sessionlog import Record
+    from bridge.log.records import Record
+    from bridge.log.takesheet import TakeSheet
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ class WebConsole(SyncDevice[WebOptions]):
         return self.ctx.data_dir / LOG_FILE
 
     async def _load_records(self, after: int = 0) -> None:
-        from bridge.sessionlog import read_records
+        from bridge.log.reader import read_records
 
         path = self._log_path()
         if not path.exists():
@@ -434,7 +434,7 @@ class WebConsole(SyncDevice[WebOptions]):
             self._mark_sheet_dirty()
 
     def _sheet(self) -> dict[str, Any]:
-        from bridge import export
+        from bridge.log import takesheet as export
 
         records = sorted(self._records.values(), key=lambda r: r.seq)
         sheet = _sheet_json(export.build_take_sheet(records))
@@ -458,7 +458,7 @@ class WebConsole(SyncDevice[WebOptions]):
                 self._state_pending[message.control] = message.value
                 self._schedule_flush()
         elif isinstance(message, LogEntry):
-            from bridge.sessionlog import Record
+            from bridge.log.records import Record
 
             r = message.record
             try:
@@ -835,7 +835,7 @@ def _fields(item: Any) -> dict[str, Any]:
 
 def _sheet_json(sheet: TakeSheet) -> dict[str, Any]:
     """``export.sheet_to_json`` without ``dataclasses.asdict`` (10x faster; tuples dump as lists)."""
-    from bridge.export import FORMAT
+    from bridge.log.takesheet import FORMAT
 
     return {
         "format": FORMAT,
@@ -848,23 +848,13 @@ def _sheet_json(sheet: TakeSheet) -> dict[str, Any]:
 
 
 def _render_export(path: Path, session: int | None, fmt: str, room: str) -> str:
-    import io
-
-    from bridge import export
-    from bridge.sessionlog import read_records
+    from bridge.log import formats
+    from bridge.log.reader import read_records
+    from bridge.log.takesheet import build_take_sheet
 
     records = read_records(path, session, amending=True)  # corrections made in later sessions too
-    sheet = export.build_take_sheet(records)
-    out = io.StringIO()
-    if fmt == "html":
-        from bridge import report_html
-
-        report_html.to_html(sheet, out, room=room, records=records)
-    elif fmt == "csv":
-        export.to_csv(sheet, out)
-    else:
-        export.to_json(sheet, out)
-    return out.getvalue()
+    out = formats.get(fmt).render(build_take_sheet(records), records=records, room=room)
+    return out if isinstance(out, str) else out.decode()
 
 
 def check_bind(options: WebOptions, file: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from bridge.devices._osc import relearn_events
 from bridge.devices.fake import FakeDevice
 from bridge.hub import DAW_COMMANDS, Hub
-from bridge.sessionlog import SessionLog
+from bridge.log.writer import SessionLog
 from bridge.state import Store
 from bridge.supervisor import run_device
 from bridge.vocab import DeviceStatus, Feedback, TrackChanged, TracksReset
