@@ -305,3 +305,61 @@ async def test_the_shapes_are_the_ones_the_hub_writes(tmp_path: Path) -> None:
         (2, "", False, True, ("too fast",)),
     ]
     assert [n.text for n in sheet.notes] == ["before any take"]
+
+
+def test_every_registered_format_renders_and_the_cli_offers_exactly_those(tmp_path: Path) -> None:
+    from bridge.cli import build_parser, main
+    from bridge.log import formats
+
+    known = formats.formats()
+    names = [f.name for f in known]
+    assert names == ["csv", "json", "reaper", "audacity", "html"]  # by rank: the CLI's order
+    records = _sample_sheet().records
+    sheet = build_take_sheet(records)
+    for fmt in known:
+        assert fmt.suffix.startswith(".") and "\n" not in fmt.description and "/" in fmt.media_type
+        out = fmt.render(sheet, records=records, room="Studio A")
+        assert isinstance(out, str | bytes) and out, fmt.name
+        assert formats.get(fmt.name) is fmt
+    assert formats.get("csv").render(sheet) == _render(to_csv, sheet)
+    assert formats.get("json").render(sheet) == _render(to_json, sheet)
+    try:
+        formats.get("pdf")
+    except KeyError as exc:
+        assert "known: csv, json, reaper, audacity, html" in str(exc)
+    else:
+        raise AssertionError("no KeyError")
+
+    parser = build_parser()
+    export = parser.parse_args(["log", "export", "--format", "reaper"])
+    assert export.format == "reaper"
+    sub = next(a for a in parser._actions if a.dest == "command").choices["log"]  # type: ignore[union-attr]
+    action = next(a for a in sub._actions if a.dest == "log_command").choices["export"]  # type: ignore[union-attr]
+    fmt_action = next(a for a in action._actions if a.dest == "format")
+    assert list(fmt_action.choices) == names
+    assert all(f"{f.name}: {f.description}" in fmt_action.help for f in known)
+
+    # The CLI writes what the registry renders.
+    asyncio.run(_write_sample_log(tmp_path / "session-log.sqlite3"))
+    for fmt in known:
+        target = tmp_path / f"out{fmt.suffix}"
+        assert (
+            main(["log", "export", "--format", fmt.name, "--data-dir", str(tmp_path), "-o", str(target)]) == 0
+        )
+        records = read_records(tmp_path / "session-log.sqlite3", amending=True)
+        assert target.read_text(encoding="utf-8") == fmt.render(build_take_sheet(records), room="studio")
+
+
+def _render(writer: object, sheet: object) -> str:
+    out = io.StringIO()
+    writer(sheet, out)  # type: ignore[operator]
+    return out.getvalue()
+
+
+async def _write_sample_log(path: Path) -> None:
+    slog = SessionLog(path)
+    await slog.open("Sample")
+    t1 = slog.next_seq()
+    slog.append(RecordKind.TAKE_MARKER, song="Gold", take=1, daw_seconds=5.0, text="intro")
+    await slog.append(RecordKind.TAKE_FLAG, amends=t1, song="Gold", take=1, data={"circled": True})
+    await slog.close()

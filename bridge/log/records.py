@@ -46,7 +46,7 @@ class Record:
             "seq": self.seq,
             "session": self.session,
             "ts": self.ts,
-            "kind": self.kind.value,
+            "kind": str(self.kind),  # plain text (a StrEnum member is its value)
             "song": self.song,
             "take": self.take,
             "daw_seconds": self.daw_seconds,
