@@ -482,3 +482,26 @@ async def test_records_after_new_session_call_belong_to_it(tmp_path: Path) -> No
     assert [k for _, k, _ in durable] == ["note", "session_end", "session_start", "note", "session_end"]
     assert [s for _, _, s in durable] == [1, 1, 2, 2, 2]
     assert [q for q, _, _ in durable] == list(range(2, 7))
+
+
+def test_record_json_round_trip() -> None:
+    rec = Record(
+        5,
+        2,
+        "2026-11-22T14:03:07.123Z",
+        RecordKind.TAKE_FLAG,
+        "Blue",
+        3,
+        1.5,
+        "osc",
+        "",
+        4,
+        {"circled": True},
+    )
+    as_json = rec.to_json()
+    assert type(as_json["kind"]) is str and as_json["kind"] == "take_flag"
+    back = Record.from_json(json.loads(json.dumps(as_json)))
+    assert back == rec and back is not None and type(back.kind) is RecordKind
+    assert Record.from_json({**as_json, "kind": "from_the_future"}) is None
+    assert Record.from_json({**as_json, "seq": "5"}) is None
+    assert Record.from_json({"kind": "note"}) is None
