@@ -37,8 +37,8 @@ from bridge.devices.internal import InternalOptions, InternalTransport
 from bridge.devices.midi.generic import GenericMidiOptions, GenericMidiSurface
 from bridge.devices.osc_api import OscApi, OscApiOptions
 from bridge.hub import Hub
+from bridge.log.writer import SessionLog
 from bridge.mapping import load_mapping
-from bridge.sessionlog import SessionLog
 from bridge.supervisor import run_device
 from bridge.vocab import SetTrackArm
 

@@ -40,8 +40,8 @@ from bridge.devices.midi.generic import GenericMidiOptions, GenericMidiSurface
 from bridge.devices.midi.link import MidiLink
 from bridge.devices.osc_api import OscApi, OscApiOptions
 from bridge.hub import Hub
+from bridge.log.writer import SessionLog
 from bridge.mapping import parse_mapping
-from bridge.sessionlog import SessionLog
 from bridge.supervisor import run_device
 
 REC_CC = list(range(64, 72))  # strip 1-8 R buttons

@@ -214,7 +214,7 @@ async def reconnect_main(args: argparse.Namespace) -> int:
     from bridge.devices.base import Device
     from bridge.devices.mqtt import MqttBridge, MqttOptions
     from bridge.hub import Hub
-    from bridge.sessionlog import SessionLog
+    from bridge.log.writer import SessionLog
     from bridge.supervisor import run_device
 
     class Before(MqttBridge):

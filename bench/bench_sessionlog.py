@@ -27,7 +27,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bridge.sessionlog import Record, SessionLog
+from bridge.log.kinds import RecordKind
+from bridge.log.records import Record
+from bridge.log.writer import SessionLog
 
 DATA = {"flags": ["circled"], "device": "reaper", "detail": "x" * 40}
 
@@ -77,7 +79,9 @@ async def bench_sessionlog(tmp: Path, burst: int, paced: int) -> dict[str, float
     lat: list[float] = []
     for i in range(paced):
         t0 = time.perf_counter()
-        fut = slog.append("take_marker", song="Blue", take=i, daw_seconds=i * 0.5, source="bench", data=DATA)
+        fut = slog.append(
+            RecordKind.TAKE_MARKER, song="Blue", take=i, daw_seconds=i * 0.5, source="bench", data=DATA
+        )
         fut.add_done_callback(lambda _f, t0=t0: lat.append(time.perf_counter() - t0))
         await asyncio.sleep(0.001)
     await fut
@@ -92,7 +96,7 @@ async def bench_sessionlog(tmp: Path, burst: int, paced: int) -> dict[str, float
         start = time.perf_counter()
         for i in range(burst):
             t0 = time.perf_counter_ns()
-            futures.append(slog.append("note", song="Blue", take=i, text="burst note", data=DATA))
+            futures.append(slog.append(RecordKind.NOTE, song="Blue", take=i, text="burst note", data=DATA))
             enqueue.append((time.perf_counter_ns() - t0) / 1000)
             if i % 100 == 99:
                 await asyncio.sleep(0)  # a real loop interleaves other work between appends

@@ -33,7 +33,7 @@ from bridge.devices import load_driver
 from bridge.devices.base import Device, DeviceContext
 from bridge.errors import BridgeError, ConfigError, DataDirError
 from bridge.hub import Hub
-from bridge.sessionlog import SessionLog
+from bridge.log.writer import SessionLog
 from bridge.supervisor import run_device
 from bridge.vocab import DeviceStatus
 from bridge.watchdog import Watchdog

@@ -139,12 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             p.add_argument("--json", action="store_true", help="one JSON object per line")
         if name == "export":
+            from bridge.log import formats
+
+            known = formats.formats()
             p.add_argument(
                 "--format",
-                choices=["csv", "json", "reaper", "audacity", "html"],
+                choices=[f.name for f in known],
                 default="csv",
-                help="csv/json: the take sheet and cues; reaper: region/marker CSV; audacity: label track;"
-                " html: the session report (one file, prints to PDF)",
+                help="; ".join(f"{f.name}: {f.description}" for f in known),
             )
             p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
@@ -287,11 +289,10 @@ def _out(path: str | None) -> TextIO:
 
 
 def _log(args: argparse.Namespace) -> int:
-    from bridge import sessionlog
+    from bridge.log import reader, recovery
 
-    config_dir = None
-    if args.config:
-        config_dir = load_config(Path(args.config)).bridge.data_dir
+    config = load_config(Path(args.config)) if args.config else None
+    config_dir = config.bridge.data_dir if config is not None else None
     path = _data_dir(args, config_dir) / "session-log.sqlite3"
     if args.log_command == "recover":
         from bridge.app import DataDirLock
@@ -300,7 +301,7 @@ def _log(args: argparse.Namespace) -> int:
         if path.parent.is_dir():
             lock.acquire()  # never move the file away under a running daemon
         try:
-            backup = sessionlog.recover(path)
+            backup = recovery.recover(path)
         finally:
             lock.release()
         print(f"moved the damaged log to {backup}; salvaged records are in {path}")  # noqa: T201
@@ -308,20 +309,20 @@ def _log(args: argparse.Namespace) -> int:
     if not path.exists():
         raise SessionLogError(f"no session log at {path} (use --data-dir to point at another one)")
     if args.log_command == "list":
-        sessions = sessionlog.list_sessions(path)
+        sessions = reader.list_sessions(path)
         if not sessions:
             print("no sessions")  # noqa: T201
         for s in sessions:
             _print_session(s)
         return EXIT_OK
     if args.session is not None:
-        ids = [s.id for s in sessionlog.list_sessions(path)]
+        ids = [s.id for s in reader.list_sessions(path)]
         if args.session not in ids:
             known = f"sessions {ids[0]}-{ids[-1]}" if ids else "no sessions yet"
             raise SessionLogError(
                 f"no session {args.session} in {path} ({known}; see `studio-bridge log list`)"
             )
-    records = sessionlog.read_records(path, args.session, amending=args.log_command != "show")
+    records = reader.read_records(path, args.session, amending=args.log_command != "show")
     if args.log_command == "show":
         for record in records:
             if args.json:
@@ -329,23 +330,22 @@ def _log(args: argparse.Namespace) -> int:
             else:
                 print(_format_record(record.to_json()))  # noqa: T201
         return EXIT_OK
-    from bridge import export
+    from bridge.log import formats
+    from bridge.log.takesheet import build_take_sheet
 
-    sheet = export.build_take_sheet(records)
-    writers = {
-        "csv": export.to_csv,
-        "json": export.to_json,
-        "reaper": export.to_reaper_csv,
-        "audacity": export.to_audacity_labels,
-    }
-    if args.format == "html":
-        from bridge import report_html
-
-        room = load_config(Path(args.config)).bridge.room if args.config else "studio"
-        writers["html"] = lambda sheet, file: report_html.to_html(sheet, file, room=room, records=records)
+    fmt = formats.get(args.format)
+    room = config.bridge.room if config is not None else "studio"
+    rendered = fmt.render(build_take_sheet(records), records=records, room=room)
+    if isinstance(rendered, bytes):
+        if args.output:
+            Path(args.output).write_bytes(rendered)
+        else:
+            sys.stdout.buffer.write(rendered)
+        return EXIT_OK
     out = _out(args.output)
     try:
-        writers[args.format](sheet, out)
+        for i in range(0, len(rendered), 8192):  # a pipe whose reader went away fails the next write
+            out.write(rendered[i : i + 8192])
     finally:
         if out is not sys.stdout:
             out.close()

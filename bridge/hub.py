@@ -76,7 +76,7 @@ from bridge.vocab import (
 
 if TYPE_CHECKING:
     from bridge.log.api import SessionLogLike
-    from bridge.sessionlog import LogStatus, Record, SessionInfo
+    from bridge.log.records import LogStatus, Record, SessionInfo
 
 __all__ = ["DAW_COMMANDS", "Hub", "Slot"]
 

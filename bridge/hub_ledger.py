@@ -16,7 +16,7 @@ from bridge.vocab import DeviceStatus
 
 if TYPE_CHECKING:
     from bridge.hub import Hub
-    from bridge.sessionlog import Record, SessionInfo
+    from bridge.log.records import Record, SessionInfo
 
 log = logging.getLogger("bridge.hub")
 
@@ -47,7 +47,7 @@ class LedgerDriver:
 
     def append(self, append: Append) -> Appended:
         try:
-            fut: asyncio.Future[Any] = self.hub.log.append(append.kind.value, **append.fields)
+            fut: asyncio.Future[Any] = self.hub.log.append(append.kind, **append.fields)
         except Exception as exc:  # closed or broken log: the caller still gets an answer
             log.error("session log write failed: %s", exc)
             if append.follows:

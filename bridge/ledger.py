@@ -63,7 +63,7 @@ from bridge.vocab import (
 )
 
 if TYPE_CHECKING:
-    from bridge.sessionlog import Record, SessionInfo
+    from bridge.log.records import Record, SessionInfo
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from bridge.log.kinds import RecordKind
 from bridge.vocab import Command, Event
 
 if TYPE_CHECKING:
-    from bridge.sessionlog import Record, SessionInfo
+    from bridge.log.records import Record, SessionInfo
 
 #: a command's answer: None (done) or the reason it failed
 Done = Callable[[str | None], None]

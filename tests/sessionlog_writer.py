@@ -13,7 +13,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from bridge.sessionlog import Record, SessionLog
+from bridge.log.kinds import RecordKind
+from bridge.log.records import Record
+from bridge.log.writer import SessionLog
 
 
 async def main(path: Path, song: str) -> None:
@@ -32,11 +34,13 @@ async def main(path: Path, song: str) -> None:
         for i in range(200):
             if i % 4 == 0:
                 fut = slog.append(
-                    "take_marker", song=song, take=take, daw_seconds=take * 1.5, text=f"take {take}"
+                    RecordKind.TAKE_MARKER, song=song, take=take, daw_seconds=take * 1.5, text=f"take {take}"
                 )
                 take += 1
             else:
-                fut = slog.append("note", song=song, text=f"note at {slog.next_seq()}", data={"i": i})
+                fut = slog.append(
+                    RecordKind.NOTE, song=song, text=f"note at {slog.next_seq()}", data={"i": i}
+                )
             fut.add_done_callback(acked)
             futures.append(fut)
         await asyncio.gather(*futures)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.sessionlog import SessionLog
+from bridge.log.kinds import RecordKind
+from bridge.log.writer import SessionLog
 
 STARTS_PROCESSES = True  # the CLI itself, in a subprocess (conftest: not in the fast lane)
 
@@ -21,8 +22,8 @@ async def _write_log(data_dir: Path, notes: int) -> None:
     log = SessionLog(data_dir / "session-log.sqlite3")
     await log.open("pipe test")
     for n in range(notes):
-        log.append("note", song="Blue", text=f"note {n} " + "x" * 60)
-    await log.append("note", song="Blue", text="last")
+        log.append(RecordKind.NOTE, song="Blue", text=f"note {n} " + "x" * 60)
+    await log.append(RecordKind.NOTE, song="Blue", text="last")
     await log.close()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bridge.devices.internal import InternalTransport
 from bridge.hub import Hub
-from bridge.sessionlog import SessionLog
+from bridge.log.writer import SessionLog
 from bridge.supervisor import run_device
 from bridge.vocab import Play, Request, SetTrackArm, Stop
 

@@ -11,24 +11,25 @@ from pathlib import Path
 
 from peers.recorder import Answers
 
-from bridge.export import (
-    CSV_COLUMNS,
-    build_take_sheet,
-    take_name,
-    to_audacity_labels,
-    to_csv,
-    to_json,
-    to_reaper_csv,
-)
 from bridge.hub import Hub
-from bridge.sessionlog import Record, SessionLog, format_ts, read_records
+from bridge.log.formats.audacity import to_audacity_labels
+from bridge.log.formats.csv import CSV_COLUMNS, to_csv
+from bridge.log.formats.json import to_json
+from bridge.log.formats.reaper import to_reaper_csv
+from bridge.log.kinds import RecordKind, shape_errors
+from bridge.log.reader import read_records
+from bridge.log.records import Record, format_ts
+from bridge.log.takesheet import build_take_sheet, take_name
+from bridge.log.writer import SessionLog
 from bridge.vocab import AddNote, CircleTake, FalseStart, MarkTake, RenameTake, Request, SetSong
 
 T0 = datetime(2026, 11, 22, 14, 0, 0, tzinfo=UTC)
+K = RecordKind
 
 
 class Log:
-    """Builds Record values the way the writer stores them (seq order, one session)."""
+    """Builds Record values the way the writer stores them (seq order, one session), each checked
+    against the shape its kind documents (``bridge.log.kinds.SHAPES``): only shapes writers emit."""
 
     def __init__(self, session: int = 1) -> None:
         self.records: list[Record] = []
@@ -37,7 +38,7 @@ class Log:
     def add(
         self,
         at: float,
-        kind: str,
+        kind: RecordKind,
         *,
         song: str | None = None,
         take: int | None = None,
@@ -47,6 +48,10 @@ class Log:
         amends: int | None = None,
         **data: object,
     ) -> int:
+        assert type(kind) is RecordKind, kind
+        columns = {"song": song, "take": take, "daw_seconds": daw, "text": text, "amends": amends}
+        errors = shape_errors(kind, columns, data)
+        assert not errors, errors
         seq = len(self.records) + 1
         ts = format_ts(T0 + timedelta(seconds=at))
         rec = Record(seq, self.session, ts, kind, song, take, daw, source, text, amends, dict(data))
@@ -56,22 +61,22 @@ class Log:
 
 def test_flags_renames_notes_and_daw_marker() -> None:
     log = Log()
-    log.add(0, "session_start", text="Tuesday")
-    log.add(1, "song", song="Blue")
-    t1 = log.add(2, "take_marker", song="Blue", take=1, daw=10.0, source="tablet", text="intro")
-    log.add(3, "take_flag", amends=t1, song="Blue", take=1, circled=True)
-    t2 = log.add(40, "take_marker", song="Blue", take=2, daw=60.0, text="")
-    log.add(41, "take_flag", amends=t1, song="Blue", take=1, circled=False)  # un-circled: the latest wins
-    log.add(42, "take_flag", amends=t2, song="Blue", take=2, false_start=True)
-    log.add(43, "take_flag", amends=t2, song="Blue", take=2, circled=True)
-    log.add(44, "take_rename", amends=t1, song="Blue", take=1, text="intro v1")
-    log.add(45, "take_rename", amends=t1, song="Blue", take=1, text="intro keeper")
-    log.add(46, "note", amends=t1, song="Blue", take=1, text="great feel")
-    log.add(47, "note", song="Blue", take=2, text="buzz on the bass")  # tied by song + take
-    log.add(48, "note", text="coffee at 3")  # tied to nothing
-    log.add(49, "daw_marker", amends=t2, daw=60.25, marker_id=7, device="reaper")
-    log.add(50, "take_flag", amends=999, circled=True)  # amends something unknown: ignored
-    log.add(51, "session_end")
+    log.add(0, K.SESSION_START, text="Tuesday")
+    log.add(1, K.SONG, song="Blue")
+    t1 = log.add(2, K.TAKE_MARKER, song="Blue", take=1, daw=10.0, source="tablet", text="intro")
+    log.add(3, K.TAKE_FLAG, amends=t1, song="Blue", take=1, circled=True)
+    t2 = log.add(40, K.TAKE_MARKER, song="Blue", take=2, daw=60.0, text="")
+    log.add(41, K.TAKE_FLAG, amends=t1, song="Blue", take=1, circled=False)  # un-circled: the latest wins
+    log.add(42, K.TAKE_FLAG, amends=t2, song="Blue", take=2, false_start=True)
+    log.add(43, K.TAKE_FLAG, amends=t2, song="Blue", take=2, circled=True)
+    log.add(44, K.TAKE_RENAME, amends=t1, song="Blue", take=1, text="intro v1")
+    log.add(45, K.TAKE_RENAME, amends=t1, song="Blue", take=1, text="intro keeper")
+    log.add(46, K.NOTE, amends=t1, song="Blue", take=1, text="great feel")
+    log.add(47, K.NOTE, song="Blue", take=2, text="buzz on the bass")  # tied by song + take
+    log.add(48, K.NOTE, text="coffee at 3")  # tied to nothing
+    log.add(49, K.DAW_MARKER, amends=t2, daw=60.25, marker_id=7, device="reaper")
+    log.add(50, K.TAKE_FLAG, amends=999, circled=True)  # amends something unknown: ignored
+    log.add(51, K.SESSION_END)
 
     sheet = build_take_sheet(reversed(log.records))  # order does not matter: seq does
     assert (sheet.session, sheet.name, sheet.started) == (1, "Tuesday", "2026-11-22T14:00:00.000Z")
@@ -96,20 +101,20 @@ def test_flags_renames_notes_and_daw_marker() -> None:
 
 def test_durations_next_take_stop_record_off_and_open() -> None:
     log = Log()
-    log.add(0, "session_start", text="s")
-    log.add(1, "transport", daw=0.0, playing=True, recording=True, assumed=False)
-    t1 = log.add(2, "take_marker", song="Blue", take=1, daw=0.0)
-    log.add(3, "transport", daw=1.0, playing=True, recording=True)  # no change: not an end
-    t2 = log.add(32, "take_marker", song="Blue", take=2, daw=30.0)  # ends T1 after 30 s
-    log.add(47.5, "transport", daw=45.5, playing=True, recording=False)  # record-off ends T2
-    log.add(50, "transport", daw=45.5, playing=False, recording=False)
+    log.add(0, K.SESSION_START, text="s")
+    log.add(1, K.TRANSPORT, daw=0.0, playing=True, recording=True, assumed=False)
+    t1 = log.add(2, K.TAKE_MARKER, song="Blue", take=1, daw=0.0)
+    log.add(3, K.TRANSPORT, daw=1.0, playing=True, recording=True)  # no change: not an end
+    t2 = log.add(32, K.TAKE_MARKER, song="Blue", take=2, daw=30.0)  # ends T1 after 30 s
+    log.add(47.5, K.TRANSPORT, daw=45.5, playing=True, recording=False)  # record-off ends T2
+    log.add(50, K.TRANSPORT, daw=45.5, playing=False, recording=False)
     # Marked while stopped: a repeated "stopped" report does not end it; the stop after rolling does.
-    t3 = log.add(60, "take_marker", song="Blue", take=3, daw=100.0)
-    log.add(61, "transport", daw=100.0, playing=False, recording=False)
-    log.add(62, "transport", daw=100.0, playing=True, recording=False)
-    log.add(82, "transport", daw=120.0, playing=False, recording=False)
-    t4 = log.add(90, "take_marker", song="Red", take=1, daw=200.0)  # still open
-    log.add(95, "transport", daw=205.0, playing=True, recording=True)
+    t3 = log.add(60, K.TAKE_MARKER, song="Blue", take=3, daw=100.0)
+    log.add(61, K.TRANSPORT, daw=100.0, playing=False, recording=False)
+    log.add(62, K.TRANSPORT, daw=100.0, playing=True, recording=False)
+    log.add(82, K.TRANSPORT, daw=120.0, playing=False, recording=False)
+    t4 = log.add(90, K.TAKE_MARKER, song="Red", take=1, daw=200.0)  # still open
+    log.add(95, K.TRANSPORT, daw=205.0, playing=True, recording=True)
 
     takes = {t.seq: t for t in build_take_sheet(log.records).takes}
     assert takes[t1].duration == 30.0 and takes[t1].end == "2026-11-22T14:00:32.000Z"
@@ -120,15 +125,15 @@ def test_durations_next_take_stop_record_off_and_open() -> None:
 
 def test_record_off_only_counts_after_recording_and_sessions_do_not_mix() -> None:
     log = Log()
-    log.add(0, "session_start", text="s")
-    log.add(1, "transport", playing=True, recording=False)
-    t1 = log.add(2, "take_marker", song="A", take=1)  # playing, not recording
-    log.add(3, "transport", playing=True, recording=False)  # not a record-off: never recorded
-    log.add(5, "transport", playing=True, recording=True)
-    log.add(9, "transport", playing=True, recording=False)  # now a record-off
+    log.add(0, K.SESSION_START, text="s")
+    log.add(1, K.TRANSPORT, playing=True, recording=False)
+    t1 = log.add(2, K.TAKE_MARKER, song="A", take=1)  # playing, not recording
+    log.add(3, K.TRANSPORT, playing=True, recording=False)  # not a record-off: never recorded
+    log.add(5, K.TRANSPORT, playing=True, recording=True)
+    log.add(9, K.TRANSPORT, playing=True, recording=False)  # now a record-off
     other = Log(session=2)
     other.records = [
-        Record(100, 2, format_ts(T0 + timedelta(seconds=4)), "take_marker", "B", 1, None, "", "", None, {})
+        Record(100, 2, format_ts(T0 + timedelta(seconds=4)), K.TAKE_MARKER, "B", 1, None, "", "", None, {})
     ]
     takes = {t.seq: t for t in build_take_sheet(log.records + other.records).takes}
     assert takes[t1].duration == 7.0  # the other session's take did not end it
@@ -137,14 +142,14 @@ def test_record_off_only_counts_after_recording_and_sessions_do_not_mix() -> Non
 
 def test_talkback_cues() -> None:
     log = Log()
-    log.add(0, "session_start", text="s")
-    log.add(1, "take_marker", song="Blue", take=7, daw=33.0)
-    c1 = log.add(10, "talkback_start", daw=41.5, source="x32", song="Blue", take=7)
-    log.add(14.2, "talkback_end", amends=c1, duration=4.25)
-    c2 = log.add(20, "talkback_start", daw=50.0, source="tablet", song="Blue", take=7)
-    log.add(22.5, "talkback_end", amends=c2)  # no duration in data: wall clock
-    c3 = log.add(30, "talkback_start", source="x32")  # still talking
-    log.add(31, "talkback_end", amends=12345)  # ends nothing known
+    log.add(0, K.SESSION_START, text="s")
+    log.add(1, K.TAKE_MARKER, song="Blue", take=7, daw=33.0)
+    c1 = log.add(10, K.TALKBACK_START, daw=41.5, source="x32", song="Blue", take=7)
+    log.add(14.2, K.TALKBACK_END, amends=c1, duration=4.25)
+    c2 = log.add(20, K.TALKBACK_START, daw=50.0, source="tablet", song="Blue", take=7)
+    log.add(22.5, K.TALKBACK_END, amends=c2, channel="A", duration=2.5)
+    c3 = log.add(30, K.TALKBACK_START, source="x32")  # still talking
+    log.add(31, K.TALKBACK_END, amends=12345)  # ends nothing known
 
     cues = build_take_sheet(log.records).talkback
     assert [(c.seq, c.duration, c.daw_seconds, c.source, c.song, c.take) for c in cues] == [
@@ -157,15 +162,15 @@ def test_talkback_cues() -> None:
 
 def _sample_sheet() -> Log:
     log = Log()
-    log.add(0, "session_start", text="Tuesday")
-    t1 = log.add(2, "take_marker", song="Blue, the song", take=1, daw=10.0, text="intro", source="tablet")
-    log.add(3, "note", amends=t1, text='said "again"')
-    log.add(4, "note", amends=t1, text="tempo 92")
-    c1 = log.add(6, "talkback_start", daw=14.0, source="x32", song="Blue, the song", take=1)
-    log.add(8, "talkback_end", amends=c1, duration=2.0)
-    log.add(12, "take_marker", song="Blue, the song", take=2, daw=25.5)
-    log.add(13, "note", text="loose note", source="producer")
-    log.add(14, "take_marker", take=3)  # no song, no DAW position, still open
+    log.add(0, K.SESSION_START, text="Tuesday")
+    t1 = log.add(2, K.TAKE_MARKER, song="Blue, the song", take=1, daw=10.0, text="intro", source="tablet")
+    log.add(3, K.NOTE, amends=t1, text='said "again"')
+    log.add(4, K.NOTE, amends=t1, text="tempo 92")
+    c1 = log.add(6, K.TALKBACK_START, daw=14.0, source="x32", song="Blue, the song", take=1)
+    log.add(8, K.TALKBACK_END, amends=c1, duration=2.0)
+    log.add(12, K.TAKE_MARKER, song="Blue, the song", take=2, daw=25.5)
+    log.add(13, K.NOTE, text="loose note", source="producer")
+    log.add(14, K.TAKE_MARKER, take=3)  # no song, no DAW position, still open
     return log
 
 
@@ -230,13 +235,15 @@ async def test_end_to_end_from_a_real_log(tmp_path: Path) -> None:
     slog = SessionLog(path)
     async with asyncio.timeout(30):
         await slog.open("Friday")
-        await slog.append("song", song="Gold")
+        await slog.append(RecordKind.SONG, song="Gold")
         t1 = slog.next_seq()
-        slog.append("take_marker", song="Gold", take=1, daw_seconds=5.0, source="nano", text="")
-        slog.append("take_flag", amends=t1, data={"circled": True})
-        slog.append("daw_marker", amends=t1, daw_seconds=5.02, data={"marker_id": 3, "device": "reaper"})
-        slog.append("note", amends=t1, song="Gold", take=1, text="keeper")
-        await slog.append("transport", daw_seconds=30.0, data={"playing": False, "recording": False})
+        slog.append(RecordKind.TAKE_MARKER, song="Gold", take=1, daw_seconds=5.0, source="nano", text="")
+        slog.append(RecordKind.TAKE_FLAG, amends=t1, data={"circled": True})
+        slog.append(
+            RecordKind.DAW_MARKER, amends=t1, daw_seconds=5.02, data={"marker_id": 3, "device": "reaper"}
+        )
+        slog.append(RecordKind.NOTE, amends=t1, song="Gold", take=1, text="keeper")
+        await slog.append(RecordKind.TRANSPORT, daw_seconds=30.0, data={"playing": False, "recording": False})
         await slog.close()
     sheet = await asyncio.to_thread(lambda: build_take_sheet(read_records(path)))
     (take,) = sheet.takes
@@ -256,8 +263,8 @@ async def test_end_to_end_from_a_real_log(tmp_path: Path) -> None:
 
 def test_audacity_point_label_for_an_open_take() -> None:
     log = Log()
-    log.add(0, "session_start", text="s")
-    log.add(1, "take_marker", song="Blue", take=4, daw=12.5)
+    log.add(0, K.SESSION_START, text="s")
+    log.add(1, K.TAKE_MARKER, song="Blue", take=4, daw=12.5)
     out = io.StringIO()
     to_audacity_labels(build_take_sheet(log.records), out)
     assert out.getvalue() == "12.500000\t12.500000\tBlue T4\n"
@@ -298,3 +305,61 @@ async def test_the_shapes_are_the_ones_the_hub_writes(tmp_path: Path) -> None:
         (2, "", False, True, ("too fast",)),
     ]
     assert [n.text for n in sheet.notes] == ["before any take"]
+
+
+def test_every_registered_format_renders_and_the_cli_offers_exactly_those(tmp_path: Path) -> None:
+    from bridge.cli import build_parser, main
+    from bridge.log import formats
+
+    known = formats.formats()
+    names = [f.name for f in known]
+    assert names == ["csv", "json", "reaper", "audacity", "html"]  # by rank: the CLI's order
+    records = _sample_sheet().records
+    sheet = build_take_sheet(records)
+    for fmt in known:
+        assert fmt.suffix.startswith(".") and "\n" not in fmt.description and "/" in fmt.media_type
+        out = fmt.render(sheet, records=records, room="Studio A")
+        assert isinstance(out, str | bytes) and out, fmt.name
+        assert formats.get(fmt.name) is fmt
+    assert formats.get("csv").render(sheet) == _render(to_csv, sheet)
+    assert formats.get("json").render(sheet) == _render(to_json, sheet)
+    try:
+        formats.get("pdf")
+    except KeyError as exc:
+        assert "known: csv, json, reaper, audacity, html" in str(exc)
+    else:
+        raise AssertionError("no KeyError")
+
+    parser = build_parser()
+    export = parser.parse_args(["log", "export", "--format", "reaper"])
+    assert export.format == "reaper"
+    sub = next(a for a in parser._actions if a.dest == "command").choices["log"]  # type: ignore[union-attr]
+    action = next(a for a in sub._actions if a.dest == "log_command").choices["export"]  # type: ignore[union-attr]
+    fmt_action = next(a for a in action._actions if a.dest == "format")
+    assert list(fmt_action.choices) == names
+    assert all(f"{f.name}: {f.description}" in fmt_action.help for f in known)
+
+    # The CLI writes what the registry renders.
+    asyncio.run(_write_sample_log(tmp_path / "session-log.sqlite3"))
+    for fmt in known:
+        target = tmp_path / f"out{fmt.suffix}"
+        assert (
+            main(["log", "export", "--format", fmt.name, "--data-dir", str(tmp_path), "-o", str(target)]) == 0
+        )
+        records = read_records(tmp_path / "session-log.sqlite3", amending=True)
+        assert target.read_text(encoding="utf-8") == fmt.render(build_take_sheet(records), room="studio")
+
+
+def _render(writer: object, sheet: object) -> str:
+    out = io.StringIO()
+    writer(sheet, out)  # type: ignore[operator]
+    return out.getvalue()
+
+
+async def _write_sample_log(path: Path) -> None:
+    slog = SessionLog(path)
+    await slog.open("Sample")
+    t1 = slog.next_seq()
+    slog.append(RecordKind.TAKE_MARKER, song="Gold", take=1, daw_seconds=5.0, text="intro")
+    await slog.append(RecordKind.TAKE_FLAG, amends=t1, song="Gold", take=1, data={"circled": True})
+    await slog.close()

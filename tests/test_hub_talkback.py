@@ -16,7 +16,7 @@ from peers.recorder import DirectDevice, HubRig
 from bridge import state as S
 from bridge.hub import Hub
 from bridge.log.memory import MemoryLog
-from bridge.sessionlog import Record
+from bridge.log.records import Record
 from bridge.vocab import AudioCaptured, DeviceStatus, Feedback, Outbound, SetTalkback, TalkbackChanged
 
 

@@ -23,7 +23,7 @@ from bridge.ledger_load import (
     load_takes,
 )
 from bridge.log.kinds import RecordKind
-from bridge.sessionlog import Record, SessionInfo
+from bridge.log.records import Record, SessionInfo
 from bridge.vocab import (
     AddMarker,
     AddNote,

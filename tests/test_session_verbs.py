@@ -14,10 +14,10 @@ import pytest
 from peers.fake_device import FakeDevice
 from peers.recorder import Answers, DirectDevice, HubRig
 
-from bridge.export import build_take_sheet
 from bridge.hub import DAW_COMMANDS, Hub
 from bridge.ledger import AUTO_TAKE_MERGE
 from bridge.log.memory import MemoryLog
+from bridge.log.takesheet import build_take_sheet
 from bridge.mapping import parse_mapping
 from bridge.vocab import (
     AddMarker,

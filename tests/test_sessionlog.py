@@ -16,16 +16,12 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import SessionLogDamaged, SessionLogError, SessionLogUnavailable
-from bridge.sessionlog import (
-    SCHEMA_VERSION,
-    LogStatus,
-    Record,
-    SessionLog,
-    list_sessions,
-    open_readonly,
-    read_records,
-    recover,
-)
+from bridge.log.kinds import RecordKind
+from bridge.log.reader import list_sessions, open_readonly, read_records
+from bridge.log.records import LogStatus, Record
+from bridge.log.recovery import recover
+from bridge.log.schema import SCHEMA_VERSION
+from bridge.log.writer import SessionLog
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 WRITER = Path(__file__).with_name("sessionlog_writer.py")
@@ -50,7 +46,9 @@ async def test_new_log_append_and_close(tmp_path: Path) -> None:
         assert info.last_seq == 1 and info.next_take == {} and info.last_take == {}
         assert slog.next_seq() == 2
 
-        fut = slog.append("take_marker", song="Blue", take=1, daw_seconds=12.5, source="tablet", text="intro")
+        fut = slog.append(
+            RecordKind.TAKE_MARKER, song="Blue", take=1, daw_seconds=12.5, source="tablet", text="intro"
+        )
         assert slog.next_seq() == 3
         rec = await fut
         assert isinstance(rec, Record)
@@ -67,10 +65,12 @@ async def test_new_log_append_and_close(tmp_path: Path) -> None:
         assert rec.to_json()["seq"] == 2 and rec.to_json()["data"] == {}
 
         when = datetime(2026, 11, 22, 14, 3, 7, 123456, tzinfo=UTC)
-        rec2 = await slog.append("note", text="nice", data={"flags": ["a"]}, ts=when)
+        rec2 = await slog.append(RecordKind.NOTE, text="nice", data={"flags": ["a"]}, ts=when)
         assert rec2.ts == "2026-11-22T14:03:07.123Z" and rec2.data == {"flags": ["a"]}
         # An aware non-UTC datetime is converted.
-        rec3 = await slog.append("note", ts=when.astimezone(UTC).replace(tzinfo=None) + timedelta(hours=0))
+        rec3 = await slog.append(
+            RecordKind.NOTE, ts=when.astimezone(UTC).replace(tzinfo=None) + timedelta(hours=0)
+        )
         assert rec3.ts == "2026-11-22T14:03:07.123Z"
 
         await slog.close()
@@ -80,7 +80,7 @@ async def test_new_log_append_and_close(tmp_path: Path) -> None:
     assert [r[2] for r in rows] == ["session_start", "take_marker", "note", "note", "session_end"]
     assert rows[1][7] == "{}" and rows[2][7] == '{"flags":["a"]}'
     with pytest.raises(SessionLogError):
-        slog.append("note")
+        slog.append(RecordKind.NOTE)
     # The clean close checkpointed: the WAL is gone or empty.
     wal = Path(str(path) + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0  # noqa: ASYNC240
@@ -91,7 +91,7 @@ async def test_schema_version_indexes_and_append_only(tmp_path: Path) -> None:
     slog = SessionLog(path)
     async with asyncio.timeout(30):
         await slog.open()
-        await slog.append("note", text="x")
+        await slog.append(RecordKind.NOTE, text="x")
         await slog.close()
     conn = sqlite3.connect(path)
     try:
@@ -127,9 +127,9 @@ async def test_amends_before_durable_and_on_durable_order(tmp_path: Path) -> Non
 
         slog.on_durable(durable)
         marker_seq = slog.next_seq()
-        marker = slog.append("take_marker", song="Blue", take=1, daw_seconds=3.0)
-        flag = slog.append("take_flag", amends=marker_seq, data={"circled": True})
-        rename = slog.append("take_rename", amends=marker_seq, text="keeper")
+        marker = slog.append(RecordKind.TAKE_MARKER, song="Blue", take=1, daw_seconds=3.0)
+        flag = slog.append(RecordKind.TAKE_FLAG, amends=marker_seq, data={"circled": True})
+        rename = slog.append(RecordKind.TAKE_RENAME, amends=marker_seq, text="keeper")
         m, f, r = await asyncio.gather(marker, flag, rename)
         assert m.seq == marker_seq and f.amends == marker_seq and r.amends == marker_seq
         assert [m.seq, f.seq, r.seq] == [marker_seq, marker_seq + 1, marker_seq + 2]
@@ -146,7 +146,7 @@ async def test_burst_is_gap_free_and_group_committed(tmp_path: Path) -> None:
     slog = SessionLog(tmp_path / "s.db")
     async with asyncio.timeout(60):
         info = await slog.open()
-        futures = [slog.append("note", text=str(i), data={"i": i}) for i in range(2000)]
+        futures = [slog.append(RecordKind.NOTE, text=str(i), data={"i": i}) for i in range(2000)]
         records = await asyncio.gather(*futures)
         await slog.close()
     assert [r.seq for r in records] == list(range(info.last_seq + 1, info.last_seq + 2001))
@@ -160,10 +160,10 @@ async def test_reopen_starts_new_session_and_continues_take_numbers(tmp_path: Pa
     async with asyncio.timeout(30):
         slog = SessionLog(path)
         await slog.open("day 1")
-        await slog.append("song", song="Blue")
+        await slog.append(RecordKind.SONG, song="Blue")
         for take in (1, 2, 3):
-            await slog.append("take_marker", song="Blue", take=take)
-        await slog.append("take_marker", song="Red", take=7)
+            await slog.append(RecordKind.TAKE_MARKER, song="Blue", take=take)
+        await slog.append(RecordKind.TAKE_MARKER, song="Red", take=7)
         await slog.close()
 
         slog = SessionLog(path)
@@ -171,14 +171,14 @@ async def test_reopen_starts_new_session_and_continues_take_numbers(tmp_path: Pa
         assert (info.session_id, info.name, info.resumed, info.song) == (2, "day 2", False, "")
         assert info.last_take == {"Blue": 3, "Red": 7} and info.next_take == {"Blue": 4, "Red": 8}
         assert info.last_seq == 8  # 1 start + 5 + 1 end + new start
-        rec = await slog.append("note", text="hello")
+        rec = await slog.append(RecordKind.NOTE, text="hello")
         assert rec.seq == 9 and rec.session == 2
 
         # new_session(): ends this one, starts the next, later records belong to it.
         info3 = await slog.new_session("overdubs")
         assert (info3.session_id, info3.name, info3.resumed) == (3, "overdubs", False)
         assert info3.last_seq == 11 and slog.next_seq() == 12
-        rec = await slog.append("take_marker", song="Blue", take=info3.next_take["Blue"])
+        rec = await slog.append(RecordKind.TAKE_MARKER, song="Blue", take=info3.next_take["Blue"])
         assert rec.session == 3 and rec.take == 4
         await slog.close()
 
@@ -213,11 +213,11 @@ async def test_readers_while_daemon_writes(tmp_path: Path) -> None:
     slog = SessionLog(path)
     async with asyncio.timeout(30):
         await slog.open("live")
-        await asyncio.gather(*(slog.append("take_marker", song="Blue", take=i) for i in range(1, 6)))
+        await asyncio.gather(*(slog.append(RecordKind.TAKE_MARKER, song="Blue", take=i) for i in range(1, 6)))
         # The CLI reads while the daemon is still writing (in a thread, as the CLI would be another process).
         records = await asyncio.to_thread(read_records, path)
         sessions = await asyncio.to_thread(list_sessions, path)
-        pending = [slog.append("note", text=str(i)) for i in range(100)]
+        pending = [slog.append(RecordKind.NOTE, text=str(i)) for i in range(100)]
         records_during = await asyncio.to_thread(read_records, path)
         await asyncio.gather(*pending)
         await slog.close()
@@ -246,23 +246,23 @@ async def test_write_failure_refuses_then_recovers_without_a_gap(tmp_path: Path)
     slog.on_status(seen)
     async with asyncio.timeout(30):
         await slog.open()
-        ok = await slog.append("note", text="before")
+        ok = await slog.append(RecordKind.NOTE, text="before")
         # A real SQLite failure inside the writer's transaction: a trigger installed by another connection.
         other = sqlite3.connect(path)
         other.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON records WHEN NEW.kind = 'poison' "
+            "CREATE TRIGGER poison BEFORE INSERT ON records WHEN NEW.kind = 'device_status' "
             "BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END"
         )
         other.commit()
         other.close()
-        bad = slog.append("poison")
-        after = slog.append("note", text="after")  # same batch or queued behind it: refused too
+        bad = slog.append(RecordKind.DEVICE_STATUS, text="poison")
+        after = slog.append(RecordKind.NOTE, text="after")  # same batch or queued behind it: refused too
         with pytest.raises(SessionLogUnavailable, match="simulated disk failure"):
             await bad
         with pytest.raises(SessionLogUnavailable, match="not written"):
             await after
         await back.wait()  # the probe write succeeded and the log_fault note is durable
-        later = await slog.append("note", text="later")
+        later = await slog.append(RecordKind.NOTE, text="later")
         await slog.close()
 
     assert statuses[0].status == "failing" and "simulated disk failure" in statuses[0].reason
@@ -272,26 +272,30 @@ async def test_write_failure_refuses_then_recovers_without_a_gap(tmp_path: Path)
     assert [r[2] for r in rows] == ["session_start", "note", "log_fault", "note", "session_end"]
     assert rows[1][0] == ok.seq and rows[3][0] == later.seq and rows[3][5] == "later"
     fault = json.loads(str(rows[2][7]))
-    assert fault["refused"] == 2 and fault["by_kind"] == {"note": 1, "poison": 1}
+    assert fault["refused"] == 2 and fault["by_kind"] == {"device_status": 1, "note": 1}
     assert fault["reason"] == "simulated disk failure"
 
 
 async def test_append_validation_and_not_open(tmp_path: Path) -> None:
     slog = SessionLog(tmp_path / "s.db")
     with pytest.raises(SessionLogError, match="not open"):
-        slog.append("note")
+        slog.append(RecordKind.NOTE)
     await slog.close()  # closing a never-opened log is a no-op
     async with asyncio.timeout(30):
         await slog.open()
         with pytest.raises(TypeError):
-            slog.append("note", text=123)  # type: ignore[arg-type]
-        rec = await slog.append("note", data={"when": datetime(2026, 1, 1, tzinfo=UTC)})  # not JSON: str()
+            slog.append(RecordKind.NOTE, text=123)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"kind must be a RecordKind member .*not 'note'; use RecordKind"):
+            slog.append("note")  # type: ignore[arg-type]
+        rec = await slog.append(
+            RecordKind.NOTE, data={"when": datetime(2026, 1, 1, tzinfo=UTC)}
+        )  # not JSON: str()
         assert rec.data == {"when": "2026-01-01 00:00:00+00:00"}
         circular: dict[str, object] = {}
         circular["self"] = circular
-        rec = await slog.append("note", data=circular)  # stored as a note, never breaks the log
+        rec = await slog.append(RecordKind.NOTE, data=circular)  # stored as a note, never breaks the log
         assert "unencodable" in rec.data
-        assert (await slog.append("note", text="still fine")).text == "still fine"
+        assert (await slog.append(RecordKind.NOTE, text="still fine")).text == "still fine"
         await slog.close()
 
 
@@ -300,7 +304,7 @@ def _make_big_log(path: Path, n: int) -> None:
         slog = SessionLog(path)
         await slog.open("big")
         await asyncio.gather(
-            *(slog.append("note", song="Blue", text=f"note {i} " + "x" * 200) for i in range(n))
+            *(slog.append(RecordKind.NOTE, song="Blue", text=f"note {i} " + "x" * 200) for i in range(n))
         )
         await slog.close()
 
@@ -397,7 +401,7 @@ def test_damaged_file_and_recover(tmp_path: Path, damage: str) -> None:
     async def reopens() -> None:
         slog = SessionLog(path)
         info = await slog.open()
-        rec = await slog.append("note", text="after recovery")
+        rec = await slog.append(RecordKind.NOTE, text="after recovery")
         assert rec.seq == info.last_seq + 1 == max(seqs) + 1 + (0 if info.resumed else 1)
         await slog.close()
 
@@ -468,13 +472,36 @@ async def test_records_after_new_session_call_belong_to_it(tmp_path: Path) -> No
     async with asyncio.timeout(30):
         await slog.open("one")
         slog.on_durable(lambda r: durable.append((r.seq, r.kind, r.session)))
-        before = slog.append("note", text="before")
+        before = slog.append(RecordKind.NOTE, text="before")
         switching = asyncio.ensure_future(slog.new_session("two"))
         await asyncio.sleep(0)  # new_session has queued its records; this append comes after them
-        after = slog.append("note", text="after")
+        after = slog.append(RecordKind.NOTE, text="after")
         info = await switching
         assert (await before).session == 1 and (await after).session == info.session_id == 2
         await slog.close()
     assert [k for _, k, _ in durable] == ["note", "session_end", "session_start", "note", "session_end"]
     assert [s for _, _, s in durable] == [1, 1, 2, 2, 2]
     assert [q for q, _, _ in durable] == list(range(2, 7))
+
+
+def test_record_json_round_trip() -> None:
+    rec = Record(
+        5,
+        2,
+        "2026-11-22T14:03:07.123Z",
+        RecordKind.TAKE_FLAG,
+        "Blue",
+        3,
+        1.5,
+        "osc",
+        "",
+        4,
+        {"circled": True},
+    )
+    as_json = rec.to_json()
+    assert type(as_json["kind"]) is str and as_json["kind"] == "take_flag"
+    back = Record.from_json(json.loads(json.dumps(as_json)))
+    assert back == rec and back is not None and type(back.kind) is RecordKind
+    assert Record.from_json({**as_json, "kind": "from_the_future"}) is None
+    assert Record.from_json({**as_json, "seq": "5"}) is None
+    assert Record.from_json({"kind": "note"}) is None

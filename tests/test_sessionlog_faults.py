@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import SessionLogError, SessionLogUnavailable
-from bridge.sessionlog import LogStatus, Record, SessionLog, read_records
+from bridge.log.kinds import RecordKind
+from bridge.log.reader import read_records
+from bridge.log.records import LogStatus, Record
+from bridge.log.writer import SessionLog
 
 WRITER = Path(__file__).with_name("sessionlog_writer.py")
 
@@ -94,7 +97,7 @@ async def test_disk_full_then_freed_recovers_without_restart(small_fs: SmallFs) 
     async with asyncio.timeout(60):
         await slog.open()
         for i in range(5):
-            acked.append(await slog.append("take_marker", song="A", take=i + 1, text=f"before {i}"))
+            acked.append(await slog.append(RecordKind.TAKE_MARKER, song="A", take=i + 1, text=f"before {i}"))
         small_fs.fill()
         # Some marks may still fit (the WAL reuses its space); keep marking until the disk says no.
         n = 0
@@ -103,19 +106,21 @@ async def test_disk_full_then_freed_recovers_without_restart(small_fs: SmallFs) 
             assert n < 2000, "the full disk never refused a write"
             try:
                 acked.append(
-                    await slog.append("take_marker", song="A", text=f"full {n}", data={"pad": "x" * 200})
+                    await slog.append(
+                        RecordKind.TAKE_MARKER, song="A", text=f"full {n}", data={"pad": "x" * 200}
+                    )
                 )
             except SessionLogUnavailable as exc:
                 refused.append(str(exc))
         # While failing, records are refused at once with the reason, none is half-written.
         for i in range(3):
             with pytest.raises(SessionLogUnavailable, match=r"not written.*database or disk is full"):
-                await slog.append("note", text=f"while full {i}")
+                await slog.append(RecordKind.NOTE, text=f"while full {i}")
         assert slog.status.status == "failing" and "disk is full" in slog.status.reason
         small_fs.free()
         await back.wait()  # recovered by itself: no restart, no new record needed to notice
         for i in range(5):
-            acked.append(await slog.append("take_marker", song="A", text=f"after {i}"))
+            acked.append(await slog.append(RecordKind.TAKE_MARKER, song="A", text=f"after {i}"))
         await slog.close()
     assert slog.end_written
     assert "not written" in refused[0]
@@ -141,11 +146,11 @@ async def test_stop_while_disk_full_reports_session_end_not_written(small_fs: Sm
     slog = SessionLog(path)
     async with asyncio.timeout(60):
         await slog.open()
-        acked = [await slog.append("note", text="kept")]
+        acked = [await slog.append(RecordKind.NOTE, text="kept")]
         small_fs.fill()
         for n in range(2000):
             try:
-                acked.append(await slog.append("note", text=f"n{n}", data={"pad": "x" * 200}))
+                acked.append(await slog.append(RecordKind.NOTE, text=f"n{n}", data={"pad": "x" * 200}))
             except SessionLogUnavailable:
                 break
         loop = asyncio.get_running_loop()
@@ -164,7 +169,7 @@ async def test_stop_while_disk_full_reports_session_end_not_written(small_fs: Sm
     async with asyncio.timeout(30):
         info = await slog.open()
         assert info.resumed and info.last_seq == max(stored)
-        rec = await slog.append("note", text="next day")
+        rec = await slog.append(RecordKind.NOTE, text="next day")
         assert rec.seq == max(stored) + 1
         await slog.close()
 
@@ -207,15 +212,16 @@ EIO_SCRIPT = """
 import asyncio, os, sys, time
 from pathlib import Path
 from bridge.errors import SessionLogError
-from bridge.sessionlog import SessionLog
+from bridge.log.kinds import RecordKind
+from bridge.log.writer import SessionLog
 
 async def main(path, flag, crash):
     slog = SessionLog(Path(path))
     await slog.open()
-    print("acked", (await slog.append("note", text="before")).seq, flush=True)
+    print("acked", (await slog.append(RecordKind.NOTE, text="before")).seq, flush=True)
     Path(flag).touch()  # the disk starts failing syncs
     try:
-        await slog.append("note", text="refused")
+        await slog.append(RecordKind.NOTE, text="refused")
         print("acked-while-failing", flush=True)
     except SessionLogError as exc:
         print("refused", exc, flush=True)
@@ -225,7 +231,7 @@ async def main(path, flag, crash):
     deadline = time.monotonic() + 10
     while True:  # a new record becomes durable without a restart
         try:
-            print("acked", (await slog.append("note", text="after")).seq, flush=True)
+            print("acked", (await slog.append(RecordKind.NOTE, text="after")).seq, flush=True)
             break
         except SessionLogError as exc:
             if time.monotonic() > deadline:

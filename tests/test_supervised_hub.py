@@ -17,10 +17,12 @@ from peers.fake_device import FakeDevice
 from peers.recorder import Answers
 
 from bridge import state as S
-from bridge.export import build_take_sheet
 from bridge.hub import DAW_COMMANDS, Hub
+from bridge.log.kinds import RecordKind
+from bridge.log.reader import read_records
+from bridge.log.takesheet import build_take_sheet
+from bridge.log.writer import SessionLog
 from bridge.mapping import parse_mapping
-from bridge.sessionlog import SessionLog, read_records
 from bridge.supervisor import run_device
 from bridge.vocab import (
     AddMarker,
@@ -118,7 +120,7 @@ class Mixer(FakeDevice):
 
 async def talkback_records(hub: Hub) -> list[Any]:
     await settle()
-    await hub.log.append("note", text="sync")  # one writer, in order: everything before is durable
+    await hub.log.append(RecordKind.NOTE, text="sync")  # one writer, in order: everything before is durable
     return [r for r in read_records(hub.log.path) if r.kind.startswith("talkback")]
 
 

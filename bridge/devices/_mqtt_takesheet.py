@@ -20,7 +20,7 @@ from bridge.errors import SessionLogError
 from bridge.vocab import LogEntry
 
 if TYPE_CHECKING:
-    from bridge.sessionlog import Record
+    from bridge.log.records import Record
 
 log = logging.getLogger("bridge.devices.mqtt")  # the bridge's messages, under its name
 
@@ -56,7 +56,7 @@ class TakeSheetFeed:
 
     async def run(self) -> None:
         """Publish the take sheet after each connect, then again (coalesced) when records came."""
-        from bridge import export
+        from bridge.log import takesheet as export
 
         await self._load()
         last = b""
@@ -98,6 +98,6 @@ def _takesheet_json(export: ModuleType, records: list[Record]) -> bytes:
 
 def _session_records(path: Path) -> list[Record]:
     """The latest session's records, [] without a log (a worker thread)."""
-    from bridge import sessionlog
+    from bridge.log.reader import read_records
 
-    return sessionlog.read_records(path) if path.exists() else []
+    return read_records(path) if path.exists() else []

@@ -1,7 +1,7 @@
 """The open session's take sheet as the devices that show it keep it (the web console; MQTT
 converts the records the same way): the session's records, from the session log at start and then
 from the durable records the hub sends (``LogEntry``), folded into a take sheet by
-:func:`bridge.export.build_take_sheet`.
+:func:`bridge.log.takesheet.build_take_sheet`.
 
 :class:`SessionSheet` is the web console's copy: it rebuilds the sheet when a record that changes
 it arrives and says what changed since the last build (the WebSocket protocol sends only that).
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from bridge.vocab import LogEntry
 
 if TYPE_CHECKING:
-    from bridge.export import TakeSheet
-    from bridge.sessionlog import Record
+    from bridge.log.records import Record
+    from bridge.log.takesheet import TakeSheet
 
 log = logging.getLogger(__name__)
 
@@ -46,39 +46,11 @@ SHEET_LISTS = ("takes", "talkback", "notes")
 
 
 def record_from_entry(entry: LogEntry) -> Record | None:
-    """A LogEntry (``Record.to_json()``) back into a Record; None if it is not one."""
-    from bridge.sessionlog import Record
+    """A LogEntry (``Record.to_json()``) back into a Record; None if it is not one (a field
+    missing or of the wrong type, a kind this bridge does not know)."""
+    from bridge.log.records import Record
 
-    d = entry.record
-
-    def text(key: str) -> str | None:
-        value = d.get(key)
-        return value if isinstance(value, str) else None
-
-    def integer(key: str) -> int | None:
-        value = d.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    session, kind, ts = integer("session"), text("kind"), text("ts")
-    if session is None or kind is None or ts is None:
-        return None
-    seconds = d.get("daw_seconds")
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        seconds = None
-    data = d.get("data")
-    return Record(
-        seq=entry.seq,
-        session=session,
-        ts=ts,
-        kind=kind,
-        song=text("song"),
-        take=integer("take"),
-        daw_seconds=None if seconds is None else float(seconds),
-        source=text("source") or "",
-        text=text("text") or "",
-        amends=integer("amends"),
-        data=dict(data) if isinstance(data, dict) else {},
-    )
+    return Record.from_json({**entry.record, "seq": entry.seq})
 
 
 def dumps(message: dict[str, Any]) -> str:
@@ -92,7 +64,7 @@ def _fields(item: Any) -> dict[str, Any]:
 
 def sheet_json(sheet: TakeSheet) -> dict[str, Any]:
     """``export.sheet_to_json`` without ``dataclasses.asdict`` (10x faster; tuples dump as lists)."""
-    from bridge.export import FORMAT
+    from bridge.log.takesheet import FORMAT
 
     return {
         "format": FORMAT,
@@ -120,7 +92,7 @@ class SessionSheet:
     async def load(self, path: Path, after: int = 0) -> None:
         """The records in the session log (those after ``after``), in a worker thread; a log
         that cannot be read is shown on the page as failed."""
-        from bridge.sessionlog import read_records
+        from bridge.log.reader import read_records
 
         if not path.exists():  # noqa: ASYNC240 - one stat
             self.log_ok, self.log_detail = True, "no log yet"
@@ -155,7 +127,7 @@ class SessionSheet:
         return record.kind in SHEET_KINDS
 
     def build(self) -> dict[str, Any]:
-        from bridge import export
+        from bridge.log import takesheet as export
 
         records = sorted(self.records.values(), key=lambda r: r.seq)
         sheet = sheet_json(export.build_take_sheet(records))

@@ -137,23 +137,13 @@ async def export(web_mod: Any, request: web.Request, path: Path, room: str) -> w
 
 
 def _render_export(path: Path, session: int | None, fmt: str, room: str) -> str:
-    import io
-
-    from bridge import export
-    from bridge.sessionlog import read_records
+    from bridge.log import formats
+    from bridge.log.reader import read_records
+    from bridge.log.takesheet import build_take_sheet
 
     records = read_records(path, session, amending=True)  # corrections made in later sessions too
-    sheet = export.build_take_sheet(records)
-    out = io.StringIO()
-    if fmt == "html":
-        from bridge import report_html
-
-        report_html.to_html(sheet, out, room=room, records=records)
-    elif fmt == "csv":
-        export.to_csv(sheet, out)
-    else:
-        export.to_json(sheet, out)
-    return out.getvalue()
+    out = formats.get(fmt).render(build_take_sheet(records), records=records, room=room)
+    return out if isinstance(out, str) else out.decode()
 
 
 # ------------------------------------------------------------------------------------ aiohttp

@@ -2,7 +2,7 @@
 
 A supervised device like the OSC API (kind ``web``, the top-level ``[web]`` table). It gets every
 studio-state key (``feedback = "state"``) and every durable session-log record (``wants_log``),
-folds the open session's records into the take sheet (:func:`bridge.export.build_take_sheet`) and
+folds the open session's records into the take sheet (:func:`bridge.log.takesheet.build_take_sheet`) and
 pushes both to every open console. Actions from a page become hub ``Request``s; the page is
 answered only when the hub calls ``done`` (durable in the log, or confirmed by the device), so the
 page shows pending -> done / error and never an optimistic result.

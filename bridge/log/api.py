@@ -1,4 +1,4 @@
-"""What the hub needs of a session log: the SQLite log (``bridge.sessionlog.SessionLog``) and
+"""What the hub needs of a session log: the SQLite log (``bridge.log.writer.SessionLog``) and
 the in-memory one the hub and ledger tests use both provide it."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from bridge.sessionlog import LogStatus, Record, SessionInfo
+    from bridge.log.kinds import RecordKind
+    from bridge.log.records import LogStatus, Record, SessionInfo
 
 
 class SessionLogLike(Protocol):
@@ -21,7 +22,7 @@ class SessionLogLike(Protocol):
 
     def append(
         self,
-        kind: str,  # a RecordKind (typed once every writer passes one)
+        kind: RecordKind,
         *,
         song: str | None = None,
         take: int | None = None,

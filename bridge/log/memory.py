@@ -24,7 +24,7 @@ from typing import Any
 
 from bridge.errors import SessionLogError, SessionLogUnavailable
 from bridge.log.kinds import RecordKind
-from bridge.sessionlog import LogStatus, Record, SessionInfo, format_ts
+from bridge.log.records import LogStatus, Record, SessionInfo, format_ts
 
 _Callback = Callable[["_Future"], object]
 
@@ -178,7 +178,7 @@ class MemoryLog:
 
     def append(
         self,
-        kind: str,
+        kind: RecordKind,
         *,
         song: str | None = None,
         take: int | None = None,
@@ -191,8 +191,10 @@ class MemoryLog:
     ) -> asyncio.Future[Record]:
         if not self.opened or self.closed:
             raise SessionLogError("memory log: the session log is not open")
-        if type(kind) is not str or type(text) is not str or type(source) is not str:
-            raise TypeError("session log: kind, text and source must be str")
+        if type(kind) is not RecordKind:
+            raise TypeError(f"session log: kind must be a RecordKind member (bridge.log.kinds), not {kind!r}")
+        if type(text) is not str or type(source) is not str:
+            raise TypeError("session log: text and source must be str")
         fut = self._future()
         if self._refusing is not None:
             self._unwritten += 1
@@ -272,7 +274,7 @@ class MemoryLog:
             self._next_seq,
             self._session,
             format_ts(self.wall()),
-            kind.value,
+            kind,
             None,
             None,
             None,

@@ -214,7 +214,7 @@ def test_reconnect_delays_are_jittered_and_short_while_the_broker_was_just_up(
 
 
 def test_take_sheet_records_round_trip_and_a_new_session_starts_a_new_sheet() -> None:
-    from bridge.sessionlog import Record
+    from bridge.log.records import Record
 
     bridge = MqttBridge("mqtt", MqttOptions(room="x"))
     one = Record(7, 1, "2026-01-01T10:00:00.000Z", "take_marker", "Song", 1, 1.5, "osc", "keeper", None, {})

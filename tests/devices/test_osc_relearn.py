@@ -10,7 +10,7 @@ from peers.fake_device import FakeDevice
 
 from bridge.devices._osc import relearn_events
 from bridge.hub import DAW_COMMANDS, Hub
-from bridge.sessionlog import SessionLog
+from bridge.log.writer import SessionLog
 from bridge.state import Store
 from bridge.supervisor import run_device
 from bridge.vocab import DeviceStatus, Feedback, TrackChanged, TracksReset

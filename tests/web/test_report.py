@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from peers.daemon import OscClient, cli
 
-from bridge.export import CSV_COLUMNS, build_take_sheet, to_csv, to_json
-from bridge.report_html import MIN_BAR, PLOT_WIDTH, X0
-from bridge.sessionlog import Record
+from bridge.log.formats.csv import CSV_COLUMNS, to_csv
+from bridge.log.formats.html import MIN_BAR, PLOT_WIDTH, X0
+from bridge.log.formats.json import to_json
+from bridge.log.records import Record
+from bridge.log.takesheet import build_take_sheet
 from web.conftest import console_daemon, get_text
 
 SVG = "{http://www.w3.org/2000/svg}"

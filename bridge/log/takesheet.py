@@ -1,4 +1,5 @@
-"""Take sheets: the session log folded into takes, talkback cues and notes, and its export formats.
+"""Take sheets: the session log folded into takes, talkback cues and notes; what every export
+format (:mod:`bridge.log.formats`), the web console and the MQTT ``takesheet`` topic show.
 
 ``build_take_sheet(records)`` reads records in seq order and folds every correction (``amends``)
 into the record it points to; nothing in the log is changed.
@@ -19,61 +20,29 @@ Per take (one per ``take_marker``):
     (every ``note`` whose ``amends`` is the take, or, without ``amends``, whose ``song`` and
     ``take`` match it), ``source`` (who marked it) and ``seq`` (the marker's seq).
 Per talkback cue (one per ``talkback_start``): ``start``, ``end`` (its ``talkback_end``),
-    ``duration`` (``data.duration`` of the end record, else the wall-clock difference), ``daw_seconds``,
-    ``source``, the ``song`` / ``take`` it happened in, and ``audio`` (the path of the WAV a talkback
-    recorder saved for it: the ``talkback_audio`` record amending it; ``None`` without a recorder).
-    A cue left open by a crash is ended at the restart by a ``talkback_end`` with
-    ``data.closed_at_restart`` whose ``ts`` is the last record's before the crash.
+    ``duration`` (``data.duration`` of the end record), ``daw_seconds``, ``source``, the ``song`` /
+    ``take`` it happened in, and ``audio`` (the path of the WAV a talkback recorder saved for it:
+    the ``talkback_audio`` record amending it; ``None`` without a recorder). A cue left open by a
+    crash is ended at the restart by a ``talkback_end`` with ``data.closed_at_restart`` whose ``ts``
+    is the last record's before the crash.
 Notes tied to no take are kept as session notes.
 
-CSV (``to_csv``; one row per take, talkback cue and session note, in seq order; UTF-8, ``,``-separated,
-header row). Columns:
-    ``type`` (take | talkback | note), ``seq``, ``song``, ``take``, ``label``, ``circled`` and
-    ``false_start`` (true/false for takes, empty otherwise), ``start_utc`` and ``end_utc`` (ISO 8601
-    ``...Z``), ``duration_s`` (seconds, 3 decimals), ``daw_seconds`` (DAW position in seconds, 3
-    decimals), ``daw_source`` (daw | bridge), ``marker_id``, ``source``, ``notes`` (a take's notes
-    joined with `` | ``; a note row's text), ``audio`` (a talkback cue's WAV file, when a talkback
-    recorder saved one). Empty cell = unknown / not applicable.
-JSON (``to_json``): ``{"format": "studio-bridge.take-sheet", "version": 1, "session": {id, name,
-    started, ended}, "takes": [...], "talkback": [...], "notes": [...]}`` with the fields above
-    (``null`` for unknown).
-REAPER (``to_reaper_csv``): region/marker manager CSV ``#,Name,Start,End,Length`` with one marker
-    ``M<n>,<Song> T<take>,<daw seconds>,,`` per take that has a DAW position. Set REAPER's ruler to
-    seconds (or minutes:seconds) before importing.
-Audacity (``to_audacity_labels``): ``t0<TAB>t1<TAB><Song> T<take>`` per take with a DAW position; a
-    region label (t1 = t0 + duration) when the duration is known, else a point label (t1 = t0).
+``sheet_to_json(sheet)`` is the sheet as one JSON object (``{"format": FORMAT, "version": 1,
+"session": {id, name, started, ended}, "takes": [...], "talkback": [...], "notes": [...]}`` with
+the fields above, ``null`` for unknown): the ``json`` export and the MQTT take sheet.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any
 
-from bridge.sessionlog import Record
+from bridge.log.kinds import RecordKind
+from bridge.log.records import Record
 
 FORMAT = "studio-bridge.take-sheet"
-CSV_COLUMNS = (
-    "type",
-    "seq",
-    "song",
-    "take",
-    "label",
-    "circled",
-    "false_start",
-    "start_utc",
-    "end_utc",
-    "duration_s",
-    "daw_seconds",
-    "daw_source",
-    "marker_id",
-    "source",
-    "notes",
-    "audio",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,20 +147,24 @@ def build_take_sheet(records: Iterable[Record]) -> TakeSheet:
         if draft is not None:
             draft.end = ts
 
+    def amended_take(rec: Record) -> _TakeDraft | None:
+        target = takes.get(rec.amends) if rec.amends is not None else None
+        if target is None and rec.amends is None and rec.take is not None:
+            target = by_number.get((rec.session, rec.song or "", rec.take))
+        return target
+
     for rec in ordered:
         kind, data = rec.kind, rec.data
-        if kind == "session_start":
+        if kind == RecordKind.SESSION_START:
             session, name, started, ended = rec.session, rec.text, rec.ts, None
-        elif kind == "session_end":
+        elif kind == RecordKind.SESSION_END:
             ended = rec.ts
-        elif kind == "take_marker":
+        elif kind == RecordKind.TAKE_MARKER:
             end_open(rec.session, rec.ts)
             playing, recording = transport.get(rec.session, (None, None))
             draft = _TakeDraft(
                 rec,
                 label=rec.text,
-                circled=False,
-                false_start=False,
                 daw_seconds=rec.daw_seconds,
                 daw_source="bridge" if rec.daw_seconds is not None else "",
                 rolling=playing is not False,
@@ -201,25 +174,23 @@ def build_take_sheet(records: Iterable[Record]) -> TakeSheet:
             open_take[rec.session] = draft
             if rec.take is not None:
                 by_number[(rec.session, rec.song or "", rec.take)] = draft
-        elif kind in ("take_flag", "take_rename"):
-            target = takes.get(rec.amends) if rec.amends is not None else None
-            if target is None and rec.amends is None and rec.take is not None:
-                target = by_number.get((rec.session, rec.song or "", rec.take))
-            if target is None:
-                continue
-            if kind == "take_rename":
+        elif kind == RecordKind.TAKE_FLAG:
+            target = amended_take(rec)
+            if target is not None:
+                circled, false_start = _flag(data, "circled"), _flag(data, "false_start")
+                target.circled = target.circled if circled is None else circled
+                target.false_start = target.false_start if false_start is None else false_start
+        elif kind == RecordKind.TAKE_RENAME:
+            target = amended_take(rec)
+            if target is not None:
                 target.label = rec.text
-            if isinstance(data.get("circled"), bool):
-                target.circled = bool(data["circled"])
-            if isinstance(data.get("false_start"), bool):
-                target.false_start = bool(data["false_start"])
-        elif kind == "daw_marker" and rec.amends in takes:
+        elif kind == RecordKind.DAW_MARKER and rec.amends in takes:
             draft = takes[rec.amends]
             if rec.daw_seconds is not None:
                 draft.daw_seconds, draft.daw_source = rec.daw_seconds, "daw"
             if data.get("marker_id") is not None:
                 draft.marker_id = str(data["marker_id"])
-        elif kind == "note":
+        elif kind == RecordKind.NOTE:
             target = takes.get(rec.amends) if rec.amends is not None else None
             if target is None and rec.take is not None:
                 target = by_number.get((rec.session, rec.song or "", rec.take))
@@ -229,7 +200,7 @@ def build_take_sheet(records: Iterable[Record]) -> TakeSheet:
                 notes.append(
                     SessionNote(rec.seq, rec.session, rec.ts, rec.song or "", rec.take, rec.text, rec.source)
                 )
-        elif kind == "transport":
+        elif kind == RecordKind.TRANSPORT:
             playing, recording = _flag(data, "playing"), _flag(data, "recording")
             transport[rec.session] = (
                 playing if playing is not None else transport.get(rec.session, (None, None))[0],
@@ -244,15 +215,13 @@ def build_take_sheet(records: Iterable[Record]) -> TakeSheet:
                 else:
                     draft_or_none.rolling = draft_or_none.rolling or playing is True
                     draft_or_none.recording = draft_or_none.recording or recording is True
-        elif kind == "talkback_start":
+        elif kind == RecordKind.TALKBACK_START:
             cues[rec.seq] = {"rec": rec, "end": None, "duration": None}
-        elif kind == "talkback_end" and rec.amends in cues:
+        elif kind == RecordKind.TALKBACK_END and rec.amends in cues:
             cue = cues[rec.amends]
             cue["end"] = rec.ts
             cue["duration"] = _number(data.get("duration"))
-            if cue["duration"] is None:
-                cue["duration"] = _seconds_between(cue["rec"].ts, rec.ts)
-        elif kind == "talkback_audio" and rec.amends in cues:
+        elif kind == RecordKind.TALKBACK_AUDIO and rec.amends in cues:
             cues[rec.amends]["audio"] = rec.text
 
     return TakeSheet(
@@ -304,11 +273,6 @@ def _freeze_cue(cue: dict[str, Any]) -> TalkbackCue:
     )
 
 
-# --------------------------------------------------------------------------- writers
-def _num(value: float | None, places: int = 3) -> str:
-    return "" if value is None else f"{value:.{places}f}"
-
-
 def take_name(take: Take) -> str:
     """``"Blue T3"`` (``"T3"`` without a song; the label when there is no take number)."""
     if take.take is None:
@@ -316,64 +280,8 @@ def take_name(take: Take) -> str:
     return f"{take.song} T{take.take}" if take.song else f"T{take.take}"
 
 
-def to_csv(sheet: TakeSheet, file: TextIO) -> None:
-    rows: list[dict[str, object]] = []
-    for t in sheet.takes:
-        rows.append(
-            {
-                "type": "take",
-                "seq": t.seq,
-                "song": t.song,
-                "take": t.take,
-                "label": t.label,
-                "circled": str(t.circled).lower(),
-                "false_start": str(t.false_start).lower(),
-                "start_utc": t.start,
-                "end_utc": t.end,
-                "duration_s": _num(t.duration),
-                "daw_seconds": _num(t.daw_seconds),
-                "daw_source": t.daw_source,
-                "marker_id": t.marker_id,
-                "source": t.source,
-                "notes": " | ".join(t.notes),
-            }
-        )
-    for c in sheet.talkback:
-        rows.append(
-            {
-                "type": "talkback",
-                "seq": c.seq,
-                "song": c.song,
-                "take": c.take,
-                "start_utc": c.start,
-                "end_utc": c.end,
-                "duration_s": _num(c.duration),
-                "daw_seconds": _num(c.daw_seconds),
-                "daw_source": "bridge" if c.daw_seconds is not None else "",
-                "source": c.source,
-                "audio": c.audio,
-            }
-        )
-    for n in sheet.notes:
-        rows.append(
-            {
-                "type": "note",
-                "seq": n.seq,
-                "song": n.song,
-                "take": n.take,
-                "start_utc": n.ts,
-                "source": n.source,
-                "notes": n.text,
-            }
-        )
-    rows.sort(key=lambda row: int(str(row["seq"])))
-    writer = csv.DictWriter(file, CSV_COLUMNS, restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: "" if value is None else value for key, value in row.items()})
-
-
 def sheet_to_json(sheet: TakeSheet) -> dict[str, object]:
+    """The sheet as one JSON-ready object (see the module docstring)."""
     return {
         "format": FORMAT,
         "version": 1,
@@ -382,28 +290,3 @@ def sheet_to_json(sheet: TakeSheet) -> dict[str, object]:
         "talkback": [asdict(c) for c in sheet.talkback],
         "notes": [asdict(n) for n in sheet.notes],
     }
-
-
-def to_json(sheet: TakeSheet, file: TextIO) -> None:
-    json.dump(sheet_to_json(sheet), file, indent=2, ensure_ascii=False)
-    file.write("\n")
-
-
-def to_reaper_csv(sheet: TakeSheet, file: TextIO) -> None:
-    writer = csv.writer(file, lineterminator="\n")
-    writer.writerow(["#", "Name", "Start", "End", "Length"])
-    n = 0
-    for t in sheet.takes:
-        if t.daw_seconds is None:
-            continue
-        n += 1
-        writer.writerow([f"M{n}", take_name(t), _num(t.daw_seconds), "", ""])
-
-
-def to_audacity_labels(sheet: TakeSheet, file: TextIO) -> None:
-    for t in sheet.takes:
-        if t.daw_seconds is None:
-            continue
-        end = t.daw_seconds + t.duration if t.duration is not None else t.daw_seconds
-        title = take_name(t).replace("\t", " ").replace("\n", " ")
-        file.write(f"{t.daw_seconds:.6f}\t{end:.6f}\t{title}\n")

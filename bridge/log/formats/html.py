@@ -1,5 +1,6 @@
-"""The session report: one self-contained HTML file (``log export --format html``) for the artist,
-the label and the producer's files, that prints well to PDF from a browser.
+"""``html``: the session report, one self-contained HTML file (``log export --format html``, the
+web console's report) for the artist, the label and the producer's files, that prints well to PDF
+from a browser.
 
 Contents: room, session, date and songs; per song a take table (circled takes stand out in colour
 and in print: bold, a star and a left rule); notes; talkback cues (with a link to the cue's WAV when
@@ -18,14 +19,16 @@ reader (or a test) can map every mark back to its take or cue.
 from __future__ import annotations
 
 import html
+import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
-from bridge.export import TakeSheet, take_name
-from bridge.sessionlog import Record
+from bridge.log.formats import ExportFormat, register
+from bridge.log.records import Record
+from bridge.log.takesheet import TakeSheet, take_name
 
 X0 = 150.0  # left edge of the plot (row labels before it)
 PLOT_WIDTH = 720.0
@@ -283,3 +286,16 @@ def to_html(
         f"<footer>studio-bridge session report · session {sheet.session or ''}</footer></body></html>\n"
     )
     file.write("".join(parts))
+
+
+def render(sheet: TakeSheet, *, records: Sequence[Record] = (), room: str = "") -> str:
+    out = io.StringIO()
+    to_html(sheet, out, room=room, records=records)
+    return out.getvalue()
+
+
+FORMAT = register(
+    ExportFormat(
+        "html", ".html", "the session report (one file, prints to PDF)", "text/html", render, rank=50
+    )
+)
