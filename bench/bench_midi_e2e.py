@@ -298,9 +298,14 @@ def bridge_run(env: dict[str, str], rate: float, seconds: float, helper: str, lo
         ccs = ",".join(str(cc) for _, cc in BUTTONS)
         rx = spawn(RECEIVER, [], env)
         tx = spawn(SENDER, [str(rate), str(seconds), "", ccs], env)
-        osc_port = free_udp_port()
-        args = [*studio_bridge(), "run", "-c", str(cfg), "--osc-port", str(osc_port)]
-        args += ["--data-dir", str(Path(tmp) / "data"), "--new-session"]
+        if helper.startswith("c:"):  # the C peer instead of the daemon (--c-peer)
+            c_cfg = Path(tmp) / "jackmidi2osc.cfg"
+            c_cfg.write_text(c_peer_config())
+            args = [helper[2:], "-c", str(c_cfg), "-i", "E2ESender:out", "-o", f"127.0.0.1:{port}"]
+        else:
+            osc_port = free_udp_port()
+            args = [*studio_bridge(), "run", "-c", str(cfg), "--osc-port", str(osc_port)]
+            args += ["--data-dir", str(Path(tmp) / "data"), "--new-session"]
         with errlog.open("w") as err:
             daemon = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
         thread = threading.Thread(target=listen, daemon=True)
@@ -369,6 +374,17 @@ def bridge_run(env: dict[str, str], rate: float, seconds: float, helper: str, lo
     return res
 
 
+def c_peer_config() -> str:
+    """x42/jackmidi2osc rules giving the bridge's feedback for each press (stateless: /track/<n>/..
+    i 1 for every press; the matching only needs one datagram per press on its address)."""
+    names = {"rec": "arm", "mute": "mute", "solo": "solo"}
+    rules = [
+        f'[rule]\n0xb0 {cc} 127\n"/track/{cc - dict(KINDS)[kind] + 1}/{names[kind]}" "i" "1"\n'
+        for kind, cc in BUTTONS
+    ]
+    return "[config]\nsyncmode=immediate\n\n" + "\n".join(rules)
+
+
 def _hog() -> None:
     while True:
         pass
@@ -379,7 +395,8 @@ def wait_connected(env: dict[str, str]) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         r = subprocess.run(["jack_lsp", "-c", "E2ESender:out"], env=env, capture_output=True, text=True)
-        if r.returncode == 0 and len(r.stdout.strip().splitlines()) > 1:
+        peers = [line.strip() for line in r.stdout.splitlines()[1:]]
+        if r.returncode == 0 and any(not p.startswith("E2EReceiver:") for p in peers):
             return
         time.sleep(0.1)
     raise SystemExit("the daemon did not connect to the sender's port")
@@ -406,6 +423,11 @@ def main() -> None:
         default="native,python",
         help="MIDI helpers to run the bridge with: native (bridge/devices/midi/jackmidi), python",
     )
+    ap.add_argument(
+        "--c-peer",
+        default="",
+        help="x42/jackmidi2osc built beside the project (not part of it): one more variant",
+    )
     ap.add_argument("--load", action="store_true", help="a busy process per core during the bridge runs")
     ap.add_argument(
         "--realtime",
@@ -414,6 +436,8 @@ def main() -> None:
     )
     a = ap.parse_args()
     helpers = a.helpers.split(",")
+    if a.c_peer:
+        helpers.append("c:" + a.c_peer)
     rates = [float(r) for r in a.rates.split(",")]
     jack_log = Path(tempfile.mkdtemp(prefix="e2e-jackd-")) / "jackd.log"
     jackd, env = start_jackd(a.period, a.realtime, jack_log)
@@ -452,7 +476,10 @@ def main() -> None:
         print(f"  floor alone (JACK loopback)  p50 {fmt(fl['p50'])}   p99 {fmt(fl['p99'])}   lost {lost}")
         for helper in helpers:
             rs = runs[(helper, rate)]
-            print(f"  bridge, {helper} helper (floor receiver on the same presses)")
+            what = (
+                f"C peer {Path(helper[2:]).name}" if helper.startswith("c:") else f"bridge, {helper} helper"
+            )
+            print(f"  {what} (floor receiver on the same presses)")
             row = {
                 "floor, same run": [r.floor for r in rs],
                 "MIDI -> OSC feedback": [r.lat for r in rs],
@@ -472,19 +499,28 @@ def main() -> None:
             print(f"    presses lost           {sum(lost_n)} of {sum(r.sent for r in rs)} (per run {lost_n})")
             # what JACK did not deliver to the daemon's helper (a late cycle) vs what the bridge lost
             # after it: with each message lost on the way at most one press goes unanswered
-            undelivered = [2 * r.sent - r.stats.get("nano", {}).get("received", 0) for r in rs]
-            inside = [max(0, len(r.lost) - u) for r, u in zip(rs, undelivered, strict=True)]
-            print(f"    not delivered by JACK  {sum(undelivered)} MIDI messages (per run {undelivered})")
-            print(
-                f"    lost inside the bridge {sum(inside)} presses (after its MIDI helper; per run {inside})"
-            )
+            if all("nano" in r.stats for r in rs):
+                undelivered = [2 * r.sent - r.stats["nano"].get("received", 0) for r in rs]
+                inside = [max(0, len(r.lost) - u) for r, u in zip(rs, undelivered, strict=True)]
+                print(f"    not delivered by JACK  {sum(undelivered)} MIDI messages (per run {undelivered})")
+                print(
+                    f"    lost inside the bridge {sum(inside)} presses (after its helper; per run {inside})"
+                )
+            c_peer = next((h for h in helpers if h.startswith("c:")), None)
+            if c_peer is not None and helper != c_peer and all(r.added for r in runs[(c_peer, rate)]):
+                ours = statistics.median(pct(r.added, 0.5) for r in rs)
+                theirs = statistics.median(pct(r.added, 0.5) for r in runs[(c_peer, rate)])
+                base = statistics.median(pct(r.floor, 0.5) for r in rs)
+                ratio = (base + ours) / (base + theirs)
+                print(
+                    f"    vs the C peer          +{ours - theirs:.0f} us added; end to end {ratio:.2f}x on this floor"
+                )
             for r in rs:
                 if r.lost:
                     at = ", ".join(f"{t:.3f}" for t in r.lost[:10])
                     print(f"      lost at s: {at}; daemon counters: {r.stats}")
                 for w in r.warnings[:5]:
                     print(f"      daemon: {w}")
-
 
 
 if __name__ == "__main__":
