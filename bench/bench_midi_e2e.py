@@ -512,9 +512,8 @@ def main() -> None:
                 theirs = statistics.median(pct(r.added, 0.5) for r in runs[(c_peer, rate)])
                 base = statistics.median(pct(r.floor, 0.5) for r in rs)
                 ratio = (base + ours) / (base + theirs)
-                print(
-                    f"    vs the C peer          +{ours - theirs:.0f} us added; end to end {ratio:.2f}x on this floor"
-                )
+                gap = f"+{ours - theirs:.0f} us added"
+                print(f"    vs the C peer          {gap}; end to end {ratio:.2f}x on this floor")
             for r in rs:
                 if r.lost:
                     at = ", ".join(f"{t:.3f}" for t in r.lost[:10])
