@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from peers.ardour import ArdourPeer, _osc, have_ardour  # noqa: E402
 
-from bridge.devices.ardour_osc import ArdourOsc  # noqa: E402
+from bridge.devices.ardour import ArdourOsc  # noqa: E402
 from bridge.hub import Hub  # noqa: E402
 from bridge.log.writer import SessionLog  # noqa: E402
 from bridge.supervisor import run_device  # noqa: E402

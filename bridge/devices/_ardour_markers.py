@@ -7,7 +7,7 @@ bundle) the marker is at one of the two: it is reported at once without a positi
 back once the transport stops (locate to it by name, read the playhead, locate back), then
 reported again with its exact sample. Ardour's OSC has no query for a marker's position.
 
-:class:`ArdourMarkers` is a part of :class:`bridge.devices.ardour_osc.ArdourOsc` kept in its
+:class:`ArdourMarkers` is a part of :class:`bridge.devices.ardour.ArdourOsc` kept in its
 own module for size: it works on the driver's internals (frame queries, the pending markers).
 """
 
@@ -27,9 +27,9 @@ from bridge.errors import DeviceError
 from bridge.vocab import AddMarker, MarkerAdded
 
 if TYPE_CHECKING:
-    from bridge.devices.ardour_osc import ArdourOsc
+    from bridge.devices.ardour import ArdourOsc
 
-log = logging.getLogger("bridge.devices.ardour_osc")  # the driver's messages, under its name
+log = logging.getLogger("bridge.devices.ardour")  # the driver's messages, under its name
 
 
 @dataclass(slots=True, eq=False)

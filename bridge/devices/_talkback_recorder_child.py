@@ -1,5 +1,5 @@
-"""The talkback recorder's child process: ``python -m bridge.devices._talkback_audio_child <config
-as JSON>``, started by :class:`bridge.devices.talkback_audio.TalkbackRecorder` (why a child
+"""The talkback recorder's child process: ``python -m bridge.devices._talkback_recorder_child <config
+as JSON>``, started by :class:`bridge.devices.talkback_recorder.TalkbackRecorder` (why a child
 process: see that module). Only this process imports ``sounddevice`` and loads PortAudio.
 
 Inside: the PortAudio callback only copies each block (``bytes``) into a bounded ring
@@ -168,7 +168,7 @@ class _Recorder:
             self.capturing = False
             self._finish("lost")
             self.emit({"lost": f"{reason} (device {self.device_name!r})"})
-            os._exit(3)  # PortAudio cannot be closed or terminated after its host died (see talkback_audio)
+            os._exit(3)  # PortAudio cannot be closed or terminated after its host died (see talkback_recorder)
 
     def _open_file(self) -> None:
         self.path = _utc_name(self.directory)

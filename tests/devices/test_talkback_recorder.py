@@ -18,7 +18,7 @@ from peers.daemon import Daemon, OscClient, cli
 from peers.jack_audio import JackAudio, ToneProcess
 
 from bridge.devices.base import DeviceContext
-from bridge.devices.talkback_audio import TalkbackOptions, TalkbackRecorder
+from bridge.devices.talkback_recorder import TalkbackOptions, TalkbackRecorder
 from bridge.errors import DeviceLost, DeviceUnavailable
 from bridge.vocab import AudioCaptured, Feedback
 
@@ -235,7 +235,7 @@ async def test_jack_server_stopped_mid_press_finishes_the_file_then_lost(
 
 
 def test_module_import_does_not_load_portaudio() -> None:
-    code = "import sys, bridge.devices.talkback_audio; assert 'sounddevice' not in sys.modules"
+    code = "import sys, bridge.devices.talkback_recorder; assert 'sounddevice' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

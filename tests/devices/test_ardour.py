@@ -13,7 +13,7 @@ from peers.ardour import ArdourPeer, require_ardour
 from peers.recorder import Recorder, track_state
 
 from bridge.devices._osc import encode
-from bridge.devices.ardour_osc import ArdourOsc
+from bridge.devices.ardour import ArdourOsc
 from bridge.errors import DeviceLost, DeviceUnavailable
 from bridge.state import Change, Store
 from bridge.vocab import (

@@ -15,7 +15,7 @@ from peers.recorder import Recorder
 from peers.recorder import track_state as tracks_of
 
 from bridge.devices._osc import encode
-from bridge.devices.reaper_osc import ReaperOsc
+from bridge.devices.reaper import ReaperOsc
 from bridge.errors import DeviceLost, DeviceUnavailable
 from bridge.vocab import (
     AddMarker,

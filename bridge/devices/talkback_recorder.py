@@ -6,7 +6,7 @@ so the first word is not cut); talkback off finishes it (header written, fsync'd
 reports ``AudioCaptured(path, seconds)``, which the hub logs as a ``talkback_audio`` record amending
 the cue.
 
-Design: the audio runs in a **child process** (``python -m bridge.devices._talkback_audio_child``),
+Design: the audio runs in a **child process** (``python -m bridge.devices._talkback_recorder_child``),
 started in ``__aenter__`` and spoken to with JSON lines over stdin/stdout. Reasons, measured on
 PortAudio 19.6 / JACK 1.9.21: once the JACK server dies under an open stream, PortAudio in that
 process is unusable (``stream.abort()``/``close()`` hang forever, ``Pa_Terminate`` fails an
@@ -16,7 +16,7 @@ the daemon's GIL, and ``sounddevice`` is imported only there, so the daemon star
 without PortAudio.
 
 The child (its recording threads and its JSON-lines protocol) is
-:mod:`bridge.devices._talkback_audio_child`; this module is the driver that runs in the daemon.
+:mod:`bridge.devices._talkback_recorder_child`; this module is the driver that runs in the daemon.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class TalkbackRecorder(Device[TalkbackOptions]):
             raise DeviceUnavailable(f"{self.name}: cannot create {directory}: {exc}") from exc
         config = asdict(self.options) | {"directory": str(directory)}
         self._proc = await spawn_module(
-            "bridge.devices._talkback_audio_child", config, f"the recorder process of {self.name}"
+            "bridge.devices._talkback_recorder_child", config, f"the recorder process of {self.name}"
         )
         self._stderr_task = asyncio.create_task(self._read_stderr(self._proc))
         try:
