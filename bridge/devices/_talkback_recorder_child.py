@@ -168,7 +168,7 @@ class _Recorder:
             self.capturing = False
             self._finish("lost")
             self.emit({"lost": f"{reason} (device {self.device_name!r})"})
-            os._exit(3)  # PortAudio cannot be closed or terminated after its host died (see talkback_recorder)
+            os._exit(3)  # PortAudio cannot be closed after its host died (see talkback_recorder)
 
     def _open_file(self) -> None:
         self.path = _utc_name(self.directory)
