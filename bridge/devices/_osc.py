@@ -22,7 +22,7 @@ import struct
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
@@ -208,6 +208,19 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.endpoint.closed = True
+
+
+class UdpPeerOptions(Protocol):
+    """The options of a driver that talks to one OSC peer over UDP (DAWs, mixers)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def local_host(self) -> str: ...
+    @property
+    def local_port(self) -> int: ...
 
 
 class UdpEndpoint:

@@ -50,6 +50,7 @@ from bridge.devices._osc import (
     OscArgs,
     PositionLimiter,
     UdpEndpoint,
+    UdpPeerOptions,
     dispatch,
     encode,
     relearn_events,
@@ -104,17 +105,9 @@ def number(v: Any) -> float:
     return float(v)
 
 
-class OscDawOptions(Protocol):
+class OscDawOptions(UdpPeerOptions, Protocol):
     """What every OSC DAW driver's options have."""
 
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def local_host(self) -> str: ...
-    @property
-    def local_port(self) -> int: ...
     @property
     def connect_timeout(self) -> float: ...
     @property

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar
 
-from bridge.devices._osc import Address, OscArgs, UdpEndpoint, dispatch, encode
+from bridge.devices._osc import Address, OscArgs, UdpEndpoint, UdpPeerOptions, dispatch, encode
 from bridge.devices._talkback import TalkbackDevice, TalkbackOptions, max_on_check
 from bridge.devices.base import DeviceContext
 from bridge.errors import DeviceLost, DeviceUnavailable
@@ -129,17 +129,8 @@ class OscProfile:
     probe_interval: float
 
 
-class OscTalkbackCoreOptions(TalkbackOptions, Protocol):
-    """What the OSC talkback drivers' options have besides the talkback ones."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def local_host(self) -> str: ...
-    @property
-    def local_port(self) -> int: ...
+class OscTalkbackCoreOptions(TalkbackOptions, UdpPeerOptions, Protocol):
+    """What the OSC talkback drivers' options have: the talkback ones and the UDP peer's."""
 
 
 OO = TypeVar("OO", bound=OscTalkbackCoreOptions)
