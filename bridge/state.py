@@ -222,6 +222,23 @@ def reduce(values: Mapping[str, Value], event: Event, daw: str | None = None) ->
     return out
 
 
+def track_named(values: Mapping[str, Value], name: str) -> int | None:
+    """The number of the track called ``name`` in ``values`` (state keys): an exact match
+    first, else the first case-insensitive one; None if no track has that name."""
+    folded: int | None = None
+    for key, value in values.items():
+        if not key.endswith("/name") or not isinstance(value, str):
+            continue
+        parsed = parse_track_key(key)
+        if parsed is None:
+            continue
+        if value == name:
+            return parsed[0]
+        if folded is None and value.casefold() == name.casefold():
+            folded = parsed[0]
+    return folded
+
+
 class Store:
     """The live studio state: ``apply(event)`` returns what changed."""
 
@@ -275,15 +292,4 @@ class Store:
 
     def track_by_name(self, name: str) -> int | None:
         """Resolve a DAW track name (exact first, then case-insensitive) to its number."""
-        folded: int | None = None
-        for key, value in self._values.items():
-            if not key.endswith("/name") or not isinstance(value, str):
-                continue
-            parsed = parse_track_key(key)
-            if parsed is None:
-                continue
-            if value == name:
-                return parsed[0]
-            if folded is None and value.casefold() == name.casefold():
-                folded = parsed[0]
-        return folded
+        return track_named(self._values, name)

@@ -105,7 +105,7 @@ def _toggle(address: str, args: OscArgs, state: Mapping[str, Value]) -> Command:
             raise ValueError("expected a track name")
         name = commands.parse_text(args[0])
         args = args[1:]
-        track = _track_named(name, state)
+        track = S.track_named(state, name)
         if track is None:
             raise ValueError(f"no track named {name!r}")
     elif which.isdigit() and int(which) >= 1:
@@ -114,17 +114,3 @@ def _toggle(address: str, args: OscArgs, state: Mapping[str, Value]) -> Command:
         raise ValueError("track numbers start at 1")
     commands.toggle_button(args)
     return commands.build_toggle(verb, {"track": track}, state.get)
-
-
-def _track_named(name: str, state: Mapping[str, Value]) -> int | None:
-    folded = None
-    for key, value in state.items():
-        if key.endswith("/name") and isinstance(value, str):
-            parsed = S.parse_track_key(key)
-            if parsed is None:
-                continue
-            if value == name:
-                return parsed[0]
-            if folded is None and value.casefold() == name.casefold():
-                folded = parsed[0]
-    return folded
