@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+from typing import Any
 
+from bridge.devices.base import Device
 from bridge.errors import ConfigError, DeviceError
 from bridge.hub import Hub, Slot
 from bridge.vocab import DeviceStatus
@@ -82,6 +84,14 @@ async def _pump(hub: Hub, slot: Slot) -> None:
             raise exc
 
 
+def _log_stats(device: Device[Any], level: int) -> None:
+    """A device's counters (messages in/out, dropped input) as one log line, if it has any."""
+    with contextlib.suppress(Exception):
+        stats = device.stats()
+        if stats:
+            log.log(level, "%s stats: %s", device.name, stats)
+
+
 async def run_device(hub: Hub, slot: Slot) -> None:
     device = slot.device
     name = device.name
@@ -98,10 +108,7 @@ async def run_device(hub: Hub, slot: Slot) -> None:
                 await _pump(hub, slot)
         except asyncio.CancelledError:
             hub.device_down(name, DeviceStatus.STOPPED, "stopped")
-            with contextlib.suppress(Exception):
-                stats = device.stats()
-                if stats:  # the run's counters, once, at a clean stop (journal, benchmarks)
-                    log.info("%s stats: %s", name, stats)
+            _log_stats(device, logging.INFO)  # the run's counters, once, at a clean stop
             raise
         except ConfigError as exc:
             log.error("%s (%s): bad configuration: %s", name, device.kind, exc)
@@ -118,9 +125,6 @@ async def run_device(hub: Hub, slot: Slot) -> None:
             log.exception("%s (%s): driver failed; restarting it", name, device.kind)
             hub.device_down(name, DeviceStatus.FAILED, f"{type(exc).__name__}: {exc}")
             announced_down = True
-        with contextlib.suppress(Exception):
-            stats = device.stats()
-            if stats:
-                log.debug("%s stats: %s", name, stats)
+        _log_stats(device, logging.DEBUG)
         await asyncio.sleep(device.retry_delay(attempt))
         attempt += 1
