@@ -102,6 +102,8 @@ def configure(conn: sqlite3.Connection, path: Path) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.OperationalError as exc:
+        if is_unwritable(exc):  # opening in WAL mode writes (the -wal header): a full disk, EIO
+            raise SessionLogError(f"{path}: the session log cannot be written: {reason(exc)}") from exc
         raise SessionLogError(f"{path}: cannot open the session log: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         raise SessionLogDamaged(damaged_message(path, str(exc))) from exc
@@ -207,6 +209,18 @@ def reason(exc: BaseException) -> str:
     """The one-line cause of a write failure (SQLite's message, e.g. "database or disk is full")."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def is_unwritable(exc: BaseException) -> bool:
+    """SQLite could read but not write: an I/O error, a full disk, a read-only file or mount."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    return (
+        is_io_error(exc)
+        or name.startswith(("SQLITE_FULL", "SQLITE_READONLY"))
+        or "disk is full" in text
+        or "readonly" in text
+    )
 
 
 def is_io_error(exc: BaseException) -> bool:
