@@ -210,11 +210,15 @@ async def _malformed_and_oversized(d: Daemon) -> None:
         delta = await _messages_until(other, lambda m: m["t"] == "delta" and m["takes"])
         assert [t["label"] for t in delta["takes"]] == ["after the garbage"]
         # beyond the hard limit (1 MiB) only that connection is closed (1009); the other lives on
-        await bad.send_str("x" * (1 << 20) + "y")
+        try:
+            await bad.send_str("x" * (1 << 20) + "y")
+        except (ConnectionError, aiohttp.ClientOSError):
+            pass  # the server saw the frame's length and closed before the client finished sending it
         async with asyncio.timeout(10):
             while (msg := await bad.receive()).type == aiohttp.WSMsgType.TEXT:
                 pass  # what was already on its way
-        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING), msg
+        closed = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR)
+        assert msg.type in closed, msg
         assert bad.close_code in (1009, None), bad.close_code  # None: the reset won the race
         await other.send_str(json.dumps({"id": 5, "verb": "ping"}))
         assert (await _messages_until(other, lambda m: m["t"] == "reply"))["ok"] is True
