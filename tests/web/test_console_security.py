@@ -6,6 +6,7 @@ consoles unaffected. All against the real daemon on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import threading
@@ -210,15 +211,14 @@ async def _malformed_and_oversized(d: Daemon) -> None:
         delta = await _messages_until(other, lambda m: m["t"] == "delta" and m["takes"])
         assert [t["label"] for t in delta["takes"]] == ["after the garbage"]
         # beyond the hard limit (1 MiB) only that connection is closed (1009); the other lives on
-        try:
+        # the server may see the frame's length and close before the client finished sending it
+        with contextlib.suppress(ConnectionError, aiohttp.ClientOSError):
             await bad.send_str("x" * (1 << 20) + "y")
-        except (ConnectionError, aiohttp.ClientOSError):
-            pass  # the server saw the frame's length and closed before the client finished sending it
         async with asyncio.timeout(10):
             while (msg := await bad.receive()).type == aiohttp.WSMsgType.TEXT:
                 pass  # what was already on its way
-        closed = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR)
-        assert msg.type in closed, msg
+        ended = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        assert msg.type in (*ended, aiohttp.WSMsgType.ERROR), msg
         assert bad.close_code in (1009, None), bad.close_code  # None: the reset won the race
         await other.send_str(json.dumps({"id": 5, "verb": "ping"}))
         assert (await _messages_until(other, lambda m: m["t"] == "reply"))["ok"] is True
