@@ -52,6 +52,11 @@ class SessionLogUnavailable(SessionLogError):
     error, read-only). The log retries by itself; nothing already acknowledged is affected."""
 
 
+class SessionLogClosed(SessionLogError):
+    """A record came after the session log was closed (the bridge is stopping): not written, and
+    no fault; the command it belongs to is answered "not carried out"."""
+
+
 class DataDirError(BridgeError):
     """The data directory cannot be used: not a directory, cannot be created, or locked by another
     daemon. The message is one line naming the directory (and the PID holding the lock)."""

@@ -10,7 +10,7 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from bridge.errors import CommandError, SessionLogUnavailable
+from bridge.errors import CommandError, SessionLogClosed, SessionLogUnavailable
 from bridge.ledger_load import Answer, Append, Apply, Effect, Send, StartSession
 from bridge.vocab import DeviceStatus
 
@@ -23,10 +23,14 @@ log = logging.getLogger("bridge.hub")
 #: what appending gave: the record's future, or why the log refused it at once
 Appended = asyncio.Future[Any] | BaseException
 
+#: the answer to a command whose record came after the log was closed (the bridge is stopping)
+NOT_CARRIED_OUT = "not carried out: the session log is closed (the bridge is stopping); send it again"
+
 
 class LedgerDriver:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self._told_closed = False
 
     def run(self, effects: list[Effect]) -> list[Appended]:
         """Carry out the ledger's effects, in order; the appended records' futures."""
@@ -48,7 +52,14 @@ class LedgerDriver:
     def append(self, append: Append) -> Appended:
         try:
             fut: asyncio.Future[Any] = self.hub.log.append(append.kind, **append.fields)
-        except Exception as exc:  # closed or broken log: the caller still gets an answer
+        except SessionLogClosed as exc:  # stopping: no fault, said once
+            if not self._told_closed:
+                self._told_closed = True
+                log.info("session log closed: what still arrives is answered 'not carried out'")
+            if append.follows:
+                self.hub.submit_call(partial(self._settled, append, None, NOT_CARRIED_OUT))
+            return exc
+        except Exception as exc:  # a broken log: the caller still gets an answer
             log.error("session log write failed: %s", exc)
             if append.follows:
                 reason = f"session log write failed: {exc}"

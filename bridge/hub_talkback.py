@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import state as S
 from bridge.devices.base import Device
-from bridge.errors import CommandError, SessionLogUnavailable
+from bridge.errors import CommandError, SessionLogClosed, SessionLogUnavailable
+from bridge.hub_ledger import NOT_CARRIED_OUT
 from bridge.routing import Done, TimerHandle
 from bridge.vocab import DeviceStatus, Request, SetTalkback, TalkbackChanged
 
@@ -113,6 +114,9 @@ class TalkbackRouter:
             done(None)
             return
         fut = futures[-1]
+        if isinstance(fut, SessionLogClosed):
+            done(NOT_CARRIED_OUT)
+            return
         if isinstance(fut, BaseException):
             done(f"session log write failed: {fut}")
             return

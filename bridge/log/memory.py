@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from bridge.errors import SessionLogError, SessionLogUnavailable
+from bridge.errors import SessionLogClosed, SessionLogError, SessionLogUnavailable
 from bridge.log.kinds import RecordKind
 from bridge.log.records import LogStatus, Record, SessionInfo, format_ts
 
@@ -190,7 +190,7 @@ class MemoryLog:
         ts: datetime | None = None,
     ) -> asyncio.Future[Record]:
         if not self.opened or self.closed:
-            raise SessionLogError("memory log: the session log is not open")
+            raise SessionLogClosed("memory log: the session log is not open")
         if type(kind) is not RecordKind:
             raise TypeError(f"session log: kind must be a RecordKind member (bridge.log.kinds), not {kind!r}")
         if type(text) is not str or type(source) is not str:

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from bridge.errors import SessionLogError, SessionLogUnavailable
+from bridge.errors import SessionLogClosed, SessionLogError, SessionLogUnavailable
 from bridge.log._writer_thread import (
     ACK,
     APPEND,
@@ -205,7 +205,7 @@ class SessionLog:
         While the log cannot write (``status`` is failing) the future is failed at once with
         SessionLogUnavailable: the record is refused, not written, and counted."""
         if not self._open or self._loop is None:
-            raise SessionLogError(f"{self.path}: the session log is not open")
+            raise SessionLogClosed(f"{self.path}: the session log is not open")
         if self._dead:
             raise self._broken or SessionLogError(f"{self.path}: the session log writer stopped")
         if type(kind) is not RecordKind:

@@ -162,5 +162,8 @@ def test_a_stop_while_marks_stream_answers_every_logged_mark(tmp_path: Path) -> 
         stream.finish(settle=1.0)
     logged = logged_marks(daemon.data_dir)
     assert stream.ok == logged, f"{logged} logged, {stream.ok} answered /ok ({stream.sent} sent)"
+    # a clean stop is no fault: nothing in the journal at WARNING or ERROR
+    faults = [line for line in daemon.lines if " ERROR " in line or " WARNING " in line]
+    assert not faults, daemon.log()[-3000:]
     assert all("not carried out" in e for e in stream.errors), stream.errors[:5]
     assert logged > 50
