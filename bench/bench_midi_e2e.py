@@ -97,12 +97,12 @@ def cb(ev, data):
     t = time.monotonic_ns()
     msg = ev[0]
     if len(msg) == 3 and msg[0] == 0xB0 and msg[2] == 127:
-        got.append(t)
+        got.append((msg[1], t))
 inp.set_callback(cb)
 inp.open_virtual_port("in")
 print("ready", flush=True)
 sys.stdin.readline()
-print("got " + " ".join(map(str, got)), flush=True)
+print("got " + " ".join(f"{cc}:{t}" for cc, t in got), flush=True)
 inp.delete()
 """
 
@@ -178,6 +178,14 @@ def read_ints(proc: subprocess.Popen[str], tag: str) -> list[int]:
     return [int(x) for x in line[1:]]
 
 
+def read_pairs(proc: subprocess.Popen[str], tag: str) -> list[tuple[int, int]]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if not line or line[0] != tag:
+        raise SystemExit(f"peer said {line[:3]!r}, expected {tag!r}")
+    return [(int(a), int(b)) for a, b in (x.split(":") for x in line[1:])]
+
+
 def end(proc: subprocess.Popen[str]) -> None:
     with contextlib.suppress(OSError, ValueError):
         tell(proc)
@@ -215,12 +223,23 @@ def floor_run(env: dict[str, str], rate: float, seconds: float) -> tuple[list[fl
         tell(tx)
         sent = read_ints(tx, "stamps")
         tell(rx)
-        got = read_ints(rx, "got")
+        got = read_pairs(rx, "got")
     finally:
         end(tx)
         end(rx)
-    lat = [(g - s) / 1000.0 for s, g in zip(sent, got, strict=False)]
-    return lat, len(sent), len(got)
+    at = pair_floor(sent, got)
+    return [(at[i] - sent[i]) / 1000.0 for i in sorted(at)], len(sent), len(at)
+
+
+def pair_floor(sent: list[int], floor: list[tuple[int, int]]) -> dict[int, int]:
+    """Press index -> its arrival at the floor receiver, matched per button (a press JACK lost
+    in an xrun has none, and does not shift the others)."""
+    at: dict[int, int] = {}
+    for b, (_, cc) in enumerate(BUTTONS):
+        idx = list(range(b, len(sent), len(BUTTONS)))
+        on_floor = _match([sent[i] for i in idx], [t for c, t in floor if c == cc])
+        at.update((idx[k], t) for k, t in on_floor.items())
+    return at
 
 
 def studio_bridge() -> list[str]:
@@ -242,6 +261,7 @@ class BridgeRun:
         self.lost: list[float] = []  # seconds into the run of each press with no feedback
         self.floor_lost = 0
         self.cpu = 0.0
+        self.cpu_daemon = 0.0
         self.stats: dict[str, dict[str, int]] = {}
         self.warnings: list[str] = []
 
@@ -319,16 +339,16 @@ def bridge_run(env: dict[str, str], rate: float, seconds: float, helper: str, lo
                     h.start()
             time.sleep(0.5)
             pids = family(daemon.pid)
-            c0 = sum(cpu_seconds(p) for p in pids)
+            c0 = [cpu_seconds(p) for p in pids]
             t0 = time.monotonic()
             t_go[0] = time.monotonic_ns()
             tell(tx)
             sent = read_ints(tx, "stamps")
             t1 = time.monotonic()
-            c1 = sum(cpu_seconds(p) for p in pids)
+            c1 = [cpu_seconds(p) for p in pids]
             time.sleep(0.3)
             tell(rx)
-            floor = read_ints(rx, "got")
+            floor = read_pairs(rx, "got")
         finally:
             for h in hogs:
                 h.terminate()
@@ -353,10 +373,8 @@ def bridge_run(env: dict[str, str], rate: float, seconds: float, helper: str, lo
             elif "WARNING" in line or "ERROR" in line:
                 res.warnings.append(line)
     res.sent = len(sent)
-    res.floor_lost = len(sent) - len(floor)
-    if res.floor_lost:
-        print(f"floor receiver: {len(floor)} of {len(sent)} presses", file=sys.stderr)
-    floor_at = dict(enumerate(floor)) if len(floor) == len(sent) else {}
+    floor_at = pair_floor(sent, floor)
+    res.floor_lost = len(sent) - len(floor_at)
     names = {"rec": "arm", "mute": "mute", "solo": "solo"}
     for b, (kind, cc) in enumerate(BUTTONS):
         idx = list(range(b, len(sent), len(BUTTONS)))  # this button's presses
@@ -370,7 +388,8 @@ def bridge_run(env: dict[str, str], rate: float, seconds: float, helper: str, lo
             if i in floor_at:
                 res.added.append((matched[k] - floor_at[i]) / 1000.0)
     res.floor = [(floor_at[i] - sent[i]) / 1000.0 for i in floor_at]
-    res.cpu = 100.0 * (c1 - c0) / (t1 - t0)
+    res.cpu = 100.0 * (sum(c1) - sum(c0)) / (t1 - t0)
+    res.cpu_daemon = 100.0 * (c1[0] - c0[0]) / (t1 - t0)  # the rest: its MIDI helper
     return res
 
 
@@ -494,7 +513,8 @@ def main() -> None:
                 print(f"    {what:22} p50 {p50}   p99 {p99}")
             cpu = [r.cpu for r in rs]
             c = f"{statistics.median(cpu):.1f} % [{min(cpu):.1f}..{max(cpu):.1f}]"
-            print(f"    CPU daemon + helper    {c} of one core")
+            own = statistics.median(r.cpu_daemon for r in rs)
+            print(f"    CPU daemon + helper    {c} of one core (daemon {own:.1f} %)")
             lost_n = [len(r.lost) for r in rs]
             print(f"    presses lost           {sum(lost_n)} of {sum(r.sent for r in rs)} (per run {lost_n})")
             # what JACK did not deliver to the daemon's helper (a late cycle) vs what the bridge lost

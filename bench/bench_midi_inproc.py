@@ -14,10 +14,11 @@ Two measurements per run:
   the OSC feedback datagram's ``sendto`` returning (surface -> mapper -> SetTrackArm -> internal
   transport -> TrackChanged -> state -> feedback -> OSC API). Pure CPU per press: no wake-ups.
 * **through the pipes**: a feeder process plays presses and releases at each rate as the MIDI
-  helper's frames on a pipe that the link reads exactly as it reads its helper's stdout
-  (``MidiLink._read_input``); a listener process stamps the feedback datagram's arrival (both
-  stamp CLOCK_MONOTONIC). Baseline in the same run: the same feeder and pipe read by a loop
-  task with the same framing that sends a fixed OSC datagram to the same listener at once
+  helper's frames on a pipe that the link reads exactly as it reads its helper's stdout (a
+  ``FrameReader`` handing frames to ``MidiLink._on_frame``); a listener process stamps the
+  feedback datagram's arrival (both stamp CLOCK_MONOTONIC). Baseline in the same run: the same
+  feeder and pipe read by a ``FrameReader`` whose handler sends a fixed OSC datagram to the same
+  listener at once
   (the bare hop: pipe -> event loop -> UDP).
 
 Prints median [min..max] over the runs of each run's p50 and p99, and the added latency.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import statistics
 import sys
@@ -36,8 +38,8 @@ import tomllib
 from pathlib import Path
 
 from bridge.devices.internal import InternalOptions, InternalTransport
+from bridge.devices.midi.frames import FrameReader
 from bridge.devices.midi.generic import GenericMidiOptions, GenericMidiSurface
-from bridge.devices.midi.link import MidiLink
 from bridge.devices.osc_api import OscApi, OscApiOptions
 from bridge.hub import Hub
 from bridge.log.writer import SessionLog
@@ -121,6 +123,7 @@ class Peers:
         )
         assert self.listener.stdout is not None
         self.port = int((await self.listener.stdout.readline()).decode())
+        self.frames, wfd = os.pipe()  # read as the link reads its helper's stdout (FrameReader)
         self.feeder = await asyncio.create_subprocess_exec(
             exe,
             "-c",
@@ -128,9 +131,10 @@ class Peers:
             str(rate),
             str(seconds),
             stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=wfd,
             stderr=asyncio.subprocess.PIPE,
         )
+        os.close(wfd)
 
     async def play(self) -> tuple[list[int], list[int]]:
         """Run the feeder; (press stamps, feedback arrival stamps)."""
@@ -208,13 +212,13 @@ async def bridge_run(rate: float, seconds: float) -> dict[str, float]:
 
         # through the pipes: feeder process -> frames on a pipe -> the link's frame reader -> ...
         # -> feedback datagram at the listener process
-        assert peers.feeder.stdout is not None
-        reader = asyncio.ensure_future(link._read_input(peers.feeder.stdout))
+        reader = FrameReader(peers.frames, link._on_frame, lambda error: None)
+        reader.start(asyncio.get_running_loop())
         presses, arrivals = await peers.play()
-        reader.cancel()
+        reader.close()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(reader, *tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await hub.log.close()
     await peers.stop()
     lat = [(b - a) / 1000 for a, b in zip(presses, arrivals, strict=False)]
@@ -234,19 +238,15 @@ async def baseline_run(rate: float, seconds: float) -> dict[str, float]:
     sock.setblocking(False)
     target = ("127.0.0.1", peers.port)
     datagram = b"/bench\x00\x00,i\x00\x00\x00\x00\x00\x01"
-    assert peers.feeder.stdout is not None
-    stream = peers.feeder.stdout
 
-    async def hop() -> None:
-        while True:
-            kind, payload = await MidiLink._read_frame(stream)
-            if kind == b"M" and payload[2] == 127:
-                sock.sendto(datagram, target)
+    def hop(kind: bytes, payload: bytes) -> None:
+        if kind == b"M" and payload[2] == 127:
+            sock.sendto(datagram, target)
 
-    reader = asyncio.ensure_future(hop())
+    reader = FrameReader(peers.frames, hop, lambda error: None)
+    reader.start(asyncio.get_running_loop())
     presses, arrivals = await peers.play()
-    reader.cancel()
-    await asyncio.gather(reader, return_exceptions=True)
+    reader.close()
     sock.close()
     await peers.stop()
     lat = [(b - a) / 1000 for a, b in zip(presses, arrivals, strict=False)]

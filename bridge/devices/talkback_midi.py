@@ -35,7 +35,8 @@ from typing import Any, ClassVar, Literal, Self
 
 from bridge.devices._talkback import TalkbackDevice, max_on_check
 from bridge.devices.base import DeviceContext
-from bridge.devices.midi.link import MidiLink, check_pattern
+from bridge.devices.midi.link import MidiLink
+from bridge.devices.midi.ports import check_pattern
 from bridge.errors import DeviceLost, DeviceUnavailable
 from bridge.options import OptionsError, in_range, positive
 from bridge.vocab import Outbound, SetTalkback

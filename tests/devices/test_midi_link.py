@@ -18,13 +18,17 @@ def h(s: str) -> bytes:
     return bytes.fromhex(s)
 
 
-@pytest.fixture(autouse=True, params=["native", "python"])
+@pytest.fixture(autouse=True, params=["native", "native-ring", "python"])
 def midi_helper(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every MidiLink test runs with the native JACK helper (bridge/devices/midi/jackmidi) and with
-    the Python helper; the native one only where scripts/setup could build it."""
+    """Every MidiLink test runs with the native JACK helper (bridge/devices/midi/jackmidi), once
+    more with all its input forced through its ring buffer and writer thread (the path it takes
+    when it cannot write from JACK's thread), and with the Python helper; the native one only
+    where scripts/setup could build it."""
     if request.param == "python":
         monkeypatch.setenv("STUDIO_BRIDGE_MIDI_HELPER", "python")
     else:
+        if request.param == "native-ring":
+            monkeypatch.setenv("SB_JACKMIDI_RING_ONLY", "1")
         from bridge.devices.midi.jackmidi import native_helper
 
         if native_helper() is None and "jack_server" in request.fixturenames:

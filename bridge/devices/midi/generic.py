@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from bridge.devices.base import DeviceContext, SyncDevice
-from bridge.devices.midi.link import MidiLink, check_pattern
+from bridge.devices.midi.link import MidiLink
+from bridge.devices.midi.ports import check_pattern
 from bridge.devices.midi.profile_spec import Profile
 from bridge.devices.midi.profiles import load_profile
 from bridge.errors import ConfigError

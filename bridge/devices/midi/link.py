@@ -1,19 +1,18 @@
-"""MIDI ports for drivers: an asyncio link over python-rtmidi (bytes are split into messages
-by :class:`bridge.devices.midi.parser.MidiStreamParser`).
+"""MIDI ports for drivers: one asyncio link per device (bytes are split into messages by
+:class:`bridge.devices.midi.parser.MidiStreamParser`).
 
 * :class:`MidiLink` opens one input and/or one output port **by name pattern** (never by
   index, so a replugged device with a new index is found again) and hands input to asyncio.
 
-The ports themselves live in a small helper process per open link (``helper_proc``; why:
-see its docstring). The daemon talks to it over pipes: input arrives as raw chunks that are
-queued in a ``collections.deque`` (one event-loop wake-up per burst) and parsed on the event
-loop, in :meth:`MidiLink.messages`; output is written to the helper's stdin without waiting.
-While a device is absent, the daemon looks for it without starting a helper: through one
-shared, never activated JACK client (ctypes), or an rtmidi client without ports for ALSA.
-
-JACK naming: each rtmidi object is its own JACK client. A link named ``nano`` creates the
-clients ``nano-in`` (local port ``in``) and ``nano-out`` (local port ``out``); rtmidi connects
-them to the matched peer ports. Ports of our own clients are never matched.
+The ports themselves live in a helper process per open link: for JACK the native one
+(:mod:`bridge.devices.midi.jackmidi`, one JACK client named after the link with ports ``in``
+and ``out``), otherwise or when forced (``STUDIO_BRIDGE_MIDI_HELPER=python``) the Python one
+(:mod:`.helper_proc`, rtmidi clients ``<link>-in`` and ``<link>-out``). The daemon talks to it
+over pipes. Input frames are read in the event loop's reader callback (:mod:`.frames`) and,
+while a driver :meth:`~MidiLink.listen` s, handed to it right there, one loop wake-up per burst;
+otherwise they are queued for :meth:`MidiLink.messages`. Output is written to the helper's stdin
+without waiting. While a device is absent, the daemon looks for it without starting a helper
+(:mod:`.ports`). Ports of our own clients are never matched.
 
 The ALSA API (``api="alsa"``) needs the ALSA sequencer (``/dev/snd/seq``); ``"auto"`` picks
 ALSA when that device exists and rtmidi was built with it, JACK otherwise.
@@ -26,89 +25,25 @@ import contextlib
 import json
 import logging
 import os
-import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
 
 import rtmidi
 
 from bridge.devices._child import spawn_module, spawn_program
-from bridge.devices.midi import jackwatch
-from bridge.devices.midi.helper_proc import HEADER, OpenError, frame, pick_port
+from bridge.devices.midi.frames import FrameReader
+from bridge.devices.midi.helper_proc import OpenError, frame, pick_port
 from bridge.devices.midi.jackmidi import native_helper
 from bridge.devices.midi.parser import MidiStreamParser
+from bridge.devices.midi.ports import list_ports, resolve_api
 from bridge.errors import DeviceLost, DeviceUnavailable
 
 log = logging.getLogger(__name__)
-
-MidiApi = Literal["jack", "alsa", "auto"]
 
 #: Seconds a helper process gets to open its ports (a cold start of Python and rtmidi included).
 OPEN_TIMEOUT = 15.0
 #: Seconds a helper process gets to close its ports and exit before it is killed.
 CLOSE_TIMEOUT = 3.0
-
-
-def resolve_api(api: str) -> int:
-    """rtmidi API constant for ``"jack"``, ``"alsa"`` or ``"auto"``."""
-    compiled = rtmidi.get_compiled_api()
-    if api == "jack":
-        return int(rtmidi.API_UNIX_JACK)
-    if api == "alsa":
-        return int(rtmidi.API_LINUX_ALSA)
-    if api != "auto":
-        raise ValueError(f"unknown MIDI api {api!r}")
-    if rtmidi.API_LINUX_ALSA in compiled and os.path.exists("/dev/snd/seq"):
-        return int(rtmidi.API_LINUX_ALSA)
-    return int(rtmidi.API_UNIX_JACK)
-
-
-def check_pattern(pattern: str) -> str | None:
-    """Options check: None if ``pattern`` is usable, else what is expected."""
-    if pattern.startswith("re:"):
-        try:
-            re.compile(pattern[3:])
-        except re.error as exc:
-            return f"a valid regular expression after 're:' ({exc})"
-    elif not pattern:
-        return "a non-empty port name pattern"
-    return None
-
-
-_alsa_listers: dict[bool, Any] = {}
-_jack_quiet = False
-
-
-def _alsa_ports(inputs: bool) -> list[str]:
-    """ALSA sequencer ports through one rtmidi client without ports (no callback, no thread)."""
-    lister = _alsa_listers.get(inputs)
-    if lister is None:
-        lister = (
-            rtmidi.MidiOut(rtmidi.API_LINUX_ALSA, name="studio-bridge-probe")
-            if inputs
-            else (rtmidi.MidiIn(rtmidi.API_LINUX_ALSA, name="studio-bridge-probe"))
-        )
-        _alsa_listers[inputs] = lister
-    return list(lister.get_ports())
-
-
-def list_ports(api: int, inputs: bool) -> list[str]:
-    """Names of the MIDI ports a link could open: ``inputs`` (ports we can send to) or outputs
-    (ports we can receive from). Raises DeviceUnavailable when the MIDI system is not reachable."""
-    if api == rtmidi.API_UNIX_JACK:
-        global _jack_quiet
-        if not _jack_quiet:  # libjack prints to stderr at every probe while JACK is down
-            _jack_quiet = jackwatch.route_messages_to_log()
-        ports = jackwatch.list_ports(inputs)
-        if ports is None:
-            server = os.environ.get("JACK_DEFAULT_SERVER", "default")
-            raise DeviceUnavailable(f"JACK server {server!r} not reachable (is jackd running as this user?)")
-        return ports
-    try:
-        return _alsa_ports(inputs)
-    except (rtmidi.RtMidiError, RuntimeError, OSError) as exc:
-        raise DeviceUnavailable(f"ALSA sequencer not usable: {exc}") from exc
 
 
 _reapers: set[asyncio.Task[None]] = set()
@@ -134,6 +69,8 @@ class MidiLink:
         self.out_port: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._reader: FrameReader | None = None
+        self._opening: asyncio.Future[tuple[bytes, bytes]] | None = None
         self._stderr_tail: deque[str] = deque(maxlen=10)
         self._sink: Callable[[bytes], None] | None = None
         self._queue: deque[list[int] | bytes] = deque()
@@ -191,33 +128,40 @@ class MidiLink:
         except OpenError as exc:
             raise DeviceUnavailable(str(exc)) from exc
         native = native_helper() if api == rtmidi.API_UNIX_JACK else None
-        if native is not None:
-            # one JACK client, no Python in JACK's threads (bridge/devices/midi/jackmidi)
-            argv = [native, self.client_name, peers["input"] or "-", peers["output"] or "-"]
-            proc = await spawn_program(argv, "the native MIDI helper process")
-        else:
-            cfg = {
-                "client_name": self.client_name,
-                "in_pattern": self.in_pattern,
-                "out_pattern": self.out_pattern,
-                "api": api,
-                "jack": api == rtmidi.API_UNIX_JACK,
-            }
-            proc = await spawn_module("bridge.devices.midi.helper_proc", cfg, "the MIDI helper process")
+        rfd, wfd = os.pipe()  # the helper's stdout: frames, read by our own FrameReader
+        try:
+            if native is not None:
+                # one JACK client, no Python in JACK's threads (bridge/devices/midi/jackmidi)
+                argv = [native, self.client_name, peers["input"] or "-", peers["output"] or "-"]
+                proc = await spawn_program(argv, "the native MIDI helper process", stdout=wfd)
+            else:
+                cfg = {
+                    "client_name": self.client_name,
+                    "in_pattern": self.in_pattern,
+                    "out_pattern": self.out_pattern,
+                    "api": api,
+                    "jack": api == rtmidi.API_UNIX_JACK,
+                }
+                module = "bridge.devices.midi.helper_proc"
+                proc = await spawn_module(module, cfg, "the MIDI helper process", stdout=wfd)
+        except BaseException:
+            os.close(rfd)
+            raise
+        finally:
+            os.close(wfd)
         self._proc = proc
         self._stderr_tail.clear()
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stderr is not None
         self._tasks = [asyncio.ensure_future(self._read_stderr(proc.stderr))]
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[tuple[bytes, bytes]] = loop.create_future()
+        self._opening = opened
+        self._reader = FrameReader(rfd, self._on_frame, self._on_end)
+        self._reader.start(loop)
         try:
             async with asyncio.timeout(OPEN_TIMEOUT):
-                kind, payload = await self._read_frame(proc.stdout)
-                while kind in (b"W", b"M"):
-                    if kind == b"W":
-                        log.info("%s: %s", self.client_name, payload.decode(errors="replace"))
-                    else:  # input that came before the ready frame (rtmidi's thread won the race)
-                        self._queue.append(payload)
-                    kind, payload = await self._read_frame(proc.stdout)
-        except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+                kind, payload = await opened
+        except (EOFError, TimeoutError, OSError) as exc:
             await self._stop_helper(kill=True)
             tail = " | ".join(self._stderr_tail)
             what = "did not open its ports in time" if isinstance(exc, TimeoutError) else "exited"
@@ -227,20 +171,70 @@ class MidiLink:
         except BaseException:
             await self._stop_helper(kill=True)
             raise
+        finally:
+            self._opening = None
         if kind != b"R":
             await self._stop_helper(kill=True)
             raise DeviceUnavailable(payload.decode(errors="replace") or "MIDI helper failed")
         info = json.loads(payload)
         self.in_port = info.get("in_port")
         self.out_port = info.get("out_port")
-        self._tasks.append(asyncio.ensure_future(self._read_input(proc.stdout)))
         log.info("%s: MIDI open (in=%r out=%r)", self.client_name, self.in_port, self.out_port)
 
-    @staticmethod
-    async def _read_frame(stream: asyncio.StreamReader) -> tuple[bytes, bytes]:
-        head = await stream.readexactly(HEADER.size)
-        kind, size = HEADER.unpack(head)
-        return kind, await stream.readexactly(size)
+    def _on_frame(self, kind: bytes, payload: bytes) -> None:
+        """A frame from the helper, in the reader callback (see :mod:`.frames`)."""
+        if kind == b"M":
+            if self._quiet:
+                return
+            q = self._queue
+            listener = self._listener
+            if listener is not None and not q:
+                self._deliver(listener, payload)  # the hub gets it in this callback
+                return
+            q.append(payload)  # before the ready frame, or nobody listening yet
+            if len(q) == 1:
+                self._wake()
+            return
+        opening = self._opening
+        if opening is not None:
+            if kind == b"W":
+                log.info("%s: %s", self.client_name, payload.decode(errors="replace"))
+                return
+            self._opening = None
+            if not opening.done():
+                opening.set_result((kind, payload))
+            return
+        if kind == b"L":
+            if self._reader is not None:
+                self._reader.stop()  # the helper exits; nothing comes after this
+            self._set_lost(payload.decode(errors="replace"))
+        elif kind == b"W":
+            log.warning("%s: %s", self.client_name, payload.decode(errors="replace"))
+
+    def _on_end(self, error: BaseException | None) -> None:
+        """The helper's stdout ended (it exited), a read failed, or handling a frame raised."""
+        opening = self._opening
+        if opening is not None:
+            self._opening = None
+            if not opening.done():
+                opening.set_exception(EOFError(str(error) if error else "end of the helper's output"))
+            return
+        if self._proc is None:
+            return  # we are stopping it
+        self._tasks.append(asyncio.ensure_future(self._helper_ended(error)))
+
+    async def _helper_ended(self, error: BaseException | None) -> None:
+        proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await proc.wait()
+        if self._open and self._lost is None:
+            if error is not None and not isinstance(error, OSError):
+                log.error("%s: MIDI input handling failed: %r", self.client_name, error)
+            code = proc.returncode if proc is not None else None
+            tail = " | ".join(self._stderr_tail)
+            self._set_lost(f"MIDI helper process ended (exit {code}){': ' + tail if tail else ''}")
 
     async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
         async for raw in stream:
@@ -248,37 +242,6 @@ class MidiLink:
             if line:
                 self._stderr_tail.append(line)
                 log.debug("%s helper: %s", self.client_name, line)
-
-    async def _read_input(self, stream: asyncio.StreamReader) -> None:
-        q = self._queue
-        try:
-            while True:
-                kind, payload = await self._read_frame(stream)
-                if kind == b"M":
-                    if self._quiet:
-                        continue
-                    listener = self._listener
-                    if listener is not None and not q:
-                        self._deliver(listener, payload)
-                        continue
-                    q.append(payload)
-                    if len(q) == 1:
-                        self._wake()
-                elif kind == b"L":
-                    self._set_lost(payload.decode(errors="replace"))
-                    return
-                elif kind == b"W":
-                    log.warning("%s: %s", self.client_name, payload.decode(errors="replace"))
-        except (asyncio.IncompleteReadError, OSError):
-            if self._open and self._lost is None:
-                proc = self._proc
-                if proc is not None:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(1.0):
-                            await proc.wait()
-                code = proc.returncode if proc is not None else None
-                tail = " | ".join(self._stderr_tail)
-                self._set_lost(f"MIDI helper process ended (exit {code}){': ' + tail if tail else ''}")
 
     # ------------------------------------------------------------------ input
 
@@ -427,6 +390,9 @@ class MidiLink:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -452,7 +418,7 @@ class MidiLink:
         """Idempotent; from a running event loop the helper is reaped in the background.
         From the event loop prefer ``await aclose()``."""
         self._mark_closed()
-        if self._proc is None and not self._tasks:
+        if self._proc is None and not self._tasks and self._reader is None:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -461,6 +427,9 @@ class MidiLink:
             if proc is not None and proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()  # no loop left to wait for a clean exit
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()
             return
         task = loop.create_task(self._stop_helper())
         _reapers.add(task)

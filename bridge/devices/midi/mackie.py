@@ -29,9 +29,10 @@ from typing import Any, ClassVar, Literal
 
 from bridge.devices.base import DeviceContext, SyncDevice
 from bridge.devices.midi import mackie_codec as mc
-from bridge.devices.midi.link import MidiLink, check_pattern
+from bridge.devices.midi.link import MidiLink
 from bridge.devices.midi.mackie_keys import DeskKeys, DeskOptions
 from bridge.devices.midi.mackie_render import MackieDesk
+from bridge.devices.midi.ports import check_pattern
 from bridge.errors import DeviceLost, DeviceUnavailable
 from bridge.options import positive
 from bridge.vocab import Feedback, Inbound, Outbound

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from bridge.devices.base import Device, DeviceContext
-from bridge.devices.midi.link import MidiLink, check_pattern
+from bridge.devices.midi.link import MidiLink
+from bridge.devices.midi.ports import check_pattern
 from bridge.errors import DeviceError, DeviceLost
 from bridge.options import in_range
 from bridge.vocab import (

@@ -2,11 +2,18 @@
  * sb-jackmidi: studio-bridge's native MIDI helper for JACK (one process per MIDI link).
  *
  * It speaks the same framed protocol on stdin/stdout as the Python helper
- * (bridge/devices/_midi_helper.py), so MidiLink uses either. Why native: python-rtmidi runs
+ * (bridge/devices/midi/helper_proc.py), so MidiLink uses either. Why native: python-rtmidi runs
  * Python in JACK's realtime thread (GIL, a thread state per event) and keeps two JACK clients
  * per link (one per direction) that JACK wakes every period. Here one JACK client owns both
- * ports; the process callback only copies events into lock-free ring buffers and posts a
- * semaphore; no Python and no allocation runs in the realtime thread.
+ * ports; no Python, no allocation and nothing that can block runs in the realtime thread.
+ *
+ * Input takes the shortest way that cannot block: when nothing is queued before it and no other
+ * thread is writing frames (a trylock), the process callback writes the period's events to the
+ * (non-blocking) pipe itself, in one write() of at most PIPE_BUF bytes, which a pipe takes whole
+ * or refuses. That is one thread wake-up fewer per burst than handing them to a thread; Ardour
+ * likewise signals its butler from the process thread with a pipe write. Otherwise (pipe full,
+ * the lock busy, earlier input still queued, a long SysEx, before the ready frame) the events go
+ * into a lock-free ring buffer and a semaphore wakes the writer thread, which keeps their order.
  *
  *   sb-jackmidi CLIENT_NAME IN_PEER OUT_PEER        (a peer is a full JACK port name or "-")
  *
@@ -28,6 +35,8 @@
 #include <jack/jack.h>
 #include <jack/midiport.h>
 #include <jack/ringbuffer.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -55,6 +64,8 @@ static const char *peer_in, *peer_out;         /* NULL when not used */
 static char our_in[512], our_out[512];
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER; /* frames to stdout */
 static int out_fd = 1;
+static int ring_only; /* SB_JACKMIDI_RING_ONLY=1: every event through the ring (the tests' way to
+                         run that path on every message) */
 
 /* Ends the main thread's wait for input, so it closes the client cleanly (a client that just
  * exits can wedge a synchronous-mode jackd). */
@@ -63,24 +74,46 @@ static void stop_main(void) {
     pthread_kill(main_thread, SIGUSR1);
 }
 
+/* Write all of it to the (non-blocking) frame pipe, waiting for room. Caller holds out_lock. */
+static void write_all(const unsigned char *p, size_t n) {
+    while (n > 0 && !broken) {
+        ssize_t w = write(out_fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) { /* the daemon is behind: wait for room, as a blocking write would */
+                struct pollfd pf = {out_fd, POLLOUT, 0};
+                poll(&pf, 1, -1);
+                continue;
+            }
+            broken = 1; /* the daemon is gone */
+            return;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void frame_head(unsigned char *head, char kind, uint32_t len) {
+    head[0] = (unsigned char)kind;
+    head[1] = len >> 24;
+    head[2] = len >> 16;
+    head[3] = len >> 8;
+    head[4] = len;
+}
+
 static void put_frame(char kind, const void *data, uint32_t len) {
-    unsigned char head[5] = {(unsigned char)kind, len >> 24, len >> 16, len >> 8, len};
+    static unsigned char one[PIPE_BUF];
     if (broken) return;
     pthread_mutex_lock(&out_lock);
-    const unsigned char *parts[2] = {head, data};
-    size_t sizes[2] = {5, len};
-    for (int i = 0; i < 2; i++) {
-        size_t off = 0;
-        while (off < sizes[i]) {
-            ssize_t n = write(out_fd, parts[i] + off, sizes[i] - off);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                broken = 1; /* the daemon is gone */
-                pthread_mutex_unlock(&out_lock);
-                return;
-            }
-            off += (size_t)n;
-        }
+    if (len + 5 <= sizeof one) { /* one write: the daemon wakes once, for the whole frame */
+        frame_head(one, kind, len);
+        memcpy(one + 5, data, len);
+        write_all(one, len + 5);
+    } else {
+        unsigned char head[5];
+        frame_head(head, kind, len);
+        write_all(head, 5);
+        write_all(data, len);
     }
     pthread_mutex_unlock(&out_lock);
 }
@@ -98,12 +131,40 @@ static void put_text(char kind, const char *fmt, ...) {
 
 /* ---------------------------------------------------------------- realtime thread */
 
+/* This period's input as M frames in one write, if that can be done without blocking or
+ * reordering; 0 if the events must take the ring buffer instead. */
+static int write_direct(void *buf, jack_nframes_t n) {
+    static unsigned char out[PIPE_BUF];
+    size_t fill = 0;
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE) || broken || ring_only) return 0;
+    for (jack_nframes_t i = 0; i < n; i++) {
+        jack_midi_event_t ev;
+        if (jack_midi_event_get(&ev, buf, i) != 0 || ev.size == 0 || ev.size > 0xFFFF) continue;
+        if (fill + 5 + ev.size > sizeof out) return 0; /* more than a pipe takes whole */
+        frame_head(out + fill, 'M', (uint32_t)ev.size);
+        memcpy(out + fill + 5, ev.buffer, ev.size);
+        fill += 5 + ev.size;
+    }
+    if (fill == 0) return 1;
+    if (pthread_mutex_trylock(&out_lock) != 0) return 0; /* another thread is writing frames */
+    int done = 0;
+    /* under the lock the writer thread is not between taking events from the ring and writing
+     * them: an empty ring means nothing older is still on its way */
+    if (jack_ringbuffer_read_space(rb_in) == 0) {
+        ssize_t w = write(out_fd, out, fill); /* <= PIPE_BUF: all of it, or EAGAIN */
+        done = w == (ssize_t)fill;
+    }
+    pthread_mutex_unlock(&out_lock);
+    return done;
+}
+
 static int process(jack_nframes_t nframes, void *arg) {
     (void)arg;
     int posted = 0;
     if (in_port) {
         void *buf = jack_port_get_buffer(in_port, nframes);
         jack_nframes_t n = jack_midi_get_event_count(buf);
+        if (n > 0 && write_direct(buf, n)) n = 0;
         for (jack_nframes_t i = 0; i < n; i++) {
             jack_midi_event_t ev;
             if (jack_midi_event_get(&ev, buf, i) != 0 || ev.size == 0 || ev.size > 0xFFFF) continue;
@@ -201,13 +262,35 @@ static void *reader(void *arg) {
         while (sem_wait(&wake) != 0 && errno == EINTR) {
         }
         if (!ready && !stopping) continue; /* nothing before the R frame; main posts again then */
+        /* take and write under the lock, so the realtime thread never writes past them */
+        pthread_mutex_lock(&out_lock);
+        size_t fill = 0;
         while (jack_ringbuffer_read_space(rb_in) >= 2) {
             unsigned char len[2];
             jack_ringbuffer_read(rb_in, (char *)len, 2);
             size_t size = ((size_t)len[0] << 8) | len[1];
-            jack_ringbuffer_read(rb_in, (char *)msg, size);
-            put_frame('M', msg, (uint32_t)size);
+            if (fill + 5 + size > sizeof msg) {
+                write_all(msg, fill);
+                fill = 0;
+            }
+            if (5 + size > sizeof msg) { /* a SysEx longer than the batch: on its own */
+                unsigned char head[5];
+                frame_head(head, 'M', (uint32_t)size);
+                write_all(head, 5);
+                while (size > 0) {
+                    size_t part = size < sizeof msg ? size : sizeof msg;
+                    jack_ringbuffer_read(rb_in, (char *)msg, part);
+                    write_all(msg, part);
+                    size -= part;
+                }
+                continue;
+            }
+            frame_head(msg + fill, 'M', (uint32_t)size);
+            jack_ringbuffer_read(rb_in, (char *)msg + fill + 5, size);
+            fill += 5 + size;
         }
+        write_all(msg, fill);
+        pthread_mutex_unlock(&out_lock);
         if (in_overflow != reported_in) {
             put_text('W', "MIDI input from %s: %d messages lost (the daemon did not keep up)", peer_in,
                      in_overflow - reported_in);
@@ -350,9 +433,12 @@ int main(int argc, char **argv) {
     sigaddset(&usr1, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &usr1, NULL);
 
+    const char *ring_env = getenv("SB_JACKMIDI_RING_ONLY");
+    ring_only = ring_env != NULL && strcmp(ring_env, "1") == 0;
     out_fd = dup(1);
     dup2(2, 1); /* libjack's chatter goes to stderr, never into the frame stream */
     fcntl(out_fd, F_SETPIPE_SZ_, 1 << 20);
+    fcntl(out_fd, F_SETFL, fcntl(out_fd, F_GETFL) | O_NONBLOCK); /* the realtime thread never waits */
     sem_init(&wake, 0, 0);
 
     jack_status_t status;
@@ -400,7 +486,7 @@ int main(int argc, char **argv) {
     json_str(b, sizeof b, peer_out);
     snprintf(ready_json, sizeof ready_json, "{\"in_port\": %s, \"out_port\": %s}", a, b);
     put_frame('R', ready_json, (uint32_t)strlen(ready_json));
-    ready = 1;
+    __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
     check_ports = 1; /* a peer that vanished while we connected; input that came meanwhile */
     sem_post(&wake);
 
