@@ -18,17 +18,13 @@ def h(s: str) -> bytes:
     return bytes.fromhex(s)
 
 
-@pytest.fixture(autouse=True, params=["native", "native-ring", "python"])
+@pytest.fixture(autouse=True, params=["native", "python"])
 def midi_helper(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every MidiLink test runs with the native JACK helper (bridge/devices/midi/jackmidi), once
-    more with all its input forced through its ring buffer and writer thread (the path it takes
-    when it cannot write from JACK's thread), and with the Python helper; the native one only
-    where scripts/setup could build it."""
+    """Every MidiLink test runs with the native JACK helper (bridge/devices/midi/jackmidi) and with
+    the Python helper; the native one only where scripts/setup could build it."""
     if request.param == "python":
         monkeypatch.setenv("STUDIO_BRIDGE_MIDI_HELPER", "python")
     else:
-        if request.param == "native-ring":
-            monkeypatch.setenv("SB_JACKMIDI_RING_ONLY", "1")
         from bridge.devices.midi.jackmidi import native_helper
 
         if native_helper() is None and "jack_server" in request.fixturenames:
@@ -36,6 +32,17 @@ def midi_helper(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
                 pytest.fail("the native JACK MIDI helper was not built (scripts/setup test builds it)")
             pytest.skip("the native JACK MIDI helper is not built (scripts/setup test builds it)")
     return str(request.param)
+
+
+#: The data-path tests run twice: the native helper writes input from JACK's thread when it can
+#: ("direct"); "ring" forces every event through its ring buffer and writer thread (the path it
+#: takes when it cannot: pipe full, lock busy, before the ready frame). The Python helper ignores it.
+RING = pytest.mark.parametrize("ring", [False, True], ids=["direct", "ring"])
+
+
+def ring_path(ring: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if ring:
+        monkeypatch.setenv("SB_JACKMIDI_RING_ONLY", "1")
 
 
 async def test_injected_bursts_wake_once_and_parse() -> None:
@@ -70,7 +77,11 @@ async def collect(link: MidiLink, n: int, timeout: float = 10) -> list[bytes]:  
 
 
 @pytest.mark.jack
-async def test_open_by_pattern_and_receive(jack_server: JackServer, midi_peer: PeerFactory) -> None:
+@RING
+async def test_open_by_pattern_and_receive(
+    jack_server: JackServer, midi_peer: PeerFactory, ring: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ring_path(ring, monkeypatch)
     dev = unique_name("Synth")
     peer = midi_peer(dev, "Synth MIDI 1")
     link = MidiLink(unique_name("lnk"), f"{dev.upper()}:synth midi", f"re:^{dev}-fb:", api="jack")
@@ -197,13 +208,15 @@ async def test_fast_replug_is_noticed_by_the_connection_check(
 
 
 @pytest.mark.jack
+@RING
 async def test_links_open_and_close_while_a_controller_streams(
-    jack_server: JackServer, midi_peer: PeerFactory
+    jack_server: JackServer, midi_peer: PeerFactory, ring: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A controller sends without pause while other links open and close next to a link that
     keeps listening. With rtmidi in the daemon process this deadlocked (an opening thread held
     the GIL waiting for JACK, JACK waited for our input callback, the callback for the GIL);
     with the helper processes nothing waits and nothing is lost or reordered."""
+    ring_path(ring, monkeypatch)
     dev = unique_name("Stream")
     peer = midi_peer(dev, "Stream MIDI 1", with_in=False)
     keep = MidiLink(unique_name("keep"), dev, None, api="jack")
