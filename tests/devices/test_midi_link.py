@@ -282,3 +282,26 @@ async def test_a_helper_that_ends_is_a_lost_device(jack_server: JackServer, midi
         assert await collect(link, 1) == [h("90 03 03")]
     finally:
         await link.aclose()
+
+
+@pytest.mark.jack
+async def test_a_client_of_our_name_left_over_is_not_taken_for_our_port(
+    jack_server: JackServer, midi_peer: PeerFactory
+) -> None:
+    """A JACK client named as our link's would be (an earlier helper not yet gone) makes JACK
+    name ours ``<name>-01``; the port checks must look at our port, not at the other client's
+    (unconnected) one, or a live link is reported lost every half second."""
+    dev = unique_name("Busy")
+    peer = midi_peer(dev, "Busy MIDI 1", with_in=False)
+    name = unique_name("lnk")
+    midi_peer(f"{name}-in", "in", with_in=False)  # the leftover: a port "<name>-in:in", unconnected
+    link = MidiLink(name, dev, None, api="jack")
+    await link.open()
+    try:
+        for i in range(3):  # across several of the Python helper's 0.5 s checks
+            await peer.asend([[0x90, i, 1]])
+            assert await collect(link, 1) == [bytes([0x90, i, 1])]
+            await asyncio.sleep(0.6)
+        assert link.is_open
+    finally:
+        await link.aclose()

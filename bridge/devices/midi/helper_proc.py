@@ -49,6 +49,8 @@ from typing import Any
 HEADER = struct.Struct(">cI")
 #: Seconds between two checks of the port list while open (<= 2 Hz).
 WATCH_INTERVAL = 0.5
+#: Seconds before a dropped connection is looked at again (a graph change may be under way).
+RECHECK = 0.03
 #: Seconds to let JACK finish delivering after our input was disconnected.
 DRAIN = 0.05
 _F_SETPIPE_SZ = 1031
@@ -121,6 +123,8 @@ class Helper:
         self.watch: Any = None
         self.in_port: str | None = None
         self.out_port: str | None = None
+        self.our_in = f"{self.client_name}-in:in"  # our own ports' real names (see _new_port)
+        self.our_out = f"{self.client_name}-out:out"
         self.errors: list[str] = []
         self._pinned: int | None = None
 
@@ -167,16 +171,18 @@ class Helper:
             # Order matters: input must not flow before the last blocking JACK call of ours,
             # so the output client, the watch client and the input client come first and the
             # input port is connected last.
+            if self.jack:
+                self.watch = JackWatch(f"{self.client_name}-watch")
             if self.out_pattern is not None:
                 out = rtmidi.MidiOut(self.api, name=f"{self.client_name}-out")
                 self.midi_out = out
                 out.set_error_callback(self._on_error)
                 ports = out.get_ports()
                 index = self._pick("output", self.out_pattern, ports)
+                before = self._own_ports(False)
                 out.open_port(index, "out")
                 self.out_port = ports[index]
-            if self.jack:
-                self.watch = JackWatch(f"{self.client_name}-watch")
+                self.our_out = self._new_port(before, False, "out")
             if self.in_pattern is not None:
                 inp = rtmidi.MidiIn(self.api, name=f"{self.client_name}-in", queue_size_limit=4096)
                 self.midi_in = inp
@@ -185,10 +191,25 @@ class Helper:
                 index = self._pick("input", self.in_pattern, ports)
                 inp.ignore_types(sysex=False, timing=False, active_sense=False)
                 inp.set_callback(self._on_midi)
+                before = self._own_ports(True)
                 inp.open_port(index, "in")
                 self.in_port = ports[index]
+                self.our_in = self._new_port(before, True, "in")
         except (rtmidi.RtMidiError, RuntimeError, OSError) as exc:
             raise OpenError(f"cannot open MIDI ports for {self.client_name!r}: {exc}") from exc
+
+    def _own_ports(self, inputs: bool) -> set[str]:
+        ports = self.watch.midi_ports(inputs) if self.watch is not None else None
+        return set(ports or ())
+
+    def _new_port(self, before: set[str], inputs: bool, suffix: str) -> str:
+        """Our port's real name: the one that appeared with our client's name. JACK names a
+        client ``<name>-01`` when ``<name>`` is still taken (the helper of an earlier connect
+        not yet gone), and checking that other client's port once took a live link for a
+        dropped one."""
+        prefix = f"{self.client_name}-{suffix}"
+        new = [p for p in self._own_ports(inputs) - before if p.split(":", 1)[0].startswith(prefix)]
+        return new[0] if len(new) == 1 else f"{prefix}:{suffix}"
 
     def send(self, data: bytes) -> str | None:
         """Send; the reason the device is gone if that failed."""
@@ -224,12 +245,13 @@ class Helper:
             gone.append(f"port list failed: {exc}")
         watch = self.watch
         if not gone and watch is not None:
-            for ours, peer in (
-                (f"{self.client_name}-in:in", self.in_port),
-                (f"{self.client_name}-out:out", self.out_port),
-            ):
+            for ours, peer in ((self.our_in, self.in_port), (self.our_out, self.out_port)):
                 if peer is not None and watch.connected(ours) is False:
-                    gone.append(f"{peer} (connection dropped: the port was closed and opened again)")
+                    # look again a little later, as the native helper does: a graph change
+                    # under way must not be taken for our connection being dropped
+                    time.sleep(RECHECK)
+                    if watch.connected(ours) is False:
+                        gone.append(f"{peer} (connection dropped: the port was closed and opened again)")
         if gone:
             return f"MIDI port gone: {', '.join(gone)}" + (f" ({why})" if why else "")
         if self.errors:
