@@ -63,34 +63,24 @@ class FrameReader:
             self._end(exc)
 
     def _feed(self, data: bytes) -> None:
-        on_frame = self._on_frame
         buf = self._buf
-        if not buf:  # the common case: whole frames in one read, no copy into the buffer
-            pos, end = 0, len(data)
-            while end - pos >= _HEAD:
-                size = int.from_bytes(data[pos + 1 : pos + _HEAD], "big")
-                stop = pos + _HEAD + size
-                if stop > end:
-                    break
-                on_frame(data[pos : pos + 1], data[pos + _HEAD : stop])
-                if self._done:
-                    return
-                pos = stop
-            if pos < end:
-                buf += data[pos:]
-            return
-        buf += data
-        pos, end = 0, len(buf)
+        if buf:  # the rest of a frame cut by the last read (rare: frames are small)
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        on_frame = self._on_frame
+        pos, end = 0, len(data)
         while end - pos >= _HEAD:
-            size = int.from_bytes(buf[pos + 1 : pos + _HEAD], "big")
+            size = int.from_bytes(data[pos + 1 : pos + _HEAD], "big")
             stop = pos + _HEAD + size
             if stop > end:
                 break
-            on_frame(bytes(buf[pos : pos + 1]), bytes(buf[pos + _HEAD : stop]))
+            on_frame(data[pos : pos + 1], data[pos + _HEAD : stop])
             if self._done:
                 return
             pos = stop
-        del buf[:pos]
+        if pos < end:
+            buf += data[pos:]
 
     def _end(self, error: BaseException | None) -> None:
         if self._done:
