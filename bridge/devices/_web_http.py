@@ -178,7 +178,9 @@ async def import_aiohttp_web() -> Any:
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             loop.call_soon_threadsafe(settle, module, error)
 
-    threading.Thread(target=work, name="web-import", daemon=True).start()
+    # not a daemon thread: a stop while it still imports aiohttp's C extensions must wait for it
+    # rather than finalize the interpreter under it (the import is bounded, about 0.5 s)
+    threading.Thread(target=work, name="web-import").start()
     try:
         return await fut
     except ImportError as exc:

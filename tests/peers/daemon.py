@@ -140,6 +140,8 @@ class Daemon:
             raise
         if self._reader is not None:
             self._reader.join(5)
+        if code < 0:  # killed by a signal (a crash): what it said last, for the failure report
+            print(f"daemon ended by signal {-code}; its last output:\n" + "\n".join(self.lines[-60:]))
         return code
 
     def kill(self) -> None:
