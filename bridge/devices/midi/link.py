@@ -390,14 +390,17 @@ class MidiLink:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.close()
+        self._close_reader()
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def _mark_closed(self) -> None:
         self._quiet = True  # input still in the pipe is not delivered any more
@@ -427,9 +430,7 @@ class MidiLink:
             if proc is not None and proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()  # no loop left to wait for a clean exit
-            reader, self._reader = self._reader, None
-            if reader is not None:
-                reader.close()
+            self._close_reader()
             return
         task = loop.create_task(self._stop_helper())
         _reapers.add(task)
