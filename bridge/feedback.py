@@ -104,13 +104,17 @@ class FeedbackEngine:
         """Feedback per device for a batch of state changes."""
         out: dict[str, list[Feedback]] = {}
         changes = list(changes)
+        renamed = False
         for change in changes:
-            if change.key == S.DAW_STATUS:
+            key = change.key
+            if key == S.DAW_STATUS:
                 offline = S.daw_offline(change.new)
                 if offline != self.daw_offline:
                     self.daw_offline = offline
                     self._daw_flip(get, out)
-        if self._dynamic and any(c.key.endswith("/name") for c in changes):
+            elif key.endswith("/name"):
+                renamed = True
+        if renamed and self._dynamic:
             self.reindex(resolve)
             # a renamed track may now be what a named binding follows: show its values
             for device, binding in self._dynamic:
@@ -124,7 +128,10 @@ class FeedbackEngine:
             for device in self._state_devices:
                 self._emit(device, change.key, change.new, continuous, out.setdefault(device, []))
             for device, binding in self._index.get(change.key, ()):
-                value = self._shown(binding, change.key, change.new)
+                if self.daw_offline:
+                    value = self._shown(binding, change.key, change.new)
+                else:
+                    value = binding.feedback_value(change.new)
                 self._emit(device, binding.control, value, continuous, out.setdefault(device, []))
         return {d: fb for d, fb in out.items() if fb}
 

@@ -69,6 +69,7 @@ from bridge.vocab import (
     SetTrackMute,
     SetTrackSolo,
     TalkbackChanged,
+    TrackChanged,
     TrackRef,
     TransportChanged,
     Value,
@@ -123,6 +124,7 @@ class Hub:
         self.details: dict[str, str] = {}
         self._inbox: deque[tuple[str, Inbound | _Connected | _Call]] = deque()
         self._draining = False
+        self._handlers: dict[type, Callable[[str, Any], object]] = {}
         self.confirms = Confirmations(clock, timer, lambda: self.confirm_timeout)
         self._pending = self.confirms.pending
         self.talkback = TalkbackRouter(self)
@@ -261,22 +263,35 @@ class Hub:
 
     def process(self, source: str, item: Inbound | _Connected | _Call) -> None:
         self.processed += 1
-        if isinstance(item, Event):
-            self._apply_event(source, item)
-        elif isinstance(item, Request):
-            self.execute(source, item.command, item.done)
-        elif isinstance(item, Command):
-            self.execute(source, item)
-        elif isinstance(item, ControlInput):
-            slot = self.slots.get(source)
-            if slot is None or slot.mapper is None:
-                return
-            for command in slot.mapper.resolve(item, self.store.get, self.track_number):
-                self.execute(source, command)
-        elif isinstance(item, _Connected):
-            self._resync(source)
-        elif isinstance(item, _Call):
-            item.fn()
+        kind = type(item)
+        handler = self._handlers.get(kind)
+        if handler is None:
+            handler = self._handlers[kind] = self._handler_for(kind)
+        handler(source, item)
+
+    def _handler_for(self, kind: type) -> Callable[[str, Any], object]:
+        """How ``process`` takes an item of type ``kind`` (looked up once per type: the hot
+        path does one dict lookup instead of a chain of isinstance checks)."""
+        if issubclass(kind, Event):
+            return self._apply_event
+        if issubclass(kind, Request):
+            return lambda source, item: self.execute(source, item.command, item.done)
+        if issubclass(kind, Command):
+            return self.execute
+        if issubclass(kind, ControlInput):
+            return self._control_input
+        if issubclass(kind, _Connected):
+            return lambda source, item: self._resync(source)
+        if issubclass(kind, _Call):
+            return lambda source, item: item.fn()
+        raise TypeError(f"the hub cannot take a {kind.__name__}")
+
+    def _control_input(self, source: str, item: ControlInput) -> None:
+        slot = self.slots.get(source)
+        if slot is None or slot.mapper is None:
+            return
+        for command in slot.mapper.resolve(item, self.store.get, self.track_number):
+            self.execute(source, command)
 
     # ------------------------------------------------------------------ state
 
@@ -309,6 +324,13 @@ class Hub:
         )
 
     def _apply_event(self, source: str, event: Event) -> list[Appended]:
+        kind = type(event)
+        if kind is TrackChanged:  # the most frequent event has no ledger side: the short way
+            changes = self.store.apply(event)
+            if changes:
+                self._distribute(changes)
+            self.confirms.check(event)
+            return []
         was_playing = self.store.get(S.PLAYING)
         was_recording = self.store.get(S.RECORDING)
         if isinstance(event, PositionChanged):
@@ -461,6 +483,8 @@ class Hub:
 
     def _resolve_track(self, command: Command) -> Command:
         if isinstance(command, SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader):
+            if type(command.track) is int and command.track >= 1:
+                return command  # a track number already (what mappings send): nothing to look up
             number = self.track_number(command.track)
             if number is None:
                 if isinstance(command.track, str):

@@ -42,21 +42,24 @@ class Outbox:
             self._discrete.append(message)
         self._wakeup.set()
 
-    def may_bypass(self, message: Outbound, now: float) -> bool:
-        """Whether ``message`` may be sent right now without queueing. A discrete message may,
-        when no discrete message waits (discrete order is what must hold; held continuous
-        values are sent after discrete ones anyway). A continuous one may when nothing waits
-        and its pacing interval has passed."""
+    def send_direct(self, message: Outbound, now: float, send: Callable[[Outbound], bool]) -> bool:
+        """Send ``message`` at once with ``send`` (the driver's synchronous fast path, which
+        returns whether it sent) when it may skip the queue; True if it was sent.
+
+        A discrete message may skip the queue when no discrete message waits (discrete order is
+        what must hold; held continuous values are sent after discrete ones anyway). A
+        continuous one may when nothing waits and its pacing interval has passed; sending it
+        restarts that interval."""
         if self._discrete:
             return False
         if not is_continuous(message):
-            return True
-        return not self._continuous and now - self._last_continuous >= self.min_interval
-
-    def bypassed(self, message: Outbound, now: float) -> None:
-        """Record that ``message`` was sent directly (keeps the pacing of continuous ones)."""
-        if is_continuous(message):
+            return send(message)
+        if self._continuous or now - self._last_continuous < self.min_interval:
+            return False
+        if send(message):
             self._last_continuous = now
+            return True
+        return False
 
     def clear(self) -> list[Outbound]:
         """Drop everything queued; return the discrete messages that were never sent."""

@@ -73,10 +73,9 @@ class Slot:
     def deliver(self, message: Outbound, now: float) -> None:
         """Send at once when the driver can and nothing is queued; else queue for the writer."""
         box = self.outbox
-        if self.direct and box.may_bypass(message, now):
+        if self.direct:
             try:
-                if self.device.send_nowait(message):
-                    box.bypassed(message, now)
+                if box.send_direct(message, now, self.device.send_nowait):
                     return
             except Exception as exc:  # the writer sends it again and reports the failure
                 log.debug("%s: direct send failed (%s); queued", self.device.name, exc)
@@ -96,7 +95,14 @@ class Pending:
 
 def confirmation(command: Command, get: Callable[[str], Value]) -> Callable[[Event | None], bool] | None:
     """What in the state (or which event) confirms ``command`` (None: sent is done)."""
-    match command:
+    if command.continuous:
+        return None  # continuous commands (faders) are not confirmed one by one
+    match command:  # the most frequent first: each case is an isinstance check
+        case SetTrackArm() | SetTrackMute() | SetTrackSolo():
+            assert isinstance(command.track, int)
+            key = S.track_key(command.track, _TRACK_FIELD[type(command)])
+            on = command.on
+            return lambda _e: get(key) is on
         case Play():
             return lambda _e: get(S.PLAYING) is True
         case Stop():
@@ -105,17 +111,12 @@ def confirmation(command: Command, get: Callable[[str], Value]) -> Callable[[Eve
             return lambda _e: get(S.RECORDING) is on
         case Locate():
             return lambda e: isinstance(e, PositionChanged)
-        case SetTrackArm() | SetTrackMute() | SetTrackSolo():
-            assert isinstance(command.track, int)
-            key = S.track_key(command.track, _TRACK_FIELD[type(command)])
-            on = command.on
-            return lambda _e: get(key) is on
         case AddMarker(tag=tag):
             return lambda e: isinstance(e, MarkerAdded) and e.tag in (tag, None)
         case SetTalkback(on=on, channel=channel):
             talk_key = S.talkback_key(channel)
             return lambda _e: get(talk_key) is on
-    return None  # continuous commands (faders) are not confirmed one by one
+    return None
 
 
 def ranges(numbers: list[int]) -> str:

@@ -1,5 +1,5 @@
 from bridge.outbox import Outbox
-from bridge.vocab import Feedback, LogEntry, Play, SetTrackArm, SetTrackFader, Stop
+from bridge.vocab import Feedback, LogEntry, Outbound, Play, SetTrackArm, SetTrackFader, Stop
 
 
 def test_discrete_never_dropped_or_reordered() -> None:
@@ -59,16 +59,36 @@ def test_log_entries_are_discrete_and_clear() -> None:
 
 def test_bypass_rules_keep_discrete_order_and_pacing() -> None:
     box = Outbox(min_interval=0.1)
-    assert box.may_bypass(Feedback("led", True), 0.0)
+    sent: list[Outbound] = []
+
+    def send(message: Outbound) -> bool:
+        sent.append(message)
+        return True
+
+    def direct(message: Outbound, now: float) -> bool:
+        before = len(sent)
+        ok = box.send_direct(message, now, send)
+        assert ok == (len(sent) == before + 1)  # True exactly when it was handed to send
+        return ok
+
+    assert direct(Feedback("led", True), 0.0)
     box.put(Feedback("fader", 0.5, continuous=True))
     # a held continuous value does not hold back a discrete one
-    assert box.may_bypass(Feedback("led", False), 0.0)
+    assert direct(Feedback("led", False), 0.0)
     # but a continuous one waits for the held one (latest wins in the outbox)
-    assert not box.may_bypass(Feedback("fader", 0.6, continuous=True), 0.0)
+    assert not direct(Feedback("fader", 0.6, continuous=True), 0.0)
     box.put(Feedback("led", True))
     # a queued discrete message blocks every bypass: order among discrete messages holds
-    assert not box.may_bypass(Feedback("other", True), 0.0)
+    assert not direct(Feedback("other", True), 0.0)
     box.take(0.0)
-    box.bypassed(Feedback("fader", 0.7, continuous=True), 1.0)
-    assert not box.may_bypass(Feedback("fader", 0.8, continuous=True), 1.05)  # paced
-    assert box.may_bypass(Feedback("fader", 0.8, continuous=True), 1.2)
+    assert direct(Feedback("fader", 0.7, continuous=True), 1.0)
+    assert not direct(Feedback("fader", 0.8, continuous=True), 1.05)  # paced
+    assert direct(Feedback("fader", 0.8, continuous=True), 1.2)
+    assert [m.value for m in sent if isinstance(m, Feedback)] == [True, False, 0.7, 0.8]
+
+
+def test_a_direct_send_the_driver_refuses_keeps_the_pacing() -> None:
+    box = Outbox(min_interval=0.1)
+    assert not box.send_direct(Feedback("fader", 0.5, continuous=True), 1.0, lambda m: False)
+    # not sent: the next continuous value is not held back by a pacing interval
+    assert box.send_direct(Feedback("fader", 0.6, continuous=True), 1.01, lambda m: True)

@@ -125,7 +125,15 @@ class InternalTransport(SyncDevice[InternalOptions]):
             self._stop_ticker()
 
     def send_now(self, message: Outbound) -> None:
-        match message:
+        match message:  # the most frequent first: each case is an isinstance check
+            case SetTrackArm(track=int(track), on=on) if 1 <= track <= self._count:
+                self._emit(TrackChanged(track, arm=on))
+            case SetTrackMute(track=int(track), on=on) if 1 <= track <= self._count:
+                self._emit(TrackChanged(track, mute=on))
+            case SetTrackSolo(track=int(track), on=on) if 1 <= track <= self._count:
+                self._emit(TrackChanged(track, solo=on))
+            case SetTrackFader(track=int(track), value=value) if 1 <= track <= self._count:
+                self._emit(TrackChanged(track, fader=max(0.0, min(1.0, value))))
             case Play():
                 self._roll(True)
                 self._emit(TransportChanged(playing=True, recording=self.recording))
@@ -143,14 +151,6 @@ class InternalTransport(SyncDevice[InternalOptions]):
                 self._origin = max(0.0, seconds)
                 self._since = self._clock()
                 self._emit(PositionChanged(round(self._origin, 6)))
-            case SetTrackArm(track=int(track), on=on) if 1 <= track <= self._count:
-                self._emit(TrackChanged(track, arm=on))
-            case SetTrackMute(track=int(track), on=on) if 1 <= track <= self._count:
-                self._emit(TrackChanged(track, mute=on))
-            case SetTrackSolo(track=int(track), on=on) if 1 <= track <= self._count:
-                self._emit(TrackChanged(track, solo=on))
-            case SetTrackFader(track=int(track), value=value) if 1 <= track <= self._count:
-                self._emit(TrackChanged(track, fader=max(0.0, min(1.0, value))))
             case AddMarker(label=label, tag=tag):
                 self._markers += 1
                 self._emit(MarkerAdded(label, round(self.position(), 6), f"M{self._markers}", tag))
