@@ -125,13 +125,19 @@ class InternalTransport(SyncDevice[InternalOptions]):
             self._stop_ticker()
 
     def send_now(self, message: Outbound) -> None:
-        match message:  # the most frequent first: each case is an isinstance check
-            case SetTrackArm(track=int(track), on=on) if 1 <= track <= self._count:
-                self._emit(TrackChanged(track, arm=on))
-            case SetTrackMute(track=int(track), on=on) if 1 <= track <= self._count:
-                self._emit(TrackChanged(track, mute=on))
-            case SetTrackSolo(track=int(track), on=on) if 1 <= track <= self._count:
-                self._emit(TrackChanged(track, solo=on))
+        kind = type(message)  # arm / mute / solo first, without a pattern match (the hot path)
+        if kind is SetTrackArm or kind is SetTrackMute or kind is SetTrackSolo:
+            assert isinstance(message, SetTrackArm | SetTrackMute | SetTrackSolo)
+            track = message.track
+            if type(track) is int and 1 <= track <= self._count:
+                if kind is SetTrackArm:
+                    self._emit(TrackChanged(track, arm=message.on))
+                elif kind is SetTrackMute:
+                    self._emit(TrackChanged(track, mute=message.on))
+                else:
+                    self._emit(TrackChanged(track, solo=message.on))
+            return
+        match message:
             case SetTrackFader(track=int(track), value=value) if 1 <= track <= self._count:
                 self._emit(TrackChanged(track, fader=max(0.0, min(1.0, value))))
             case Play():
