@@ -128,10 +128,7 @@ class FeedbackEngine:
             for device in self._state_devices:
                 self._emit(device, change.key, change.new, continuous, out.setdefault(device, []))
             for device, binding in self._index.get(change.key, ()):
-                if self.daw_offline:
-                    value = self._shown(binding, change.key, change.new)
-                else:
-                    value = binding.feedback_value(change.new)
+                value = self._shown(binding, change.key, change.new)
                 self._emit(device, binding.control, value, continuous, out.setdefault(device, []))
         return {d: fb for d, fb in out.items() if fb}
 

@@ -69,7 +69,6 @@ from bridge.vocab import (
     SetTrackMute,
     SetTrackSolo,
     TalkbackChanged,
-    TrackChanged,
     TrackRef,
     TransportChanged,
     Value,
@@ -80,6 +79,12 @@ if TYPE_CHECKING:
     from bridge.log.records import LogStatus, Record, SessionInfo
 
 __all__ = ["DAW_COMMANDS", "Hub", "Slot"]
+
+#: The facts with a side beyond the state (position clock, device table, ledger, talkback);
+#: every other fact only changes the state, which confirms and shows it.
+_LEDGER_EVENTS = frozenset(
+    {PositionChanged, TransportChanged, DeviceStatusChanged, TalkbackChanged, MarkerAdded, AudioCaptured}
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +129,6 @@ class Hub:
         self.details: dict[str, str] = {}
         self._inbox: deque[tuple[str, Inbound | _Connected | _Call]] = deque()
         self._draining = False
-        self._handlers: dict[type, Callable[[str, Any], object]] = {}
         self.confirms = Confirmations(clock, timer, lambda: self.confirm_timeout)
         self._pending = self.confirms.pending
         self.talkback = TalkbackRouter(self)
@@ -263,35 +267,22 @@ class Hub:
 
     def process(self, source: str, item: Inbound | _Connected | _Call) -> None:
         self.processed += 1
-        kind = type(item)
-        handler = self._handlers.get(kind)
-        if handler is None:
-            handler = self._handlers[kind] = self._handler_for(kind)
-        handler(source, item)
-
-    def _handler_for(self, kind: type) -> Callable[[str, Any], object]:
-        """How ``process`` takes an item of type ``kind`` (looked up once per type: the hot
-        path does one dict lookup instead of a chain of isinstance checks)."""
-        if issubclass(kind, Event):
-            return self._apply_event
-        if issubclass(kind, Request):
-            return lambda source, item: self.execute(source, item.command, item.done)
-        if issubclass(kind, Command):
-            return self.execute
-        if issubclass(kind, ControlInput):
-            return self._control_input
-        if issubclass(kind, _Connected):
-            return lambda source, item: self._resync(source)
-        if issubclass(kind, _Call):
-            return lambda source, item: item.fn()
-        raise TypeError(f"the hub cannot take a {kind.__name__}")
-
-    def _control_input(self, source: str, item: ControlInput) -> None:
-        slot = self.slots.get(source)
-        if slot is None or slot.mapper is None:
-            return
-        for command in slot.mapper.resolve(item, self.store.get, self.track_number):
-            self.execute(source, command)
+        if isinstance(item, Event):  # the most frequent first: facts, then a surface's inputs
+            self._apply_event(source, item)
+        elif isinstance(item, ControlInput):
+            slot = self.slots.get(source)
+            if slot is None or slot.mapper is None:
+                return
+            for command in slot.mapper.resolve(item, self.store.get, self.track_number):
+                self.execute(source, command)
+        elif isinstance(item, Request):
+            self.execute(source, item.command, item.done)
+        elif isinstance(item, Command):
+            self.execute(source, item)
+        elif isinstance(item, _Connected):
+            self._resync(source)
+        elif isinstance(item, _Call):
+            item.fn()
 
     # ------------------------------------------------------------------ state
 
@@ -324,54 +315,51 @@ class Hub:
         )
 
     def _apply_event(self, source: str, event: Event) -> list[Appended]:
-        kind = type(event)
-        if kind is TrackChanged:  # the most frequent event has no ledger side: the short way
-            changes = self.store.apply(event)
-            if changes:
-                self._distribute(changes)
-            self.confirms.check(event)
-            return []
-        was_playing = self.store.get(S.PLAYING)
-        was_recording = self.store.get(S.RECORDING)
+        side = type(event) in _LEDGER_EVENTS  # not TrackChanged, the most frequent fact
+        was = (self.store.get(S.PLAYING), self.store.get(S.RECORDING)) if side else (None, None)
         if isinstance(event, PositionChanged):
             self._position_base, self._position_at = float(event.seconds), self.clock()
-        elif (
-            isinstance(event, TransportChanged) and event.playing is not None and event.playing != was_playing
-        ):
+        elif isinstance(event, TransportChanged) and event.playing is not None and event.playing != was[0]:
             # the playhead starts (or stops) moving now, from where it was
             self._position_base, self._position_at = self.position_now(), self.clock()
         changes = self.store.apply(event)
-        effects: list[Effect] = []
         if changes:
             self._distribute(changes)
+        effects = self._side_effects(source, event, changes, *was) if side else []
+        futures = self.driver.run(effects) if effects else []
+        self.confirms.check(event)
+        return futures
+
+    def _side_effects(
+        self, source: str, event: Event, changes: list[S.Change], was_playing: Value, was_recording: Value
+    ) -> list[Effect]:
+        """What the ledger, the device table and talkback make of a fact (once it is in the state)."""
         ledger = self.ledger
         if isinstance(event, DeviceStatusChanged):
             self._device_status(event)
             if changes:
-                effects = ledger.device_status(event.device, event.status, event.detail)
+                return ledger.device_status(event.device, event.status, event.detail)
         elif isinstance(event, TransportChanged) and changes:
             playing, recording = self.store.get(S.PLAYING), self.store.get(S.RECORDING)
             if playing != was_playing or recording != was_recording:
                 on_air = playing is True and recording is True
                 started = on_air and not (was_playing is True and was_recording is True)
                 quiet = _quiet_done(source, "auto take")
-                effects = ledger.transport(
+                return ledger.transport(
                     source, playing, recording, event.assumed, started, quiet, self._moment()
                 )
         elif isinstance(event, PositionChanged):
             if ledger.takes.running is not None:
-                effects = ledger.position(float(event.seconds), self.store.get(S.PLAYING) is True)
+                return ledger.position(float(event.seconds), self.store.get(S.PLAYING) is True)
         elif isinstance(event, TalkbackChanged) and any(
             c.key == S.talkback_key(event.channel) for c in changes
         ):
-            effects = self.talkback.changed(source, event)
+            return self.talkback.changed(source, event)
         elif isinstance(event, MarkerAdded):
-            effects = ledger.daw_marker(source, event)
+            return ledger.daw_marker(source, event)
         elif isinstance(event, AudioCaptured):
-            effects = ledger.cues.audio(source, event)
-        futures = self.driver.run(effects) if effects else []
-        self.confirms.check(event)
-        return futures
+            return ledger.cues.audio(source, event)
+        return []
 
     def _device_status(self, event: DeviceStatusChanged) -> None:
         self.details[event.device] = event.detail
