@@ -14,8 +14,11 @@ REC, PLAY, STOP, MARKER_SET = 45, 41, 42, 60
 STRIP2_REC = 65
 
 
-def wait_bytes(peer: MidiPeer, *wanted: list[int], timeout: float = 10.0) -> None:
-    """Wait until the controller has received every message in ``wanted``."""
+def wait_bytes(
+    peer: MidiPeer, *wanted: list[int], timeout: float = 10.0, daemon: Daemon | None = None
+) -> None:
+    """Wait until the controller has received every message in ``wanted`` (on failure, with
+    ``daemon``'s log)."""
     deadline = time.monotonic() + timeout
     seen: list[list[int]] = []
     while time.monotonic() < deadline:
@@ -23,7 +26,8 @@ def wait_bytes(peer: MidiPeer, *wanted: list[int], timeout: float = 10.0) -> Non
         if all(w in seen for w in wanted):
             return
         time.sleep(0.02)
-    raise AssertionError(f"controller never received {wanted}; got {seen[-20:]}")
+    log = f"\ndaemon log:\n{daemon.log()}" if daemon is not None else ""
+    raise AssertionError(f"controller never received {wanted}; got {seen[-20:]}{log}")
 
 
 @pytest.mark.jack
@@ -72,7 +76,7 @@ output = "nanoKONTROL2-fb:"
             # a replug with no pause at all (faster than the port-list check): still replayed
             peer.close_ports()
             peer.open_ports()
-            wait_bytes(peer, [0xB0, REC, 127], [0xB0, STRIP2_REC, 127], timeout=10)
+            wait_bytes(peer, [0xB0, REC, 127], [0xB0, STRIP2_REC, 127], timeout=10, daemon=daemon)
             # STOP: recording ends and the REC LED goes dark
             peer.send([[0xB0, STOP, 127], [0xB0, STOP, 0]])
             assert client.wait_for(lambda m: m == ("/transport/record", [0]), 10)
