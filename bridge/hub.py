@@ -471,8 +471,6 @@ class Hub:
 
     def _resolve_track(self, command: Command) -> Command:
         if isinstance(command, SetTrackArm | SetTrackMute | SetTrackSolo | SetTrackFader):
-            if type(command.track) is int and command.track >= 1:
-                return command  # a track number already (what mappings send): nothing to look up
             number = self.track_number(command.track)
             if number is None:
                 if isinstance(command.track, str):
